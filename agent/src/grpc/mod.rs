@@ -1,0 +1,70 @@
+//! The gRPC transport: every role's service, gRPC health and reflection on one listener,
+//! behind the metrics and token layers. Handlers convert and delegate; they hold no logic.
+
+mod agent;
+mod layers;
+
+use std::sync::Arc;
+
+use readmit_proto::v1::agent_server::AgentServer;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::server::Shared;
+
+/// Largest message a server accepts; artifacts and uploads travel in smaller chunks.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves until `shared.shutdown` is cancelled, then drains the calls in flight.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), GrpcError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    // v1 for current tools, v1alpha for grpcurl and Postman releases that still ask for it.
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let layers = tower::ServiceBuilder::new()
+        .layer(layers::MetricsLayer::new(shared.metrics.clone()))
+        .layer(layers::AuthLayer::new(shared.guard.clone()))
+        .into_inner();
+    let agent = AgentServer::new(agent::AgentService::new(Arc::clone(&shared)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = shared.shutdown.clone();
+    Server::builder()
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(agent)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.cancelled().await;
+            // Tell health watchers first, so balancers stop sending new calls.
+            set_health(&health, ServingStatus::NotServing).await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(readmit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status("readmit.v1.Agent", status).await;
+}

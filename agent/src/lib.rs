@@ -1,0 +1,28 @@
+//! readmit-agent: one binary that runs any set of roles (etl, tracking, inference) behind one
+//! gRPC listener and one HTTP listener.
+//!
+//! Domain modules hold the logic; `grpc` and `http` only convert and delegate.
+
+pub mod auth;
+mod grpc;
+mod http;
+pub mod metrics;
+pub mod roles;
+pub mod server;
+pub mod settings;
+pub mod status;
+
+pub use roles::Role;
+pub use server::{RunningAgent, ServeError, bind, serve};
+pub use settings::{Settings, SettingsFlags};
+
+/// The agent's version, as `AgentInfo` and `/metrics` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, the unit every timestamp on the wire uses.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

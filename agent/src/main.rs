@@ -1,0 +1,81 @@
+//! `readmit-agent`: parses the command line, sets up logging and serves until SIGTERM or Ctrl-C.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use readmit_agent::settings::{self, LogFormat};
+use readmit_agent::{Settings, SettingsFlags};
+use tracing_subscriber::EnvFilter;
+
+/// Runs readmit's roles: etl (data and DAGs), tracking (experiments, registry, MLflow API) and
+/// inference (predictions, load tests).
+#[derive(Debug, Parser)]
+#[command(name = "readmit-agent", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: SettingsFlags,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the configured roles (what the agent does when no subcommand is given).
+    Serve(SettingsFlags),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let flags = match cli.command {
+        Some(Command::Serve(flags)) => flags,
+        None => cli.serve,
+    };
+    let settings = flags.load(settings::process_env()).context("invalid settings")?;
+    init_logging(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let (grpc, http) = readmit_agent::bind(&settings).await?;
+    readmit_agent::serve(settings, grpc, http, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM (what Kubernetes and systemd send) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .with_context(|| format!("setting `log_level`: {:?} is not a log filter", settings.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}

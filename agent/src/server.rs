@@ -1,0 +1,188 @@
+//! The agent chassis: shared state, and serving the gRPC and HTTP listeners together until a
+//! shutdown future completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Guard;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::status::{self, HostFacts, Sample};
+
+/// What every transport handler of one agent shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub host: HostFacts,
+    pub started_at_ms: i64,
+    started: Instant,
+    pub guard: Guard,
+    pub metrics: Metrics,
+    status: watch::Receiver<Sample>,
+    ready: AtomicBool,
+    /// Cancelled when the agent begins to shut down; long-lived streams end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn uptime_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn latest_sample(&self) -> Sample {
+        *self.status.borrow()
+    }
+
+    /// True once both listeners serve, false again as soon as shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind the {which} listener to {addr}: {source}")]
+    Bind { which: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot read a listener's address: {0}")]
+    LocalAddr(std::io::Error),
+    #[error(transparent)]
+    Sampler(#[from] status::SamplerError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("a server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Binds the listeners the settings name (port 0 picks a free port).
+pub async fn bind(settings: &Settings) -> Result<(TcpListener, TcpListener), ServeError> {
+    let grpc = TcpListener::bind(settings.grpc_addr).await.map_err(|source| ServeError::Bind {
+        which: "gRPC",
+        addr: settings.grpc_addr,
+        source,
+    })?;
+    let http = TcpListener::bind(settings.http_addr).await.map_err(|source| ServeError::Bind {
+        which: "HTTP",
+        addr: settings.http_addr,
+        source,
+    })?;
+    Ok((grpc, http))
+}
+
+/// Serves both listeners until `shutdown` completes, then drains in-flight calls and returns.
+pub async fn serve(
+    settings: Settings,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let shared = shared(settings, &grpc, &http, token)?;
+    run(shared, grpc, http).await
+}
+
+fn shared(
+    settings: Settings,
+    grpc: &TcpListener,
+    http: &TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Arc<Shared>, ServeError> {
+    let started_at_ms = crate::now_ms();
+    let roles: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
+    let metrics = Metrics::new(crate::VERSION, &roles.join(","), started_at_ms)?;
+    Ok(Arc::new(Shared {
+        grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
+        http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
+        host: HostFacts::read(),
+        started_at_ms,
+        started: Instant::now(),
+        guard: Guard::new(settings.token.as_deref()),
+        metrics,
+        status: status::spawn(shutdown.clone())?,
+        ready: AtomicBool::new(false),
+        shutdown,
+        settings,
+    }))
+}
+
+async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Result<(), ServeError> {
+    tracing::info!(
+        grpc = %shared.grpc_addr,
+        http = %shared.http_addr,
+        roles = ?shared.settings.roles,
+        auth = shared.guard.required(),
+        "agent serving"
+    );
+    let grpc_task = tokio::spawn(crate::grpc::serve(Arc::clone(&shared), grpc));
+    let http_task = tokio::spawn(crate::http::serve(Arc::clone(&shared), http));
+    shared.ready.store(true, Ordering::Release);
+    // If one server dies, stop the other instead of serving half an agent.
+    let stop_other = shared.shutdown.clone();
+    let (grpc_result, http_result) = tokio::join!(
+        async {
+            let r = grpc_task.await;
+            stop_other.cancel();
+            r
+        },
+        async {
+            let r = http_task.await;
+            shared.shutdown.cancel();
+            r
+        }
+    );
+    grpc_result??;
+    http_result?.map_err(ServeError::Http)?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// An agent serving in the background of this process: what tests and `readmit up` start.
+pub struct RunningAgent {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningAgent {
+    /// Binds the settings' addresses and serves in a background task.
+    pub async fn start(settings: Settings) -> Result<Self, ServeError> {
+        let (grpc, http) = bind(&settings).await?;
+        let shutdown = CancellationToken::new();
+        let shared = shared(settings, &grpc, &http, shutdown.clone())?;
+        let (grpc_addr, http_addr) = (shared.grpc_addr, shared.http_addr);
+        let task = tokio::spawn(run(shared, grpc, http));
+        Ok(Self { grpc_addr, http_addr, shutdown, task })
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Starts a graceful shutdown and waits for both servers to finish.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}

@@ -1,0 +1,376 @@
+//! Layered, typed settings: compiled-in defaults, then a `--config` TOML file, then `READMIT_*`
+//! environment variables, then command-line flags, validated once into [`Settings`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::roles::Role;
+
+/// Environment variables read as settings: `READMIT_` and the key in upper case.
+const ENV_KEYS: [&str; 9] = [
+    "roles",
+    "data_dir",
+    "grpc_addr",
+    "http_addr",
+    "token",
+    "token_file",
+    "insecure",
+    "log_format",
+    "log_level",
+];
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The settings file's shape, before validation. Unknown keys are refused so typos surface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    #[serde(deserialize_with = "roles_from_list_or_string")]
+    pub roles: Vec<Role>,
+    pub data_dir: PathBuf,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            roles: Role::ALL.to_vec(),
+            data_dir: PathBuf::from("./readmit-data"),
+            grpc_addr: "127.0.0.1:50051".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            token: None,
+            token_file: None,
+            insecure: false,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Flags given on the command line; only those present override the layers below.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct SettingsFlags {
+    /// A TOML settings file (keys as the long flags, with underscores).
+    #[arg(long, env = "READMIT_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Roles to run, comma separated: etl, tracking, inference [default: all]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
+    /// Where SQLite files, artifacts and runs are kept [default: ./readmit-data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The gRPC listener [default: 127.0.0.1:50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
+    /// The HTTP listener [default: 127.0.0.1:8080]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// Bearer token every gRPC call and mutating HTTP call must carry (prefer READMIT_TOKEN:
+    /// flags show in the process list).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Read the bearer token from this file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Allow serving a non-loopback address without a token.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Log format [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `readmit_agent=debug,info` [default: info]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Validated settings: the only form the servers accept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub roles: Vec<Role>,
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub token: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("roles", &self.roles)
+            .field("data_dir", &self.data_dir)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Layer(String),
+    #[error("setting `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(
+        "refusing to serve {addr} without a token: set --token or READMIT_TOKEN, bind a loopback \
+         address, or pass --insecure"
+    )]
+    ExposedWithoutToken { addr: SocketAddr },
+}
+
+impl SettingsFlags {
+    /// Merges every layer and validates the result. `env` supplies the environment, so tests
+    /// can pass their own instead of the process's.
+    pub fn load(&self, env: Env) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(RawSettings::default()));
+        if let Some(path) = &self.config {
+            if !path.is_file() {
+                return Err(SettingsError::File {
+                    path: path.clone(),
+                    reason: "no such file".into(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let raw: RawSettings = figment
+            .merge(env.filter(|key| ENV_KEYS.iter().any(|k| key == *k)))
+            .merge(Serialized::defaults(self))
+            .extract()
+            .map_err(|e| SettingsError::Layer(figment_message(&e)))?;
+        raw.validate()
+    }
+}
+
+/// The process environment's `READMIT_*` variables.
+pub fn process_env() -> Env {
+    Env::prefixed("READMIT_")
+}
+
+impl RawSettings {
+    pub fn validate(self) -> Result<Settings, SettingsError> {
+        let grpc_addr = parse_addr("grpc_addr", &self.grpc_addr)?;
+        let http_addr = parse_addr("http_addr", &self.http_addr)?;
+        let token = match (self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(SettingsError::Invalid {
+                    field: "token_file",
+                    reason: "give either token or token_file, not both".into(),
+                });
+            }
+            (Some(token), None) => Some(token),
+            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, None) => None,
+        };
+        if let Some(token) = &token {
+            check_token(token)?;
+        } else if !self.insecure {
+            for addr in [grpc_addr, http_addr] {
+                if !addr.ip().is_loopback() {
+                    return Err(SettingsError::ExposedWithoutToken { addr });
+                }
+            }
+        }
+        let mut roles = self.roles;
+        roles.sort();
+        roles.dedup();
+        Ok(Settings {
+            roles,
+            data_dir: self.data_dir,
+            grpc_addr,
+            http_addr,
+            token,
+            log_format: self.log_format,
+            log_level: self.log_level,
+        })
+    }
+}
+
+fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, SettingsError> {
+    value.trim().parse().map_err(|_| SettingsError::Invalid {
+        field,
+        reason: format!("{value:?} is not an IP address and port such as 127.0.0.1:8080"),
+    })
+}
+
+fn read_token_file(path: &Path) -> Result<String, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SettingsError::File { path: path.to_owned(), reason: e.to_string() })?;
+    Ok(text.trim().to_owned())
+}
+
+fn check_token(token: &str) -> Result<(), SettingsError> {
+    if token.is_empty() {
+        return Err(SettingsError::Invalid { field: "token", reason: "it is empty".into() });
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SettingsError::Invalid {
+            field: "token",
+            reason: "only visible ASCII characters can travel in an HTTP header".into(),
+        });
+    }
+    Ok(())
+}
+
+/// figment's messages already name the key and the layer (file or env var) it came from.
+fn figment_message(error: &figment::Error) -> String {
+    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+fn roles_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Roles {
+        List(Vec<String>),
+        Text(String),
+    }
+    let names = match Roles::deserialize(d)? {
+        Roles::List(names) => names,
+        Roles::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> SettingsFlags {
+        SettingsFlags::default()
+    }
+
+    fn no_env() -> Env {
+        Env::prefixed("READMIT_TEST_UNSET_PREFIX_")
+    }
+
+    #[test]
+    fn defaults_run_every_role_on_loopback() {
+        let s = flags().load(no_env()).unwrap();
+        assert_eq!(s.roles, Role::ALL.to_vec());
+        assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./readmit-data"));
+        assert!(s.token.is_none());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "agent.toml",
+                "roles = [\"etl\"]\ngrpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n",
+            )?;
+            jail.set_env("READMIT_GRPC_ADDR", "127.0.0.1:3");
+            jail.set_env("READMIT_ROLES", "tracking, inference");
+            let mut f = flags();
+            f.config = Some("agent.toml".into());
+            f.roles = Some("etl,inference".into());
+            let s = f.load(process_env()).unwrap();
+            assert_eq!(s.roles, vec![Role::Etl, Role::Inference], "flags beat env");
+            assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:3", "env beats the file");
+            assert_eq!(s.http_addr.to_string(), "127.0.0.1:2", "the file beats defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_key_and_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "grpc_adr = \"127.0.0.1:1\"\n")?;
+            let mut f = flags();
+            f.config = Some("typo.toml".into());
+            let err = f.load(no_env()).unwrap_err().to_string();
+            assert!(err.contains("grpc_adr") && err.contains("typo.toml"), "{err}");
+
+            jail.create_file("role.toml", "roles = \"etl,billing\"\n")?;
+            f.config = Some("role.toml".into());
+            let err = f.load(no_env()).unwrap_err().to_string();
+            assert!(err.contains("billing"), "{err}");
+            Ok(())
+        });
+        let mut f = flags();
+        f.http_addr = Some("localhost".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("http_addr") && err.contains("localhost"), "{err}");
+        f.http_addr = None;
+        f.config = Some("/nonexistent/readmit.toml".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/readmit.toml"), "{err}");
+    }
+
+    #[test]
+    fn exposed_addresses_need_a_token_or_insecure() {
+        let mut f = flags();
+        f.grpc_addr = Some("0.0.0.0:50051".into());
+        let err = f.load(no_env()).unwrap_err();
+        assert!(matches!(err, SettingsError::ExposedWithoutToken { .. }), "{err}");
+        f.token = Some("t0ken".into());
+        assert!(f.load(no_env()).is_ok());
+        f.token = None;
+        f.insecure = true;
+        assert!(f.load(no_env()).is_ok());
+    }
+
+    #[test]
+    fn tokens_come_from_a_file_and_must_be_header_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut f = flags();
+        f.token_file = Some(path);
+        assert_eq!(f.load(no_env()).unwrap().token.as_deref(), Some("from-file"));
+        f.token = Some("both".into());
+        assert!(f.load(no_env()).is_err());
+        f.token_file = None;
+        f.token = Some("has space".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let mut f = flags();
+        f.token = Some("very-secret".into());
+        let s = f.load(no_env()).unwrap();
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+}
