@@ -12,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
     files.sort();
-    println!("cargo:rerun-if-changed={}", root.join("readmit/v1").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("readmit/v1").display()
+    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

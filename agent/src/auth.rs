@@ -22,7 +22,9 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(token: Option<&str>) -> Self {
-        Self { token: token.map(|t| Arc::from(t.as_bytes())) }
+        Self {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+        }
     }
 
     pub fn required(&self) -> bool {
@@ -32,12 +34,18 @@ impl Guard {
     /// Checks the `authorization` header. The comparison takes the same time whatever the
     /// presented token shares with the real one.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let Some(expected) = &self.token else { return Ok(()) };
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
         let presented = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .ok_or(AuthError::Missing)?;
-        if bool::from(presented.ct_eq(expected)) { Ok(()) } else { Err(AuthError::Invalid) }
+        if bool::from(presented.ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err(AuthError::Invalid)
+        }
     }
 }
 

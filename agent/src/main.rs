@@ -9,7 +9,11 @@ use tracing_subscriber::EnvFilter;
 /// Runs readmit's roles: etl (data and DAGs), tracking (experiments, registry, MLflow API) and
 /// inference (predictions, load tests).
 #[derive(Debug, Parser)]
-#[command(name = "readmit-agent", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "readmit-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -29,9 +33,13 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(flags)) => flags,
         None => cli.serve,
     };
-    let settings = flags.load(settings::process_env()).context("invalid settings")?;
+    let settings = flags
+        .load(settings::process_env())
+        .context("invalid settings")?;
     init_logging(&settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(settings))
 }
 
@@ -70,9 +78,15 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&settings.log_level)
-        .with_context(|| format!("setting `log_level`: {:?} is not a log filter", settings.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(&settings.log_level).with_context(|| {
+        format!(
+            "setting `log_level`: {:?} is not a log filter",
+            settings.log_level
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -9,8 +9,9 @@ use prometheus::{
 use crate::status::Sample;
 
 /// Latency buckets in seconds, from 100 µs (a cached prediction) to 10 s (a large upload).
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -31,9 +32,12 @@ impl Metrics {
     pub fn new(version: &str, roles: &str, started_at_ms: i64) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build = IntGauge::with_opts(
-            Opts::new("readmit_build_info", "Always 1; labels say what this agent runs.")
-                .const_label("version", version)
-                .const_label("roles", roles),
+            Opts::new(
+                "readmit_build_info",
+                "Always 1; labels say what this agent runs.",
+            )
+            .const_label("version", version)
+            .const_label("roles", roles),
         )?;
         build.set(1);
         let start = Gauge::new(
@@ -43,7 +47,10 @@ impl Metrics {
         start.set(started_at_ms as f64 / 1000.0);
         let metrics = Self {
             grpc_requests: IntCounterVec::new(
-                Opts::new("readmit_grpc_requests_total", "gRPC calls by method and status code."),
+                Opts::new(
+                    "readmit_grpc_requests_total",
+                    "gRPC calls by method and status code.",
+                ),
                 &["method", "code"],
             )?,
             grpc_duration: HistogramVec::new(
@@ -55,7 +62,10 @@ impl Metrics {
                 &["method"],
             )?,
             http_requests: IntCounterVec::new(
-                Opts::new("readmit_http_requests_total", "HTTP requests by route, method, status."),
+                Opts::new(
+                    "readmit_http_requests_total",
+                    "HTTP requests by route, method, status.",
+                ),
                 &["route", "method", "status"],
             )?,
             http_duration: HistogramVec::new(
@@ -109,27 +119,38 @@ impl Metrics {
 
     pub fn observe_grpc(&self, method: &str, code: &str, seconds: f64) {
         self.grpc_requests.with_label_values(&[method, code]).inc();
-        self.grpc_duration.with_label_values(&[method]).observe(seconds);
+        self.grpc_duration
+            .with_label_values(&[method])
+            .observe(seconds);
     }
 
     pub fn observe_http(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let status = status.to_string();
-        self.http_requests.with_label_values(&[route, method, status.as_str()]).inc();
-        self.http_duration.with_label_values(&[route, method]).observe(seconds);
+        self.http_requests
+            .with_label_values(&[route, method, status.as_str()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric, with gauges set from `sample`.
     pub fn render(&self, sample: &Sample, uptime_s: f64) -> String {
         self.uptime.set(uptime_s);
         self.host_cpu.set(f64::from(sample.cpu_percent));
-        self.host_memory_used.set(saturating_i64(sample.memory_used_bytes));
-        self.host_memory_total.set(saturating_i64(sample.memory_total_bytes));
+        self.host_memory_used
+            .set(saturating_i64(sample.memory_used_bytes));
+        self.host_memory_total
+            .set(saturating_i64(sample.memory_total_bytes));
         self.process_cpu.set(f64::from(sample.process_cpu_percent));
-        self.process_rss.set(saturating_i64(sample.process_rss_bytes));
+        self.process_rss
+            .set(saturating_i64(sample.process_rss_bytes));
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec only fails on a metric with invalid labels, which
         // registration has already ruled out.
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).unwrap_or_default();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .unwrap_or_default();
         String::from_utf8(out).unwrap_or_default()
     }
 }

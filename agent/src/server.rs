@@ -51,7 +51,11 @@ impl Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind the {which} listener to {addr}: {source}")]
-    Bind { which: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        which: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot read a listener's address: {0}")]
     LocalAddr(std::io::Error),
     #[error(transparent)]
@@ -68,16 +72,20 @@ pub enum ServeError {
 
 /// Binds the listeners the settings name (port 0 picks a free port).
 pub async fn bind(settings: &Settings) -> Result<(TcpListener, TcpListener), ServeError> {
-    let grpc = TcpListener::bind(settings.grpc_addr).await.map_err(|source| ServeError::Bind {
-        which: "gRPC",
-        addr: settings.grpc_addr,
-        source,
-    })?;
-    let http = TcpListener::bind(settings.http_addr).await.map_err(|source| ServeError::Bind {
-        which: "HTTP",
-        addr: settings.http_addr,
-        source,
-    })?;
+    let grpc = TcpListener::bind(settings.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            which: "gRPC",
+            addr: settings.grpc_addr,
+            source,
+        })?;
+    let http = TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            which: "HTTP",
+            addr: settings.http_addr,
+            source,
+        })?;
     Ok((grpc, http))
 }
 
@@ -169,7 +177,12 @@ impl RunningAgent {
         let shared = shared(settings, &grpc, &http, shutdown.clone())?;
         let (grpc_addr, http_addr) = (shared.grpc_addr, shared.http_addr);
         let task = tokio::spawn(run(shared, grpc, http));
-        Ok(Self { grpc_addr, http_addr, shutdown, task })
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            shutdown,
+            task,
+        })
     }
 
     pub fn grpc_url(&self) -> String {

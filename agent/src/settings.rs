@@ -228,14 +228,19 @@ fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, SettingsEr
 }
 
 fn read_token_file(path: &Path) -> Result<String, SettingsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SettingsError::File { path: path.to_owned(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     Ok(text.trim().to_owned())
 }
 
 fn check_token(token: &str) -> Result<(), SettingsError> {
     if token.is_empty() {
-        return Err(SettingsError::Invalid { field: "token", reason: "it is empty".into() });
+        return Err(SettingsError::Invalid {
+            field: "token",
+            reason: "it is empty".into(),
+        });
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(SettingsError::Invalid {
@@ -248,7 +253,12 @@ fn check_token(token: &str) -> Result<(), SettingsError> {
 
 /// figment's messages already name the key and the layer (file or env var) it came from.
 fn figment_message(error: &figment::Error) -> String {
-    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    error
+        .clone()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn roles_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::Error> {
@@ -271,6 +281,7 @@ fn roles_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
 mod tests {
     use super::*;
 
@@ -307,7 +318,11 @@ mod tests {
             let s = f.load(process_env()).unwrap();
             assert_eq!(s.roles, vec![Role::Etl, Role::Inference], "flags beat env");
             assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:3", "env beats the file");
-            assert_eq!(s.http_addr.to_string(), "127.0.0.1:2", "the file beats defaults");
+            assert_eq!(
+                s.http_addr.to_string(),
+                "127.0.0.1:2",
+                "the file beats defaults"
+            );
             Ok(())
         });
     }
@@ -319,7 +334,10 @@ mod tests {
             let mut f = flags();
             f.config = Some("typo.toml".into());
             let err = f.load(no_env()).unwrap_err().to_string();
-            assert!(err.contains("grpc_adr") && err.contains("typo.toml"), "{err}");
+            assert!(
+                err.contains("grpc_adr") && err.contains("typo.toml"),
+                "{err}"
+            );
 
             jail.create_file("role.toml", "roles = \"etl,billing\"\n")?;
             f.config = Some("role.toml".into());
@@ -330,7 +348,10 @@ mod tests {
         let mut f = flags();
         f.http_addr = Some("localhost".into());
         let err = f.load(no_env()).unwrap_err().to_string();
-        assert!(err.contains("http_addr") && err.contains("localhost"), "{err}");
+        assert!(
+            err.contains("http_addr") && err.contains("localhost"),
+            "{err}"
+        );
         f.http_addr = None;
         f.config = Some("/nonexistent/readmit.toml".into());
         let err = f.load(no_env()).unwrap_err().to_string();
@@ -342,7 +363,10 @@ mod tests {
         let mut f = flags();
         f.grpc_addr = Some("0.0.0.0:50051".into());
         let err = f.load(no_env()).unwrap_err();
-        assert!(matches!(err, SettingsError::ExposedWithoutToken { .. }), "{err}");
+        assert!(
+            matches!(err, SettingsError::ExposedWithoutToken { .. }),
+            "{err}"
+        );
         f.token = Some("t0ken".into());
         assert!(f.load(no_env()).is_ok());
         f.token = None;
@@ -357,7 +381,10 @@ mod tests {
         std::fs::write(&path, "from-file\n").unwrap();
         let mut f = flags();
         f.token_file = Some(path);
-        assert_eq!(f.load(no_env()).unwrap().token.as_deref(), Some("from-file"));
+        assert_eq!(
+            f.load(no_env()).unwrap().token.as_deref(),
+            Some("from-file")
+        );
         f.token = Some("both".into());
         assert!(f.load(no_env()).is_err());
         f.token_file = None;

@@ -34,7 +34,10 @@ struct Sampler {
 impl Sampler {
     fn new() -> Result<Self, SamplerError> {
         let system = System::new().map_err(|e| SamplerError(e.to_string()))?;
-        let mut sampler = Self { system, pid: Pid::from_u32(std::process::id()) };
+        let mut sampler = Self {
+            system,
+            pid: Pid::from_u32(std::process::id()),
+        };
         // CPU use is a difference between two reads: prime the first one.
         sampler.read();
         Ok(sampler)
@@ -116,8 +119,16 @@ mod tests {
         std::hint::black_box(x);
         let s = sampler.read();
         assert!(s.memory_total_bytes > 0 && s.memory_used_bytes <= s.memory_total_bytes);
-        assert!(s.process_rss_bytes > 1024 * 1024, "rss {}", s.process_rss_bytes);
-        assert!((0.0..=100.0).contains(&s.cpu_percent), "cpu {}", s.cpu_percent);
+        assert!(
+            s.process_rss_bytes > 1024 * 1024,
+            "rss {}",
+            s.process_rss_bytes
+        );
+        assert!(
+            (0.0..=100.0).contains(&s.cpu_percent),
+            "cpu {}",
+            s.cpu_percent
+        );
         assert!(s.timestamp_ms > 1_600_000_000_000);
     }
 }

@@ -15,7 +15,11 @@ fn agent() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -23,15 +27,24 @@ fn refuses_an_exposed_address_without_a_token() {
     let out = agent().args(["--grpc-addr", "0.0.0.0:0"]).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("0.0.0.0:0") && stderr.contains("--insecure"), "{stderr}");
+    assert!(
+        stderr.contains("0.0.0.0:0") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn names_a_bad_setting_from_the_environment() {
-    let out = agent().env("READMIT_HTTP_ADDR", "not-an-address").output().unwrap();
+    let out = agent()
+        .env("READMIT_HTTP_ADDR", "not-an-address")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("http_addr") && stderr.contains("not-an-address"), "{stderr}");
+    assert!(
+        stderr.contains("http_addr") && stderr.contains("not-an-address"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -49,7 +62,10 @@ fn serves_then_stops_cleanly_on_sigterm() {
         .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let up = runtime.block_on(async {
         while Instant::now() < deadline {
             if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http_port}/readyz")).await {
@@ -61,14 +77,29 @@ fn serves_then_stops_cleanly_on_sigterm() {
     });
     assert!(up, "the agent never became ready");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let lines: Vec<serde_json::Value> =
-        stderr.lines().map(|l| serde_json::from_str(l).expect("JSON log lines")).collect();
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "agent serving"), "{stderr}");
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "agent stopped"), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON log lines"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "agent serving"),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "agent stopped"),
+        "{stderr}"
+    );
 }

@@ -8,9 +8,9 @@ use readmit_agent::settings::RawSettings;
 use readmit_proto::Client;
 use readmit_proto::health::HealthCheckRequest;
 use readmit_proto::health::health_check_response::ServingStatus;
+use readmit_proto::reflection::ServerReflectionRequest;
 use readmit_proto::reflection::server_reflection_request::MessageRequest;
 use readmit_proto::reflection::server_reflection_response::MessageResponse;
-use readmit_proto::reflection::ServerReflectionRequest;
 use readmit_proto::v1;
 
 async fn start(token: Option<&str>) -> (RunningAgent, tempfile::TempDir) {
@@ -39,7 +39,12 @@ async fn info_and_status_stream() {
     let (agent, _dir) = start(None).await;
     let client = Client::connect(&agent.grpc_url(), None).await.unwrap();
 
-    let info = client.agent().get_info(v1::GetInfoRequest {}).await.unwrap().into_inner();
+    let info = client
+        .agent()
+        .get_info(v1::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.roles, ["etl", "tracking", "inference"]);
     assert_eq!(info.version, readmit_agent::VERSION);
     assert_eq!(info.grpc_addr, agent.grpc_addr.to_string());
@@ -47,7 +52,12 @@ async fn info_and_status_stream() {
     assert!(!info.host.is_empty() && info.cpus >= 1 && !info.auth_required);
     assert_eq!(info.pid, std::process::id());
 
-    let status = client.agent().get_status(v1::GetStatusRequest {}).await.unwrap().into_inner();
+    let status = client
+        .agent()
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(status.ready);
     assert!(status.memory_total_bytes > 0 && status.process_rss_bytes > 0);
 
@@ -59,10 +69,16 @@ async fn info_and_status_stream() {
         .into_inner();
     let mut uptimes = Vec::new();
     for _ in 0..3 {
-        let s = within("a status sample", stream.next()).await.unwrap().unwrap();
+        let s = within("a status sample", stream.next())
+            .await
+            .unwrap()
+            .unwrap();
         uptimes.push(s.uptime_s);
     }
-    assert!(uptimes.windows(2).all(|w| w[0] < w[1]), "uptime must grow: {uptimes:?}");
+    assert!(
+        uptimes.windows(2).all(|w| w[0] < w[1]),
+        "uptime must grow: {uptimes:?}"
+    );
 
     let err = client
         .agent()
@@ -81,13 +97,24 @@ async fn health_and_reflection_answer() {
     for service in ["", "readmit.v1.Agent"] {
         let reply = client
             .health()
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(reply.status(), ServingStatus::Serving, "service {service:?}");
+        assert_eq!(
+            reply.status(),
+            ServingStatus::Serving,
+            "service {service:?}"
+        );
     }
-    let unknown = client.health().check(HealthCheckRequest { service: "nope.Svc".into() }).await;
+    let unknown = client
+        .health()
+        .check(HealthCheckRequest {
+            service: "nope.Svc".into(),
+        })
+        .await;
     assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
 
     let requests = futures_util::stream::iter([
@@ -102,15 +129,25 @@ async fn health_and_reflection_answer() {
             )),
         },
     ]);
-    let mut replies =
-        client.reflection().server_reflection_info(requests).await.unwrap().into_inner();
+    let mut replies = client
+        .reflection()
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
     let listed = within("reflection", replies.next()).await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
         panic!("expected a service list, got {listed:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for name in readmit_proto::SERVICE_NAMES.into_iter().chain(["grpc.health.v1.Health"]) {
-        assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+    for name in readmit_proto::SERVICE_NAMES
+        .into_iter()
+        .chain(["grpc.health.v1.Health"])
+    {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing from {names:?}"
+        );
     }
     let file = within("reflection", replies.next()).await.unwrap().unwrap();
     let Some(MessageResponse::FileDescriptorResponse(fd)) = file.message_response else {
@@ -124,14 +161,24 @@ async fn health_and_reflection_answer() {
 async fn http_probes_and_prometheus_metrics() {
     let (agent, _dir) = start(None).await;
     let client = Client::connect(&agent.grpc_url(), None).await.unwrap();
-    client.agent().get_info(v1::GetInfoRequest {}).await.unwrap();
+    client
+        .agent()
+        .get_info(v1::GetInfoRequest {})
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let base = agent.http_url();
 
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value =
-        http.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: serde_json::Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
 
     let missing = http.get(format!("{base}/nope")).send().await.unwrap();
@@ -141,7 +188,12 @@ async fn http_probes_and_prometheus_metrics() {
 
     let response = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = response.text().await.unwrap();
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
@@ -162,19 +214,42 @@ async fn the_token_guards_grpc_and_mutating_http() {
 
     for token in [None, Some("wrong-token")] {
         let client = Client::connect(&agent.grpc_url(), token).await.unwrap();
-        let err = client.agent().get_info(v1::GetInfoRequest {}).await.unwrap_err();
+        let err = client
+            .agent()
+            .get_info(v1::GetInfoRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated, "token {token:?}");
-        let err = client.health().check(HealthCheckRequest::default()).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated, "health with token {token:?}");
+        let err = client
+            .health()
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::Unauthenticated,
+            "health with token {token:?}"
+        );
     }
-    let client = Client::connect(&agent.grpc_url(), Some("right-token")).await.unwrap();
-    let info = client.agent().get_info(v1::GetInfoRequest {}).await.unwrap().into_inner();
+    let client = Client::connect(&agent.grpc_url(), Some("right-token"))
+        .await
+        .unwrap();
+    let info = client
+        .agent()
+        .get_info(v1::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(info.auth_required);
 
     let http = reqwest::Client::new();
     let base = agent.http_url();
     let open = http.get(format!("{base}/metrics")).send().await.unwrap();
-    assert_eq!(open.status(), 200, "reads stay open for scrapers and probes");
+    assert_eq!(
+        open.status(),
+        200,
+        "reads stay open for scrapers and probes"
+    );
     for bad in [None, Some("Bearer wrong-token")] {
         let mut request = http.post(format!("{base}/api/anything"));
         if let Some(h) = bad {
@@ -190,12 +265,24 @@ async fn the_token_guards_grpc_and_mutating_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(allowed.status(), 404, "past the guard, the route does not exist");
+    assert_eq!(
+        allowed.status(),
+        404,
+        "past the guard, the route does not exist"
+    );
 
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("readmit_grpc_requests_total")
-            && l.contains("code=\"Unauthenticated\"")),
+        text.lines()
+            .any(|l| l.starts_with("readmit_grpc_requests_total")
+                && l.contains("code=\"Unauthenticated\"")),
         "refused calls are counted"
     );
     agent.stop().await.unwrap();
@@ -213,13 +300,22 @@ async fn shutdown_ends_streams_and_closes_listeners() {
         .await
         .unwrap()
         .into_inner();
-    within("first sample", stream.next()).await.unwrap().unwrap();
+    within("first sample", stream.next())
+        .await
+        .unwrap()
+        .unwrap();
 
     within("graceful shutdown", agent.stop()).await.unwrap();
     // The watcher's stream ends cleanly instead of holding the shutdown open.
     let rest: Vec<_> = within("the stream's end", stream.collect::<Vec<_>>()).await;
     assert!(rest.iter().all(Result::is_ok), "{rest:?}");
 
-    assert!(Client::connect(&url, None).await.is_err(), "the gRPC listener is closed");
-    assert!(reqwest::get(format!("{http_url}/healthz")).await.is_err(), "HTTP is closed");
+    assert!(
+        Client::connect(&url, None).await.is_err(),
+        "the gRPC listener is closed"
+    );
+    assert!(
+        reqwest::get(format!("{http_url}/healthz")).await.is_err(),
+        "HTTP is closed"
+    );
 }

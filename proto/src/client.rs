@@ -46,9 +46,14 @@ impl TokenInterceptor {
 }
 
 impl Interceptor for TokenInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(header) = &self.header {
-            request.metadata_mut().insert("authorization", header.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
         }
         Ok(request)
     }
@@ -68,7 +73,10 @@ impl Client {
         let url = normalize_url(url)?;
         let auth = TokenInterceptor::new(token)?;
         let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| ClientError::InvalidUrl { url: url.clone(), reason: error_chain(&e) })?
+            .map_err(|e| ClientError::InvalidUrl {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -76,7 +84,10 @@ impl Client {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| ClientError::Unreachable { url: url.clone(), reason: error_chain(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         Ok(Self { url, channel, auth })
     }
 
@@ -123,7 +134,10 @@ impl Client {
 fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();
     if url.is_empty() {
-        return Err(ClientError::InvalidUrl { url: url.into(), reason: "it is empty".into() });
+        return Err(ClientError::InvalidUrl {
+            url: url.into(),
+            reason: "it is empty".into(),
+        });
     }
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(url.to_owned())
@@ -158,16 +172,25 @@ mod tests {
 
     #[test]
     fn urls_get_a_scheme_and_bad_ones_name_themselves() {
-        assert_eq!(normalize_url("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(
+            normalize_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
         assert_eq!(normalize_url(" https://a:1 ").unwrap(), "https://a:1");
         let err = normalize_url("grpc://a:1").unwrap_err().to_string();
-        assert!(err.contains("grpc://a:1") && err.contains("scheme"), "{err}");
+        assert!(
+            err.contains("grpc://a:1") && err.contains("scheme"),
+            "{err}"
+        );
         assert!(normalize_url("").is_err());
     }
 
     #[test]
     fn tokens_must_fit_in_a_header() {
         assert!(TokenInterceptor::new(Some("s3cret-token")).is_ok());
-        assert!(matches!(TokenInterceptor::new(Some("bad\ntoken")), Err(ClientError::InvalidToken)));
+        assert!(matches!(
+            TokenInterceptor::new(Some("bad\ntoken")),
+            Err(ClientError::InvalidToken)
+        ));
     }
 }

@@ -54,7 +54,12 @@ impl v1::agent_server::Agent for AgentService {
     ) -> Result<Response<v1::AgentInfo>, Status> {
         let s = &self.shared;
         Ok(Response::new(v1::AgentInfo {
-            roles: s.settings.roles.iter().map(|r| r.name().to_owned()).collect(),
+            roles: s
+                .settings
+                .roles
+                .iter()
+                .map(|r| r.name().to_owned())
+                .collect(),
             version: crate::VERSION.to_owned(),
             host: s.host.host.clone(),
             started_at_ms: s.started_at_ms,
@@ -92,9 +97,9 @@ impl v1::agent_server::Agent for AgentService {
         };
         let shared = Arc::clone(&self.shared);
         let shutdown = shared.shutdown.clone().cancelled_owned();
-        let ticks = IntervalStream::new(tokio::time::interval(Duration::from_millis(
-            u64::from(interval_ms),
-        )));
+        let ticks = IntervalStream::new(tokio::time::interval(Duration::from_millis(u64::from(
+            interval_ms,
+        ))));
         // Streams end when the agent shuts down, so graceful shutdown never waits on a watcher.
         let stream = ticks
             .map(move |_| Ok(status_message(&shared, &shared.latest_sample())))

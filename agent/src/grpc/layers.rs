@@ -26,7 +26,10 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, guard: self.guard.clone() }
+        Auth {
+            inner,
+            guard: self.guard.clone(),
+        }
     }
 }
 
@@ -51,8 +54,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match self.guard.check(request.headers()) {
             Ok(()) => Either::Left(self.inner.call(request)),
-            Err(e) => Either::Right(ready(Ok(tonic::Status::unauthenticated(e.to_string())
-                .into_http::<tonic::body::Body>()))),
+            Err(e) => Either::Right(ready(Ok(
+                tonic::Status::unauthenticated(e.to_string()).into_http::<tonic::body::Body>()
+            ))),
         }
     }
 }
@@ -73,7 +77,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Observed<S>;
 
     fn layer(&self, inner: S) -> Observed<S> {
-        Observed { inner, metrics: self.metrics.clone() }
+        Observed {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -113,7 +120,11 @@ where
                         .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes())),
                     Err(_) => tonic::Code::Unavailable,
                 };
-                metrics.observe_grpc(&method, &format!("{code:?}"), started.elapsed().as_secs_f64());
+                metrics.observe_grpc(
+                    &method,
+                    &format!("{code:?}"),
+                    started.elapsed().as_secs_f64(),
+                );
                 result
             })
             .boxed()

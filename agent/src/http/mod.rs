@@ -22,7 +22,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), require_token))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            require_token,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))
         .with_state(shared)
 }
@@ -36,7 +39,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Resul
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn healthz() -> Response {
@@ -48,36 +53,64 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_ready() {
         axum::Json(json!({"status": "ready", "roles": roles})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not ready", "roles": roles})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "roles": roles})),
+        )
             .into_response()
     }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let body = shared.metrics.render(&shared.latest_sample(), shared.uptime_s());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    let body = shared
+        .metrics
+        .render(&shared.latest_sample(), shared.uptime_s());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    error_response(StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND", &format!("no route for {method} {}", uri.path()))
+    error_response(
+        StatusCode::NOT_FOUND,
+        "ENDPOINT_NOT_FOUND",
+        &format!("no route for {method} {}", uri.path()),
+    )
 }
 
 /// An error body in the shape MLflow's clients expect from every readmit HTTP API.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error_code": code, "message": message}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error_code": code, "message": message})),
+    )
+        .into_response()
 }
 
 fn is_mutating(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if is_mutating(request.method()) {
-        if let Err(e) = shared.guard.check(request.headers()) {
-            let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &e.to_string());
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return response;
-        }
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if is_mutating(request.method())
+        && let Err(e) = shared.guard.check(request.headers())
+    {
+        let mut response =
+            error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &e.to_string());
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
     }
     next.run(request).await
 }
@@ -90,6 +123,11 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
     let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    shared.metrics.observe_http(&route, method.as_str(), response.status().as_u16(), started.elapsed().as_secs_f64());
+    shared.metrics.observe_http(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }

@@ -1,0 +1,222 @@
+//! `readmit agents`: every agent's info and latest status, side by side.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use readmit_proto::{Client, v1};
+use serde::Serialize;
+
+use super::Global;
+use crate::output::{self, OutputFormat};
+
+/// One agent as the command reports it: what it is and how it is doing, or why it did not
+/// answer.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    pub agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<InfoView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InfoView {
+    pub roles: Vec<String>,
+    pub version: String,
+    pub host: String,
+    pub os: String,
+    pub cpus: u32,
+    pub pid: u32,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub started_at_ms: i64,
+    pub auth_required: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub ready: bool,
+    pub uptime_s: f64,
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub process_cpu_percent: f32,
+    pub process_rss_bytes: u64,
+    pub gauges: Vec<GaugeView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GaugeView {
+    pub role: String,
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
+    let views = futures_util::future::join_all(
+        global
+            .agents
+            .iter()
+            .map(|url| query(url, global.token.as_deref())),
+    )
+    .await;
+    match global.output {
+        OutputFormat::Json => output::print_json(&views)?,
+        OutputFormat::Table => print_table(&views),
+    }
+    let failed: Vec<&AgentView> = views.iter().filter(|v| v.error.is_some()).collect();
+    for view in &failed {
+        eprintln!("error: {}", view.error.as_deref().unwrap_or_default());
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn query(url: &str, token: Option<&str>) -> AgentView {
+    let mut view = AgentView {
+        agent: with_scheme(url),
+        info: None,
+        status: None,
+        error: None,
+    };
+    match fetch(url, token).await {
+        Ok((info, status)) => {
+            view.info = Some(info);
+            view.status = Some(status);
+        }
+        Err(e) => view.error = Some(e),
+    }
+    view
+}
+
+async fn fetch(url: &str, token: Option<&str>) -> Result<(InfoView, StatusView), String> {
+    let call = async {
+        let client = Client::connect(url, token)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut agent = client.agent();
+        let info = agent
+            .get_info(v1::GetInfoRequest {})
+            .await
+            .map_err(|s| output::status_error(client.url(), &s))?
+            .into_inner();
+        let status = agent
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .map_err(|s| output::status_error(client.url(), &s))?
+            .into_inner();
+        Ok((info_view(info), status_view(status)))
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| Err(format!("agent at {url} did not answer within 10 s")))
+}
+
+fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+fn info_view(i: v1::AgentInfo) -> InfoView {
+    InfoView {
+        roles: i.roles,
+        version: i.version,
+        host: i.host,
+        os: i.os,
+        cpus: i.cpus,
+        pid: i.pid,
+        grpc_addr: i.grpc_addr,
+        http_addr: i.http_addr,
+        started_at_ms: i.started_at_ms,
+        auth_required: i.auth_required,
+    }
+}
+
+fn status_view(s: v1::AgentStatus) -> StatusView {
+    StatusView {
+        ready: s.ready,
+        uptime_s: s.uptime_s,
+        cpu_percent: s.cpu_percent,
+        memory_used_bytes: s.memory_used_bytes,
+        memory_total_bytes: s.memory_total_bytes,
+        process_cpu_percent: s.process_cpu_percent,
+        process_rss_bytes: s.process_rss_bytes,
+        gauges: s
+            .gauges
+            .into_iter()
+            .map(|g| GaugeView {
+                role: g.role,
+                name: g.name,
+                value: g.value,
+                unit: g.unit,
+            })
+            .collect(),
+    }
+}
+
+fn print_table(views: &[AgentView]) {
+    let mut table = output::table([
+        "AGENT",
+        "ROLES",
+        "VERSION",
+        "HOST",
+        "UPTIME",
+        "READY",
+        "CPU",
+        "AGENT CPU",
+        "AGENT RSS",
+        "HOST MEMORY",
+        "AUTH",
+    ]);
+    for v in views {
+        let (Some(info), Some(status)) = (&v.info, &v.status) else {
+            table.add_row([v.agent.as_str(), "unreachable"]);
+            continue;
+        };
+        table.add_row([
+            v.agent.clone(),
+            info.roles.join(","),
+            info.version.clone(),
+            info.host.clone(),
+            output::duration(status.uptime_s),
+            if status.ready { "yes" } else { "no" }.to_owned(),
+            format!("{:.0}%", status.cpu_percent),
+            format!("{:.0}%", status.process_cpu_percent),
+            output::bytes(status.process_rss_bytes),
+            format!(
+                "{} / {}",
+                output::bytes(status.memory_used_bytes),
+                output::bytes(status.memory_total_bytes)
+            ),
+            if info.auth_required { "token" } else { "none" }.to_owned(),
+        ]);
+    }
+    println!("{table}");
+    let gauges: Vec<(&str, &GaugeView)> = views
+        .iter()
+        .filter_map(|v| v.status.as_ref().map(|s| (v.agent.as_str(), s)))
+        .flat_map(|(agent, s)| s.gauges.iter().map(move |g| (agent, g)))
+        .collect();
+    if !gauges.is_empty() {
+        let mut table = output::table(["AGENT", "ROLE", "GAUGE", "VALUE"]);
+        for (agent, g) in gauges {
+            table.add_row([
+                agent.to_owned(),
+                g.role.clone(),
+                g.name.clone(),
+                format!("{} {}", g.value, g.unit).trim_end().to_owned(),
+            ]);
+        }
+        println!("{table}");
+    }
+}
