@@ -4,6 +4,7 @@
 //! Domain modules hold the logic; `grpc` and `http` only convert and delegate.
 
 pub mod auth;
+pub mod db;
 mod grpc;
 mod http;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod roles;
 pub mod server;
 pub mod settings;
 pub mod status;
+pub mod tracking;
 
 pub use roles::Role;
 pub use server::{RunningAgent, ServeError, bind, serve};

@@ -1,0 +1,925 @@
+//! The tracking store: experiments, runs, params, tags and metric history in SQL (SQLite,
+//! MySQL/MariaDB or PostgreSQL), with MLflow's rules for what may change and what may not.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use super::model::*;
+use super::search::{self, Bind};
+use crate::db::{Db, Dialect, SchemaChange, is_unique_violation};
+use crate::{now_ms, sql};
+
+const CHANGES: &[SchemaChange] = &[SchemaChange {
+    version: 1,
+    description: "experiments, runs, params, tags, metrics",
+    sqlite: include_str!("../../migrations/tracking/0001_runs.sqlite.sql"),
+    mysql: include_str!("../../migrations/tracking/0001_runs.mysql.sql"),
+    postgres: include_str!("../../migrations/tracking/0001_runs.postgres.sql"),
+}];
+
+/// Rows per multi-row INSERT: well under every backend's limit on bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+pub const DEFAULT_MAX_RESULTS: u32 = 1000;
+pub const MAX_RESULTS_LIMIT: u32 = 50_000;
+
+#[derive(Clone, Debug)]
+pub struct TrackingStore {
+    db: Db,
+}
+
+type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
+    for b in binds {
+        q = match b {
+            Bind::Int(v) => q.bind(*v),
+            Bind::Float(v) => q.bind(*v),
+            Bind::Text(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+/// `(?, ?, ?), (?, ?, ?)`: placeholders for `rows` rows of `columns` values.
+fn value_rows(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// MySQL cannot store infinities and SQLite turns NaN into NULL: store NaN as a flag and clamp
+/// infinities to the largest finite doubles, as MLflow does.
+fn stored_value(v: f64) -> (f64, i64) {
+    if v.is_nan() {
+        (0.0, 1)
+    } else if v.is_infinite() {
+        (if v > 0.0 { f64::MAX } else { f64::MIN }, 0)
+    } else {
+        (v, 0)
+    }
+}
+
+fn loaded_value(value: f64, is_nan: i64) -> f64 {
+    if is_nan != 0 { f64::NAN } else { value }
+}
+
+/// MLflow's order for the "latest" value of a metric: highest step, then timestamp, then value.
+fn later(a: &Metric, b: &Metric) -> bool {
+    let rank = |m: &Metric| (m.step, m.timestamp, if m.value.is_nan() { f64::MIN } else { m.value });
+    rank(a) > rank(b)
+}
+
+impl TrackingStore {
+    /// Applies migrations and makes sure the `Default` experiment (id 0) exists.
+    pub async fn open(db: Db) -> Result<Self> {
+        db.migrate("tracking", CHANGES).await?;
+        let store = Self { db };
+        store.ensure_default_experiment().await?;
+        Ok(store)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn ensure_default_experiment(&self) -> Result<()> {
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        let found: Option<i64> =
+            sqlx::query_scalar(sql!(db, "SELECT experiment_id FROM experiments WHERE experiment_id = ?"))
+                .bind(DEFAULT_EXPERIMENT_ID)
+                .fetch_optional(&mut *w.tx)
+                .await?;
+        if found.is_none() {
+            let now = now_ms();
+            sqlx::query(sql!(
+                db,
+                "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, \
+                 creation_time, last_update_time) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(DEFAULT_EXPERIMENT_ID)
+            .bind(DEFAULT_EXPERIMENT_NAME)
+            .bind(format!("mlflow-artifacts:/{DEFAULT_EXPERIMENT_ID}"))
+            .bind(Lifecycle::Active.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        w.commit().await?;
+        Ok(())
+    }
+
+    // ---- experiments -------------------------------------------------------------------
+
+    pub async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[Tag],
+    ) -> Result<i64> {
+        check_experiment_name(name)?;
+        for t in tags {
+            check_key("tag", &t.key)?;
+        }
+        let db = &self.db;
+        // Another agent on the same MySQL or PostgreSQL database may take the next id between
+        // our read and our insert: then take the one after.
+        for _ in 0..5 {
+            let mut w = db.begin_write().await?;
+            if self.experiment_id_by_name(&mut w.tx, name).await?.is_some() {
+                return Err(TrackingError::AlreadyExists {
+                    what: "experiment",
+                    id: format!("named {name:?}"),
+                });
+            }
+            let id: i64 = sqlx::query_scalar(sql!(
+                db,
+                "SELECT COALESCE(MAX(experiment_id), 0) + 1 FROM experiments"
+            ))
+            .fetch_one(&mut *w.tx)
+            .await?;
+            let location = match artifact_location.filter(|l| !l.trim().is_empty()) {
+                Some(l) => l.trim_end_matches('/').to_owned(),
+                None => format!("mlflow-artifacts:/{id}"),
+            };
+            let now = now_ms();
+            let inserted = sqlx::query(sql!(
+                db,
+                "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, \
+                 creation_time, last_update_time) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(id)
+            .bind(name)
+            .bind(location)
+            .bind(Lifecycle::Active.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => continue,
+                other => {
+                    other?;
+                }
+            }
+            for t in tags {
+                self.upsert_experiment_tag(&mut w.tx, id, t).await?;
+            }
+            w.commit().await?;
+            return Ok(id);
+        }
+        Err(TrackingError::InvalidState(format!(
+            "could not pick an id for experiment {name:?}: too many concurrent creations"
+        )))
+    }
+
+    async fn experiment_id_by_name(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        name: &str,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(sql!(self.db, "SELECT experiment_id FROM experiments WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn upsert_experiment_tag(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: i64,
+        tag: &Tag,
+    ) -> Result<()> {
+        let db = &self.db;
+        let text = match db.dialect() {
+            Dialect::MySql => sql!(
+                db,
+                "INSERT INTO experiment_tags (experiment_id, tag_key, value) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE value = VALUES(value)"
+            ),
+            Dialect::Sqlite | Dialect::Postgres => sql!(
+                db,
+                "INSERT INTO experiment_tags (experiment_id, tag_key, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (experiment_id, tag_key) DO UPDATE SET value = excluded.value"
+            ),
+        };
+        sqlx::query(text).bind(id).bind(&tag.key).bind(&tag.value).execute(conn).await?;
+        Ok(())
+    }
+
+    pub async fn get_experiment(&self, id: i64) -> Result<Experiment> {
+        let db = &self.db;
+        let row = sqlx::query(sql!(
+            db,
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
+             last_update_time FROM experiments WHERE experiment_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| TrackingError::NotFound { what: "experiment", id: format!("id={id}") })?;
+        self.experiment_from_row(&row).await
+    }
+
+    pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
+        let db = &self.db;
+        let row = sqlx::query(sql!(
+            db,
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
+             last_update_time FROM experiments WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| TrackingError::NotFound { what: "experiment", id: format!("named {name:?}") })?;
+        self.experiment_from_row(&row).await
+    }
+
+    async fn experiment_from_row(&self, row: &AnyRow) -> Result<Experiment> {
+        let id: i64 = row.try_get("experiment_id")?;
+        let db = &self.db;
+        let tags = sqlx::query(sql!(
+            db,
+            "SELECT tag_key, value FROM experiment_tags WHERE experiment_id = ? ORDER BY tag_key"
+        ))
+        .bind(id)
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|r| Ok(Tag { key: r.try_get("tag_key")?, value: r.try_get("value")? }))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Experiment {
+            experiment_id: id,
+            name: row.try_get("name")?,
+            artifact_location: row.try_get("artifact_location")?,
+            lifecycle_stage: row.try_get::<String, _>("lifecycle_stage")?.parse()?,
+            creation_time: row.try_get("creation_time")?,
+            last_update_time: row.try_get("last_update_time")?,
+            tags,
+        })
+    }
+
+    /// Experiments in a view, newest first, a page at a time.
+    pub async fn search_experiments(
+        &self,
+        view: ViewType,
+        max_results: u32,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Experiment>, Option<String>)> {
+        let limit = page_size(max_results)?;
+        let offset = parse_page_token(page_token)?;
+        let db = &self.db;
+        let mut q = search::SqlParts::default();
+        q.text.push_str(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
+             last_update_time FROM experiments WHERE lifecycle_stage IN (",
+        );
+        let stages = view.stages();
+        q.text.push_str(&vec!["?"; stages.len()].join(", "));
+        q.text.push_str(") ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?");
+        q.binds.extend(stages.iter().map(|s| Bind::Text((*s).to_owned())));
+        q.binds.extend([Bind::Int(limit + 1), Bind::Int(offset)]);
+        let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds).fetch_all(db.pool()).await?;
+        let mut experiments = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            experiments.push(self.experiment_from_row(row).await?);
+        }
+        let next = (rows.len() as i64 > limit).then(|| page_token_for(offset + limit));
+        Ok((experiments, next))
+    }
+
+    pub async fn set_experiment_lifecycle(&self, id: i64, stage: Lifecycle) -> Result<()> {
+        let db = &self.db;
+        let experiment = self.get_experiment(id).await?;
+        if id == DEFAULT_EXPERIMENT_ID && stage == Lifecycle::Deleted {
+            return Err(TrackingError::invalid("experiment_id", "the Default experiment cannot be deleted"));
+        }
+        if experiment.lifecycle_stage == stage {
+            return Err(TrackingError::InvalidState(format!(
+                "experiment {id} is already {stage}"
+            )));
+        }
+        let now = now_ms();
+        let mut w = db.begin_write().await?;
+        sqlx::query(sql!(
+            db,
+            "UPDATE experiments SET lifecycle_stage = ?, last_update_time = ? WHERE experiment_id = ?"
+        ))
+        .bind(stage.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await?;
+        // As in MLflow, a deleted experiment's runs go to the trash with it, and come back.
+        let (from, deleted_time) = match stage {
+            Lifecycle::Deleted => (Lifecycle::Active, Some(now)),
+            Lifecycle::Active => (Lifecycle::Deleted, None),
+        };
+        sqlx::query(sql!(
+            db,
+            "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE experiment_id = ? AND lifecycle_stage = ?"
+        ))
+        .bind(stage.as_str())
+        .bind(deleted_time)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rename_experiment(&self, id: i64, new_name: &str) -> Result<()> {
+        check_experiment_name(new_name)?;
+        let db = &self.db;
+        let experiment = self.get_experiment(id).await?;
+        if experiment.lifecycle_stage != Lifecycle::Active {
+            return Err(TrackingError::InvalidState(format!("experiment {id} is deleted")));
+        }
+        let mut w = db.begin_write().await?;
+        if self.experiment_id_by_name(&mut w.tx, new_name).await?.is_some_and(|other| other != id) {
+            return Err(TrackingError::AlreadyExists {
+                what: "experiment",
+                id: format!("named {new_name:?}"),
+            });
+        }
+        sqlx::query(sql!(
+            db,
+            "UPDATE experiments SET name = ?, last_update_time = ? WHERE experiment_id = ?"
+        ))
+        .bind(new_name)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_experiment_tag(&self, id: i64, tag: &Tag) -> Result<()> {
+        check_key("tag", &tag.key)?;
+        self.get_experiment(id).await?;
+        let mut w = self.db.begin_write().await?;
+        self.upsert_experiment_tag(&mut w.tx, id, tag).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    // ---- runs --------------------------------------------------------------------------
+
+    pub async fn create_run(&self, new: NewRun) -> Result<Run> {
+        let experiment = self.get_experiment(new.experiment_id).await?;
+        if experiment.lifecycle_stage != Lifecycle::Active {
+            return Err(TrackingError::InvalidState(format!(
+                "experiment {} is deleted: restore it before adding runs",
+                new.experiment_id
+            )));
+        }
+        let mut tags = new.tags;
+        for t in &tags {
+            check_key("tag", &t.key)?;
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let name_tag = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let run_name = new
+            .run_name
+            .filter(|n| !n.is_empty())
+            .or(name_tag)
+            .unwrap_or_else(|| generated_run_name(&run_id));
+        tags.retain(|t| t.key != RUN_NAME_TAG);
+        tags.push(Tag { key: RUN_NAME_TAG.into(), value: run_name.clone() });
+        let info = RunInfo {
+            artifact_uri: format!("{}/{run_id}/artifacts", experiment.artifact_location),
+            run_id,
+            run_name,
+            experiment_id: new.experiment_id,
+            user_id: new.user_id.unwrap_or_default(),
+            status: RunStatus::Running,
+            start_time: new.start_time.unwrap_or_else(now_ms),
+            end_time: None,
+            lifecycle_stage: Lifecycle::Active,
+        };
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        sqlx::query(sql!(
+            db,
+            "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, \
+             end_time, lifecycle_stage, artifact_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&info.run_id)
+        .bind(info.experiment_id)
+        .bind(&info.run_name)
+        .bind(&info.user_id)
+        .bind(info.status.as_str())
+        .bind(info.start_time)
+        .bind(info.end_time)
+        .bind(info.lifecycle_stage.as_str())
+        .bind(&info.artifact_uri)
+        .execute(&mut *w.tx)
+        .await?;
+        self.upsert_tags(&mut w.tx, &info.run_id, &tags).await?;
+        w.commit().await?;
+        tags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Run { info, metrics: Vec::new(), params: Vec::new(), tags })
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.load_runs(&[run_id.to_owned()])
+            .await?
+            .pop()
+            .ok_or_else(|| run_not_found(run_id))
+    }
+
+    async fn run_info(&self, conn: &mut sqlx::AnyConnection, run_id: &str) -> Result<RunInfo> {
+        let db = &self.db;
+        let row = sqlx::query(sql!(
+            db,
+            "SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
+             lifecycle_stage, artifact_uri FROM runs WHERE run_id = ?"
+        ))
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
+        run_info_from_row(&row)
+    }
+
+    /// The run, which must be active, inside a write transaction.
+    async fn active_run(&self, conn: &mut sqlx::AnyConnection, run_id: &str) -> Result<RunInfo> {
+        let info = self.run_info(conn, run_id).await?;
+        if info.lifecycle_stage != Lifecycle::Active {
+            return Err(TrackingError::InvalidState(format!(
+                "the run {run_id} must be in the 'active' state; it is {}",
+                info.lifecycle_stage
+            )));
+        }
+        Ok(info)
+    }
+
+    pub async fn update_run(&self, run_id: &str, update: RunUpdate) -> Result<RunInfo> {
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        let mut info = self.active_run(&mut w.tx, run_id).await?;
+        if let Some(status) = update.status {
+            info.status = status;
+        }
+        if let Some(end) = update.end_time {
+            info.end_time = Some(end);
+        }
+        if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
+            self.upsert_tags(&mut w.tx, run_id, &[Tag { key: RUN_NAME_TAG.into(), value: name.clone() }])
+                .await?;
+            info.run_name = name;
+        }
+        sqlx::query(sql!(
+            db,
+            "UPDATE runs SET status = ?, end_time = ?, run_name = ? WHERE run_id = ?"
+        ))
+        .bind(info.status.as_str())
+        .bind(info.end_time)
+        .bind(&info.run_name)
+        .bind(run_id)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(info)
+    }
+
+    pub async fn set_run_lifecycle(&self, run_id: &str, stage: Lifecycle) -> Result<()> {
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        self.run_info(&mut w.tx, run_id).await?;
+        let deleted_time = (stage == Lifecycle::Deleted).then(now_ms);
+        sqlx::query(sql!(db, "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE run_id = ?"))
+            .bind(stage.as_str())
+            .bind(deleted_time)
+            .bind(run_id)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Logs metrics, params and tags to an active run in one transaction: all or nothing.
+    pub async fn log_batch(&self, run_id: &str, batch: &Batch) -> Result<()> {
+        batch.check()?;
+        let mut w = self.db.begin_write().await?;
+        self.active_run(&mut w.tx, run_id).await?;
+        self.insert_params(&mut w.tx, run_id, &batch.params).await?;
+        self.upsert_tags(&mut w.tx, run_id, &batch.tags).await?;
+        self.insert_metrics(&mut w.tx, run_id, &batch.metrics).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_params(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        run_id: &str,
+        params: &[Param],
+    ) -> Result<()> {
+        if params.is_empty() {
+            return Ok(());
+        }
+        let db = &self.db;
+        let mut unique: Vec<&Param> = Vec::with_capacity(params.len());
+        for p in params {
+            if !unique.iter().any(|u| u.key == p.key) {
+                unique.push(p);
+            }
+        }
+        let mut q = search::SqlParts::default();
+        q.text = format!(
+            "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN ({})",
+            vec!["?"; unique.len()].join(", ")
+        );
+        q.binds.push(Bind::Text(run_id.to_owned()));
+        q.binds.extend(unique.iter().map(|p| Bind::Text(p.key.clone())));
+        let existing: HashMap<String, String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let mut fresh = Vec::new();
+        for p in unique {
+            match existing.get(&p.key) {
+                Some(old) if *old != p.value => {
+                    return Err(TrackingError::invalid(
+                        format!("params[{}]", p.key),
+                        format!(
+                            "changing param values is not allowed: run {run_id} already has \
+                             {}={old:?}, not {:?}",
+                            p.key, p.value
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => fresh.push(p),
+            }
+        }
+        for chunk in fresh.chunks(ROWS_PER_INSERT) {
+            let text = format!(
+                "INSERT INTO params (run_id, param_key, value) VALUES {}",
+                value_rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(db.dynamic(&text));
+            for p in chunk {
+                query = query.bind(run_id.to_owned()).bind(p.key.clone()).bind(p.value.clone());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_tags(&self, conn: &mut sqlx::AnyConnection, run_id: &str, tags: &[Tag]) -> Result<()> {
+        // The last value given for a key wins; PostgreSQL refuses to touch a row twice in one
+        // statement, so duplicates go first.
+        let mut last: Vec<&Tag> = Vec::with_capacity(tags.len());
+        for t in tags.iter().rev() {
+            if !last.iter().any(|u| u.key == t.key) {
+                last.push(t);
+            }
+        }
+        let db = &self.db;
+        for chunk in last.chunks(ROWS_PER_INSERT) {
+            let rows = value_rows(chunk.len(), 3);
+            let text = match db.dialect() {
+                Dialect::MySql => format!(
+                    "INSERT INTO tags (run_id, tag_key, value) VALUES {rows} \
+                     ON DUPLICATE KEY UPDATE value = VALUES(value)"
+                ),
+                Dialect::Sqlite | Dialect::Postgres => format!(
+                    "INSERT INTO tags (run_id, tag_key, value) VALUES {rows} \
+                     ON CONFLICT (run_id, tag_key) DO UPDATE SET value = excluded.value"
+                ),
+            };
+            let mut query = sqlx::query(db.dynamic(&text));
+            for t in chunk {
+                query = query.bind(run_id.to_owned()).bind(t.key.clone()).bind(t.value.clone());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_metrics(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        run_id: &str,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        let db = &self.db;
+        for chunk in metrics.chunks(ROWS_PER_INSERT) {
+            let rows = value_rows(chunk.len(), 6);
+            let text = match db.dialect() {
+                Dialect::Sqlite => format!(
+                    "INSERT OR IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
+                ),
+                Dialect::MySql => format!(
+                    "INSERT IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
+                ),
+                Dialect::Postgres => format!(
+                    "INSERT INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+                     ON CONFLICT DO NOTHING"
+                ),
+            };
+            let mut query = sqlx::query(db.dynamic(&text));
+            for m in chunk {
+                let (value, is_nan) = stored_value(m.value);
+                query = query
+                    .bind(run_id.to_owned())
+                    .bind(m.key.clone())
+                    .bind(m.step)
+                    .bind(m.timestamp)
+                    .bind(value)
+                    .bind(is_nan);
+            }
+            query.execute(&mut *conn).await?;
+        }
+
+        // The newest value per key in this batch, against the newest already stored.
+        let mut newest: Vec<&Metric> = Vec::new();
+        for m in metrics {
+            match newest.iter_mut().find(|n| n.key == m.key) {
+                Some(n) if later(m, n) => *n = m,
+                Some(_) => {}
+                None => newest.push(m),
+            }
+        }
+        let mut q = search::SqlParts::default();
+        q.text = format!(
+            "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN ({})",
+            vec!["?"; newest.len()].join(", ")
+        );
+        q.binds.push(Bind::Text(run_id.to_owned()));
+        q.binds.extend(newest.iter().map(|m| Bind::Text(m.key.clone())));
+        let stored: HashMap<String, Metric> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(metric_from_row)
+            .map(|m| m.map(|m| (m.key.clone(), m)))
+            .collect::<Result<_, _>>()?;
+        let changed: Vec<&Metric> = newest
+            .into_iter()
+            .filter(|m| stored.get(&m.key).is_none_or(|s| later(m, s)))
+            .collect();
+        for chunk in changed.chunks(ROWS_PER_INSERT) {
+            let rows = value_rows(chunk.len(), 6);
+            let text = match db.dialect() {
+                Dialect::MySql => format!(
+                    "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+                     ON DUPLICATE KEY UPDATE step = VALUES(step), ts = VALUES(ts), \
+                     value = VALUES(value), is_nan = VALUES(is_nan)"
+                ),
+                Dialect::Sqlite | Dialect::Postgres => format!(
+                    "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+                     ON CONFLICT (run_id, metric_key) DO UPDATE SET step = excluded.step, \
+                     ts = excluded.ts, value = excluded.value, is_nan = excluded.is_nan"
+                ),
+            };
+            let mut query = sqlx::query(db.dynamic(&text));
+            for m in chunk {
+                let (value, is_nan) = stored_value(m.value);
+                query = query
+                    .bind(run_id.to_owned())
+                    .bind(m.key.clone())
+                    .bind(m.step)
+                    .bind(m.timestamp)
+                    .bind(value)
+                    .bind(is_nan);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        self.active_run(&mut w.tx, run_id).await?;
+        let done = sqlx::query(sql!(db, "DELETE FROM tags WHERE run_id = ? AND tag_key = ?"))
+            .bind(run_id)
+            .bind(key)
+            .execute(&mut *w.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(TrackingError::NotFound {
+                what: "tag",
+                id: format!("{key:?} of run {run_id}"),
+            });
+        }
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// Every value logged for one metric of one run, by step then time.
+    pub async fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
+        let db = &self.db;
+        let mut conn = db.pool().acquire().await?;
+        self.run_info(&mut conn, run_id).await?;
+        sqlx::query(sql!(
+            db,
+            "SELECT metric_key, step, ts, value, is_nan FROM metrics WHERE run_id = ? AND metric_key = ? \
+             ORDER BY step, ts, value"
+        ))
+        .bind(run_id)
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(metric_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+    }
+
+    /// Runs of some experiments matching an MLflow filter, ordered, a page at a time.
+    pub async fn search_runs(&self, query: &RunQuery) -> Result<(Vec<Run>, Option<String>)> {
+        if query.experiment_ids.is_empty() {
+            return Err(TrackingError::invalid("experiment_ids", "name at least one experiment"));
+        }
+        let clauses = search::parse_filter(&query.filter)?;
+        let order: Vec<search::OrderBy> = query
+            .order_by
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| search::parse_order_by(o))
+            .collect::<Result<_>>()?;
+        let limit = page_size(query.max_results)?;
+        let offset = parse_page_token(query.page_token.as_deref())?;
+        let db = &self.db;
+        let q = search::run_ids_query(
+            db.dialect(),
+            &query.experiment_ids,
+            query.view.stages(),
+            &clauses,
+            &order,
+            limit + 1,
+            offset,
+        );
+        let mut ids: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+            .fetch_all(db.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get("run_id"))
+            .collect::<Result<_, _>>()?;
+        let next = (ids.len() as i64 > limit).then(|| page_token_for(offset + limit));
+        ids.truncate(limit as usize);
+        Ok((self.load_runs(&ids).await?, next))
+    }
+
+    /// Whole runs, in the order of `ids`; unknown ids are left out.
+    pub async fn load_runs(&self, ids: &[String]) -> Result<Vec<Run>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = &self.db;
+        let list = vec!["?"; ids.len()].join(", ");
+        let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
+        let fetch = |text: String| {
+            let binds = &binds;
+            async move { bind_all(sqlx::query(db.dynamic(&text)), binds).fetch_all(db.pool()).await }
+        };
+        let (runs, params, tags, metrics) = tokio::try_join!(
+            fetch(format!(
+                "SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
+                 lifecycle_stage, artifact_uri FROM runs WHERE run_id IN ({list})"
+            )),
+            fetch(format!("SELECT run_id, param_key, value FROM params WHERE run_id IN ({list}) ORDER BY param_key")),
+            fetch(format!("SELECT run_id, tag_key, value FROM tags WHERE run_id IN ({list}) ORDER BY tag_key")),
+            fetch(format!(
+                "SELECT run_id, metric_key, step, ts, value, is_nan FROM latest_metrics \
+                 WHERE run_id IN ({list}) ORDER BY metric_key"
+            )),
+        )?;
+        let mut by_id: HashMap<String, Run> = HashMap::with_capacity(runs.len());
+        for row in &runs {
+            let info = run_info_from_row(row)?;
+            by_id.insert(
+                info.run_id.clone(),
+                Run { info, metrics: Vec::new(), params: Vec::new(), tags: Vec::new() },
+            );
+        }
+        for row in &params {
+            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
+                run.params.push(Param { key: row.try_get("param_key")?, value: row.try_get("value")? });
+            }
+        }
+        for row in &tags {
+            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
+                run.tags.push(Tag { key: row.try_get("tag_key")?, value: row.try_get("value")? });
+            }
+        }
+        for row in &metrics {
+            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
+                run.metrics.push(metric_from_row(row)?);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+}
+
+/// What `search_runs` looks for.
+#[derive(Clone, Debug)]
+pub struct RunQuery {
+    pub experiment_ids: Vec<i64>,
+    pub filter: String,
+    pub order_by: Vec<String>,
+    pub view: ViewType,
+    pub max_results: u32,
+    pub page_token: Option<String>,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        Self {
+            experiment_ids: Vec::new(),
+            filter: String::new(),
+            order_by: Vec::new(),
+            view: ViewType::ActiveOnly,
+            max_results: DEFAULT_MAX_RESULTS,
+            page_token: None,
+        }
+    }
+}
+
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+
+fn run_not_found(run_id: &str) -> TrackingError {
+    TrackingError::NotFound { what: "run", id: format!("with id={run_id}") }
+}
+
+fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
+    Ok(RunInfo {
+        run_id: row.try_get("run_id")?,
+        run_name: row.try_get("run_name")?,
+        experiment_id: row.try_get("experiment_id")?,
+        user_id: row.try_get("user_id")?,
+        status: row.try_get::<String, _>("status")?.parse()?,
+        start_time: row.try_get("start_time")?,
+        end_time: row.try_get("end_time")?,
+        artifact_uri: row.try_get("artifact_uri")?,
+        lifecycle_stage: row.try_get::<String, _>("lifecycle_stage")?.parse()?,
+    })
+}
+
+fn metric_from_row(row: &AnyRow) -> Result<Metric, sqlx::Error> {
+    Ok(Metric {
+        key: row.try_get("metric_key")?,
+        value: loaded_value(row.try_get("value")?, row.try_get("is_nan")?),
+        timestamp: row.try_get("ts")?,
+        step: row.try_get("step")?,
+    })
+}
+
+fn page_size(max_results: u32) -> Result<i64> {
+    match max_results {
+        0 => Ok(i64::from(DEFAULT_MAX_RESULTS)),
+        n if n <= MAX_RESULTS_LIMIT => Ok(i64::from(n)),
+        n => Err(TrackingError::invalid(
+            "max_results",
+            format!("{n} is more than the limit of {MAX_RESULTS_LIMIT}"),
+        )),
+    }
+}
+
+/// Page tokens are opaque to clients; inside they are an offset.
+fn page_token_for(offset: i64) -> String {
+    format!("o{offset}")
+}
+
+fn parse_page_token(token: Option<&str>) -> Result<i64> {
+    match token.filter(|t| !t.is_empty()) {
+        None => Ok(0),
+        Some(t) => t
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| TrackingError::invalid("page_token", format!("{t:?} is not a page token this server gave"))),
+    }
+}
+
+/// A readable default name, as MLflow gives runs: two words and a number from the run id.
+fn generated_run_name(run_id: &str) -> String {
+    const ADJECTIVES: [&str; 16] = [
+        "amber", "brisk", "calm", "daring", "eager", "fleet", "gentle", "hardy", "keen",
+        "lucid", "mellow", "nimble", "placid", "quiet", "rustic", "sturdy",
+    ];
+    const NOUNS: [&str; 16] = [
+        "otter", "heron", "lynx", "maple", "falcon", "badger", "willow", "comet", "finch",
+        "cedar", "marten", "plover", "aspen", "bison", "wren", "ibis",
+    ];
+    let n = u32::from_str_radix(&run_id[..8.min(run_id.len())], 16).unwrap_or(0);
+    format!(
+        "{}-{}-{}",
+        ADJECTIVES[(n & 15) as usize],
+        NOUNS[((n >> 4) & 15) as usize],
+        (n >> 8) % 1000
+    )
+}

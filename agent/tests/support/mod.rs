@@ -1,0 +1,85 @@
+//! Shared test support: fresh databases on the real servers this machine runs.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::Connection;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    MariaDb,
+    Postgres,
+}
+
+/// A database made for one test, dropped by `cleanup`.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn admin_url(backend: Backend) -> String {
+    match backend {
+        Backend::MariaDb => std::env::var("READMIT_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+        Backend::Postgres => std::env::var("READMIT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        Backend::Sqlite => String::new(),
+    }
+}
+
+fn unique_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "readmit_t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        readmit_agent::now_ms() % 1_000_000
+    )
+}
+
+/// A fresh, empty database. When the server is missing the test fails under CI and is skipped
+/// (returns `None`, with a note) elsewhere.
+pub async fn fresh(backend: Backend) -> Option<TestDb> {
+    sqlx::any::install_default_drivers();
+    let name = unique_name();
+    if let Backend::Sqlite = backend {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join(format!("{name}.db")).display());
+        return Some(TestDb { url, backend, name, _dir: Some(dir) });
+    }
+    let admin = admin_url(backend);
+    let mut conn = match sqlx::AnyConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("{backend:?} at {admin} is not reachable: {e}");
+            if std::env::var_os("CI").is_some() {
+                panic!("{why} (CI is set, so this test must not skip)");
+            }
+            eprintln!("skipping: {why}");
+            return None;
+        }
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    Some(TestDb { url: format!("{base}/{name}"), backend, name, _dir: None })
+}
+
+impl TestDb {
+    pub async fn cleanup(self) {
+        if let Backend::Sqlite = self.backend {
+            return;
+        }
+        let mut conn = sqlx::AnyConnection::connect(&admin_url(self.backend)).await.unwrap();
+        let drop = match self.backend {
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.unwrap();
+    }
+}
