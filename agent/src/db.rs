@@ -38,7 +38,11 @@ pub enum DbError {
     #[error("cannot connect to {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migrating {component} in {url}: {source}")]
-    Migrate { component: &'static str, url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        component: &'static str,
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 /// A connection pool and the dialect of the server behind it.
@@ -86,7 +90,10 @@ impl Db {
             create_sqlite_parent(&url, &shown)?;
         }
         let options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| DbError::Url { url: shown.clone(), reason: e.to_string() })?
+            .map_err(|e| DbError::Url {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         let pool = AnyPoolOptions::new()
@@ -113,9 +120,17 @@ impl Db {
             })
             .connect_with(options)
             .await
-            .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+            .map_err(|source| DbError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
         let writer = (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { pool, dialect, url: shown, writer })
+        Ok(Self {
+            pool,
+            dialect,
+            url: shown,
+            writer,
+        })
     }
 
     /// Begins a transaction that will write. On SQLite, writers queue here, in the process:
@@ -126,7 +141,10 @@ impl Db {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
         };
-        Ok(WriteTx { tx: self.pool.begin().await?, _guard: guard })
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _guard: guard,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -165,13 +183,19 @@ impl Db {
                 )
             })
             .collect();
-        let mut migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
+        let mut migrator = Migrator {
+            migrations: Cow::Owned(migrations),
+            ..Migrator::DEFAULT
+        };
         migrator.dangerous_set_table_name(format!("_readmit_{component}_migrations"));
-        migrator.run(&self.pool).await.map_err(|source| DbError::Migrate {
-            component,
-            url: self.url.clone(),
-            source,
-        })
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                component,
+                url: self.url.clone(),
+                source,
+            })
     }
 }
 
@@ -184,7 +208,10 @@ pub struct Sql {
 
 impl Sql {
     pub const fn new(text: &'static str) -> Self {
-        Self { text, cache: [OnceLock::new(), OnceLock::new(), OnceLock::new()] }
+        Self {
+            text,
+            cache: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
     }
 
     pub fn get(&'static self, dialect: Dialect) -> &'static str {
@@ -246,7 +273,10 @@ pub fn numbered_placeholders(text: &str) -> String {
 
 fn normalize(url: &str) -> Result<(Dialect, String), DbError> {
     let url = url.trim();
-    let bad = |reason: &str| DbError::Url { url: redact(url), reason: reason.into() };
+    let bad = |reason: &str| DbError::Url {
+        url: redact(url),
+        reason: reason.into(),
+    };
     if let Some(rest) = url.strip_prefix("mariadb://") {
         return Ok((Dialect::MySql, format!("mysql://{rest}")));
     }
@@ -254,7 +284,11 @@ fn normalize(url: &str) -> Result<(Dialect, String), DbError> {
         Some("sqlite") => Dialect::Sqlite,
         Some("mysql") => Dialect::MySql,
         Some("postgres" | "postgresql") => Dialect::Postgres,
-        _ => return Err(bad("expected sqlite:PATH, mysql://, mariadb:// or postgres://")),
+        _ => {
+            return Err(bad(
+                "expected sqlite:PATH, mysql://, mariadb:// or postgres://",
+            ));
+        }
     };
     if dialect == Dialect::Sqlite && !url.contains("mode=") {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -285,8 +319,12 @@ fn create_sqlite_parent(url: &str, shown: &str) -> Result<(), DbError> {
 
 /// The URL with the password (between `user:` and `@`) replaced by `***`.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
     match credentials.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -312,14 +350,34 @@ mod tests {
 
     #[test]
     fn urls_pick_the_dialect_and_hide_passwords() {
-        assert_eq!(normalize("sqlite:/tmp/a.db").unwrap(), (Dialect::Sqlite, "sqlite:/tmp/a.db?mode=rwc".into()));
-        assert_eq!(normalize("mariadb://root@localhost/test").unwrap().0, Dialect::MySql);
-        assert_eq!(normalize("postgresql://u@h/db").unwrap().0, Dialect::Postgres);
-        let err = normalize("oracle://scott:tiger@db").unwrap_err().to_string();
-        assert!(err.contains("oracle://scott:***@db") && !err.contains("tiger"), "{err}");
-        assert_eq!(redact("mysql://root:pw@h:3306/db"), "mysql://root:***@h:3306/db");
+        assert_eq!(
+            normalize("sqlite:/tmp/a.db").unwrap(),
+            (Dialect::Sqlite, "sqlite:/tmp/a.db?mode=rwc".into())
+        );
+        assert_eq!(
+            normalize("mariadb://root@localhost/test").unwrap().0,
+            Dialect::MySql
+        );
+        assert_eq!(
+            normalize("postgresql://u@h/db").unwrap().0,
+            Dialect::Postgres
+        );
+        let err = normalize("oracle://scott:tiger@db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("oracle://scott:***@db") && !err.contains("tiger"),
+            "{err}"
+        );
+        assert_eq!(
+            redact("mysql://root:pw@h:3306/db"),
+            "mysql://root:***@h:3306/db"
+        );
         assert_eq!(redact("mysql://root@h/db"), "mysql://root@h/db");
-        assert_eq!(sqlite_path("sqlite:///var/x/t.db?mode=rwc"), Some("/var/x/t.db"));
+        assert_eq!(
+            sqlite_path("sqlite:///var/x/t.db?mode=rwc"),
+            Some("/var/x/t.db")
+        );
         assert_eq!(sqlite_path("sqlite:data/t.db"), Some("data/t.db"));
     }
 }

@@ -16,6 +16,8 @@ use crate::auth::Guard;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{self, HostFacts, Sample};
+use crate::tracking::{TrackingError, TrackingStore};
+use crate::{Role, db};
 
 /// What every transport handler of one agent shares.
 pub struct Shared {
@@ -27,6 +29,8 @@ pub struct Shared {
     started: Instant,
     pub guard: Guard,
     pub metrics: Metrics,
+    /// The tracking role's store, when the agent runs that role.
+    pub tracking: Option<TrackingStore>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -66,6 +70,10 @@ pub enum ServeError {
     Grpc(#[from] crate::grpc::GrpcError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("cannot open the tracking store: {0}")]
+    Tracking(#[from] TrackingError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -102,11 +110,11 @@ pub async fn serve(
         shutdown.await;
         trigger.cancel();
     });
-    let shared = shared(settings, &grpc, &http, token)?;
+    let shared = shared(settings, &grpc, &http, token).await?;
     run(shared, grpc, http).await
 }
 
-fn shared(
+async fn shared(
     settings: Settings,
     grpc: &TcpListener,
     http: &TcpListener,
@@ -115,7 +123,15 @@ fn shared(
     let started_at_ms = crate::now_ms();
     let roles: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
     let metrics = Metrics::new(crate::VERSION, &roles.join(","), started_at_ms)?;
+    let tracking = if settings.roles.contains(&Role::Tracking) {
+        let db = db::Db::connect(&settings.tracking_db).await?;
+        tracing::info!(db = db.url(), "tracking store open");
+        Some(TrackingStore::open(db).await?)
+    } else {
+        None
+    };
     Ok(Arc::new(Shared {
+        tracking,
         grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
         http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
         host: HostFacts::read(),
@@ -174,7 +190,7 @@ impl RunningAgent {
     pub async fn start(settings: Settings) -> Result<Self, ServeError> {
         let (grpc, http) = bind(&settings).await?;
         let shutdown = CancellationToken::new();
-        let shared = shared(settings, &grpc, &http, shutdown.clone())?;
+        let shared = shared(settings, &grpc, &http, shutdown.clone()).await?;
         let (grpc_addr, http_addr) = (shared.grpc_addr, shared.http_addr);
         let task = tokio::spawn(run(shared, grpc, http));
         Ok(Self {

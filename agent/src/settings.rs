@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::roles::Role;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 10] = [
+    "tracking_db",
     "roles",
     "data_dir",
     "grpc_addr",
@@ -48,6 +49,8 @@ pub struct RawSettings {
     pub insecure: bool,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The tracking store's database URL; empty for SQLite under the data dir.
+    pub tracking_db: String,
 }
 
 impl Default for RawSettings {
@@ -62,6 +65,7 @@ impl Default for RawSettings {
             insecure: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            tracking_db: String::new(),
         }
     }
 }
@@ -110,6 +114,11 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Tracking database: sqlite:PATH, mysql://, mariadb:// or postgres:// URL
+    /// [default: sqlite under the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_db: Option<String>,
 }
 
 /// Validated settings: the only form the servers accept.
@@ -122,6 +131,7 @@ pub struct Settings {
     pub token: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub tracking_db: String,
 }
 
 impl fmt::Debug for Settings {
@@ -134,6 +144,7 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("tracking_db", &crate::db::redact(&self.tracking_db))
             .finish()
     }
 }
@@ -208,7 +219,12 @@ impl RawSettings {
         let mut roles = self.roles;
         roles.sort();
         roles.dedup();
+        let tracking_db = match self.tracking_db.trim() {
+            "" => crate::db::sqlite_url(&self.data_dir.join("tracking.db")),
+            url => url.to_owned(),
+        };
         Ok(Settings {
+            tracking_db,
             roles,
             data_dir: self.data_dir,
             grpc_addr,
@@ -281,7 +297,10 @@ fn roles_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role
 }
 
 #[cfg(test)]
-#[allow(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
 mod tests {
     use super::*;
 

@@ -8,22 +8,39 @@ use readmit_agent::tracking::{RunQuery, TrackingError, TrackingStore};
 use support::Backend;
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
-    Metric { key: key.into(), value, timestamp, step }
+    Metric {
+        key: key.into(),
+        value,
+        timestamp,
+        step,
+    }
 }
 
 fn param(key: &str, value: &str) -> Param {
-    Param { key: key.into(), value: value.into() }
+    Param {
+        key: key.into(),
+        value: value.into(),
+    }
 }
 
 fn tag(key: &str, value: &str) -> Tag {
-    Tag { key: key.into(), value: value.into() }
+    Tag {
+        key: key.into(),
+        value: value.into(),
+    }
 }
 
 async fn suite(backend: Backend) {
-    let Some(test_db) = support::fresh(backend).await else { return };
-    let store = TrackingStore::open(Db::connect(&test_db.url).await.unwrap()).await.unwrap();
+    let Some(test_db) = support::fresh(backend).await else {
+        return;
+    };
+    let store = TrackingStore::open(Db::connect(&test_db.url).await.unwrap())
+        .await
+        .unwrap();
     // Opening again applies nothing twice and keeps one Default experiment.
-    let store_again = TrackingStore::open(Db::connect(&test_db.url).await.unwrap()).await.unwrap();
+    let store_again = TrackingStore::open(Db::connect(&test_db.url).await.unwrap())
+        .await
+        .unwrap();
     let default = store_again.get_experiment(0).await.unwrap();
     assert_eq!(default.name, "Default");
     assert_eq!(default.artifact_location, "mlflow-artifacts:/0");
@@ -40,38 +57,68 @@ async fn experiments(store: &TrackingStore) {
         .await
         .unwrap();
     assert!(id > 0);
-    let e = store.get_experiment_by_name("diabetes_readmission_training").await.unwrap();
+    let e = store
+        .get_experiment_by_name("diabetes_readmission_training")
+        .await
+        .unwrap();
     assert_eq!(e.experiment_id, id);
     assert_eq!(e.artifact_location, format!("mlflow-artifacts:/{id}"));
     assert_eq!(e.tags, vec![tag("team", "ml")]);
     assert_eq!(e.lifecycle_stage, Lifecycle::Active);
 
-    let dup = store.create_experiment("diabetes_readmission_training", None, &[]).await;
-    assert!(matches!(dup, Err(TrackingError::AlreadyExists { .. })), "{dup:?}");
+    let dup = store
+        .create_experiment("diabetes_readmission_training", None, &[])
+        .await;
+    assert!(
+        matches!(dup, Err(TrackingError::AlreadyExists { .. })),
+        "{dup:?}"
+    );
     // Names are case-sensitive on every backend, as in MLflow on SQLite and PostgreSQL.
-    let upper = store.create_experiment("DIABETES_readmission_training", None, &[]).await.unwrap();
+    let upper = store
+        .create_experiment("DIABETES_readmission_training", None, &[])
+        .await
+        .unwrap();
     assert_ne!(upper, id);
     assert!(matches!(
         store.create_experiment("  ", None, &[]).await,
         Err(TrackingError::Invalid { .. })
     ));
-    assert!(matches!(store.get_experiment(987_654).await, Err(TrackingError::NotFound { .. })));
+    assert!(matches!(
+        store.get_experiment(987_654).await,
+        Err(TrackingError::NotFound { .. })
+    ));
 
     store.rename_experiment(upper, "renamed").await.unwrap();
     assert_eq!(store.get_experiment(upper).await.unwrap().name, "renamed");
     assert!(matches!(
-        store.rename_experiment(upper, "diabetes_readmission_training").await,
+        store
+            .rename_experiment(upper, "diabetes_readmission_training")
+            .await,
         Err(TrackingError::AlreadyExists { .. })
     ));
-    store.set_experiment_tag(upper, &tag("k", "v")).await.unwrap();
+    store
+        .set_experiment_tag(upper, &tag("k", "v"))
+        .await
+        .unwrap();
 
-    let (all, next) = store.search_experiments(ViewType::ActiveOnly, 2, None).await.unwrap();
+    let (all, next) = store
+        .search_experiments(ViewType::ActiveOnly, 2, None)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
     let token = next.expect("a third experiment is on the next page");
-    let (rest, next) = store.search_experiments(ViewType::ActiveOnly, 2, Some(&token)).await.unwrap();
+    let (rest, next) = store
+        .search_experiments(ViewType::ActiveOnly, 2, Some(&token))
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 1);
     assert!(next.is_none());
-    assert!(store.search_experiments(ViewType::ActiveOnly, 2, Some("bogus")).await.is_err());
+    assert!(
+        store
+            .search_experiments(ViewType::ActiveOnly, 2, Some("bogus"))
+            .await
+            .is_err()
+    );
 }
 
 async fn runs_and_batches(store: &TrackingStore) {
@@ -88,7 +135,10 @@ async fn runs_and_batches(store: &TrackingStore) {
         .unwrap();
     let id = run.info.run_id.clone();
     assert_eq!(id.len(), 32);
-    assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/{exp}/{id}/artifacts"));
+    assert_eq!(
+        run.info.artifact_uri,
+        format!("mlflow-artifacts:/{exp}/{id}/artifacts")
+    );
     assert_eq!(run.info.status, RunStatus::Running);
     assert!(run.tags.contains(&tag("mlflow.runName", "LR_C_0.01")));
 
@@ -113,15 +163,25 @@ async fn runs_and_batches(store: &TrackingStore) {
     assert!(latest("loss").value.is_nan());
     assert_eq!(latest("big").value, f64::MAX);
     assert_eq!(got.params, vec![param("C", "0.01"), param("penalty", "l2")]);
-    assert!(got.tags.contains(&tag("stage", "b")), "the last value of a key wins");
+    assert!(
+        got.tags.contains(&tag("stage", "b")),
+        "the last value of a key wins"
+    );
 
     let history = store.metric_history(&id, "val_roc_auc").await.unwrap();
     let steps: Vec<(i64, f64)> = history.iter().map(|m| (m.step, m.value)).collect();
     assert_eq!(steps, vec![(0, 0.61), (0, 0.60), (1, 0.64)]);
 
-    let change = Batch { params: vec![param("C", "1")], ..Batch::default() };
+    let change = Batch {
+        params: vec![param("C", "1")],
+        ..Batch::default()
+    };
     let err = store.log_batch(&id, &change).await.unwrap_err();
-    assert!(err.to_string().contains("changing param values is not allowed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("changing param values is not allowed"),
+        "{err}"
+    );
 
     // A failing batch writes nothing: the metric in it is not there afterwards.
     let half_bad = Batch {
@@ -133,38 +193,116 @@ async fn runs_and_batches(store: &TrackingStore) {
     assert!(store.metric_history(&id, "never").await.unwrap().is_empty());
 
     let info = store
-        .update_run(&id, RunUpdate { status: Some(RunStatus::Finished), end_time: Some(2_000), run_name: None })
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some(RunStatus::Finished),
+                end_time: Some(2_000),
+                run_name: None,
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((info.status, info.end_time), (RunStatus::Finished, Some(2_000)));
+    assert_eq!(
+        (info.status, info.end_time),
+        (RunStatus::Finished, Some(2_000))
+    );
     let info = store
-        .update_run(&id, RunUpdate { run_name: Some("renamed".into()), ..RunUpdate::default() })
+        .update_run(
+            &id,
+            RunUpdate {
+                run_name: Some("renamed".into()),
+                ..RunUpdate::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(info.run_name, "renamed");
-    assert!(store.get_run(&id).await.unwrap().tags.contains(&tag("mlflow.runName", "renamed")));
+    assert!(
+        store
+            .get_run(&id)
+            .await
+            .unwrap()
+            .tags
+            .contains(&tag("mlflow.runName", "renamed"))
+    );
 
     store.delete_tag(&id, "stage").await.unwrap();
-    assert!(matches!(store.delete_tag(&id, "stage").await, Err(TrackingError::NotFound { .. })));
+    assert!(matches!(
+        store.delete_tag(&id, "stage").await,
+        Err(TrackingError::NotFound { .. })
+    ));
 
-    store.set_run_lifecycle(&id, Lifecycle::Deleted).await.unwrap();
-    let err = store.log_batch(&id, &Batch { tags: vec![tag("x", "y")], ..Batch::default() }).await;
-    assert!(matches!(err, Err(TrackingError::InvalidState(_))), "{err:?}");
-    store.set_run_lifecycle(&id, Lifecycle::Active).await.unwrap();
-    assert!(matches!(store.get_run("0123").await, Err(TrackingError::NotFound { .. })));
+    store
+        .set_run_lifecycle(&id, Lifecycle::Deleted)
+        .await
+        .unwrap();
+    let err = store
+        .log_batch(
+            &id,
+            &Batch {
+                tags: vec![tag("x", "y")],
+                ..Batch::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(err, Err(TrackingError::InvalidState(_))),
+        "{err:?}"
+    );
+    store
+        .set_run_lifecycle(&id, Lifecycle::Active)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_run("0123").await,
+        Err(TrackingError::NotFound { .. })
+    ));
 
     // Deleting the experiment sends its runs to the trash; restoring brings them back.
-    store.set_experiment_lifecycle(exp, Lifecycle::Deleted).await.unwrap();
-    assert_eq!(store.get_run(&id).await.unwrap().info.lifecycle_stage, Lifecycle::Deleted);
-    assert!(store.create_run(NewRun { experiment_id: exp, ..NewRun::default() }).await.is_err());
-    store.set_experiment_lifecycle(exp, Lifecycle::Active).await.unwrap();
-    assert_eq!(store.get_run(&id).await.unwrap().info.lifecycle_stage, Lifecycle::Active);
-    assert!(store.set_experiment_lifecycle(0, Lifecycle::Deleted).await.is_err());
+    store
+        .set_experiment_lifecycle(exp, Lifecycle::Deleted)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(&id).await.unwrap().info.lifecycle_stage,
+        Lifecycle::Deleted
+    );
+    assert!(
+        store
+            .create_run(NewRun {
+                experiment_id: exp,
+                ..NewRun::default()
+            })
+            .await
+            .is_err()
+    );
+    store
+        .set_experiment_lifecycle(exp, Lifecycle::Active)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(&id).await.unwrap().info.lifecycle_stage,
+        Lifecycle::Active
+    );
+    assert!(
+        store
+            .set_experiment_lifecycle(0, Lifecycle::Deleted)
+            .await
+            .is_err()
+    );
 }
 
 async fn search(store: &TrackingStore) {
     let exp = store.create_experiment("search", None, &[]).await.unwrap();
-    let names = ["LR_C_0.01", "LR_C_0.1", "LR_C_1", "RF_100", "RF_200", "RF_depth10"];
+    let names = [
+        "LR_C_0.01",
+        "LR_C_0.1",
+        "LR_C_1",
+        "RF_100",
+        "RF_200",
+        "RF_depth10",
+    ];
     let aucs = [0.641, 0.640, 0.639, 0.645, 0.646, 0.647];
     let mut ids = Vec::new();
     for (i, (name, auc)) in names.iter().zip(aucs).enumerate() {
@@ -192,7 +330,12 @@ async fn search(store: &TrackingStore) {
         ids.push(run.info.run_id);
     }
     let unscored = store
-        .create_run(NewRun { experiment_id: exp, run_name: Some("unscored".into()), start_time: Some(5), ..NewRun::default() })
+        .create_run(NewRun {
+            experiment_id: exp,
+            run_name: Some("unscored".into()),
+            start_time: Some(5),
+            ..NewRun::default()
+        })
         .await
         .unwrap();
 
@@ -202,36 +345,72 @@ async fn search(store: &TrackingStore) {
         order_by: order.iter().map(|s| (*s).to_owned()).collect(),
         ..RunQuery::default()
     };
-    let names_of = |runs: &[Run]| runs.iter().map(|r| r.info.run_name.clone()).collect::<Vec<_>>();
+    let names_of = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| r.info.run_name.clone())
+            .collect::<Vec<_>>()
+    };
 
-    let (runs, _) = store.search_runs(&query("", &["metrics.val_roc_auc DESC"])).await.unwrap();
+    let (runs, _) = store
+        .search_runs(&query("", &["metrics.val_roc_auc DESC"]))
+        .await
+        .unwrap();
     assert_eq!(
         names_of(&runs),
-        ["RF_depth10", "RF_200", "RF_100", "LR_C_0.01", "LR_C_0.1", "LR_C_1", "unscored"],
+        [
+            "RF_depth10",
+            "RF_200",
+            "RF_100",
+            "LR_C_0.01",
+            "LR_C_0.1",
+            "LR_C_1",
+            "unscored"
+        ],
         "runs without the metric come last"
     );
-    let (runs, _) = store.search_runs(&query("", &["metrics.val_roc_auc ASC"])).await.unwrap();
+    let (runs, _) = store
+        .search_runs(&query("", &["metrics.val_roc_auc ASC"]))
+        .await
+        .unwrap();
     assert_eq!(names_of(&runs).last().unwrap(), "unscored");
     let (runs, _) = store.search_runs(&query("", &[])).await.unwrap();
     assert_eq!(names_of(&runs)[0], "RF_depth10", "newest first by default");
 
     let (runs, _) = store
-        .search_runs(&query("metrics.val_roc_auc > 0.6405 and params.family = 'lr'", &["attributes.run_name"]))
+        .search_runs(&query(
+            "metrics.val_roc_auc > 0.6405 and params.family = 'lr'",
+            &["attributes.run_name"],
+        ))
         .await
         .unwrap();
     assert_eq!(names_of(&runs), ["LR_C_0.01"]);
-    let (runs, _) = store.search_runs(&query("tags.mlflow.runName LIKE 'RF%'", &[])).await.unwrap();
-    assert_eq!(runs.len(), 3);
-    let (runs, _) = store.search_runs(&query("attributes.run_name LIKE 'rf%'", &[])).await.unwrap();
-    assert!(runs.is_empty(), "LIKE is case-sensitive");
-    let (runs, _) = store.search_runs(&query("attributes.run_name ILIKE 'rf%'", &[])).await.unwrap();
+    let (runs, _) = store
+        .search_runs(&query("tags.mlflow.runName LIKE 'RF%'", &[]))
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 3);
     let (runs, _) = store
-        .search_runs(&query(&format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[5]), &[]))
+        .search_runs(&query("attributes.run_name LIKE 'rf%'", &[]))
+        .await
+        .unwrap();
+    assert!(runs.is_empty(), "LIKE is case-sensitive");
+    let (runs, _) = store
+        .search_runs(&query("attributes.run_name ILIKE 'rf%'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 3);
+    let (runs, _) = store
+        .search_runs(&query(
+            &format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[5]),
+            &[],
+        ))
         .await
         .unwrap();
     assert_eq!(runs.len(), 2);
-    let (runs, _) = store.search_runs(&query("params.family != 'rf'", &[])).await.unwrap();
+    let (runs, _) = store
+        .search_runs(&query("params.family != 'rf'", &[]))
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 3, "runs without the param do not match !=");
 
     // Paging walks every run exactly once.
@@ -249,14 +428,23 @@ async fn search(store: &TrackingStore) {
     assert_eq!(seen.len(), 7);
     assert_eq!(seen[0], "RF_depth10");
 
-    store.set_run_lifecycle(&unscored.info.run_id, Lifecycle::Deleted).await.unwrap();
+    store
+        .set_run_lifecycle(&unscored.info.run_id, Lifecycle::Deleted)
+        .await
+        .unwrap();
     let (runs, _) = store.search_runs(&query("", &[])).await.unwrap();
     assert_eq!(runs.len(), 6);
     let mut deleted = query("", &[]);
     deleted.view = ViewType::DeletedOnly;
-    assert_eq!(names_of(&store.search_runs(&deleted).await.unwrap().0), ["unscored"]);
+    assert_eq!(
+        names_of(&store.search_runs(&deleted).await.unwrap().0),
+        ["unscored"]
+    );
 
-    let err = store.search_runs(&query("metrics.val_roc_auc > 'x'", &[])).await.unwrap_err();
+    let err = store
+        .search_runs(&query("metrics.val_roc_auc > 'x'", &[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, TrackingError::Invalid { .. }), "{err}");
 }
 

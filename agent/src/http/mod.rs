@@ -16,11 +16,18 @@ use tokio::net::TcpListener;
 
 use crate::server::Shared;
 
+mod mlflow;
+mod wire;
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    if let Some(store) = &shared.tracking {
+        router = router.merge(mlflow::router(store.clone()));
+    }
+    router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),

@@ -36,7 +36,10 @@ pub type Result<T, E = TrackingError> = std::result::Result<T, E>;
 
 impl TrackingError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), reason: reason.into() }
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -236,7 +239,11 @@ pub fn check_key(kind: &str, key: &str) -> Result<()> {
     if key.len() > MAX_KEY_LEN {
         return Err(TrackingError::invalid(
             field(),
-            format!("{:?}… is {} characters, the limit is {MAX_KEY_LEN}", &key[..32], key.len()),
+            format!(
+                "{:?}… is {} characters, the limit is {MAX_KEY_LEN}",
+                &key[..32],
+                key.len()
+            ),
         ));
     }
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/' | ':');
@@ -247,7 +254,10 @@ pub fn check_key(kind: &str, key: &str) -> Result<()> {
         ));
     }
     if key.starts_with('/') || key.split('/').any(|part| part == "..") {
-        return Err(TrackingError::invalid(field(), format!("{key:?} is not a relative path")));
+        return Err(TrackingError::invalid(
+            field(),
+            format!("{key:?} is not a relative path"),
+        ));
     }
     Ok(())
 }
@@ -256,7 +266,10 @@ fn check_len(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
     if value.chars().count() > max {
         return Err(TrackingError::invalid(
             format!("{kind} {key:?}"),
-            format!("the value is {} characters, the limit is {max}", value.chars().count()),
+            format!(
+                "the value is {} characters, the limit is {max}",
+                value.chars().count()
+            ),
         ));
     }
     Ok(())
@@ -264,12 +277,18 @@ fn check_len(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
 
 pub fn check_experiment_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
-        return Err(TrackingError::invalid("name", "an experiment needs a non-empty name"));
+        return Err(TrackingError::invalid(
+            "name",
+            "an experiment needs a non-empty name",
+        ));
     }
     if name.len() > MAX_EXPERIMENT_NAME_LEN {
         return Err(TrackingError::invalid(
             "name",
-            format!("{} characters, the limit is {MAX_EXPERIMENT_NAME_LEN}", name.len()),
+            format!(
+                "{} characters, the limit is {MAX_EXPERIMENT_NAME_LEN}",
+                name.len()
+            ),
         ));
     }
     Ok(())
@@ -291,28 +310,65 @@ mod tests {
         for ok in ["val_roc_auc", "loss/train", "a.b-c d", "mlflow.runName"] {
             check_key("metric", ok).unwrap();
         }
-        for bad in ["", "a\\b", "../x", "/abs", "x/../y", "semi;colon", &"k".repeat(251)] {
+        for bad in [
+            "",
+            "a\\b",
+            "../x",
+            "/abs",
+            "x/../y",
+            "semi;colon",
+            &"k".repeat(251),
+        ] {
             assert!(check_key("metric", bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn batches_respect_limits_and_consistent_params() {
-        let metric = |i: usize| Metric { key: format!("m{i}"), value: 1.0, timestamp: 1, step: 0 };
-        let ok = Batch { metrics: (0..1000).map(metric).collect(), ..Batch::default() };
+        let metric = |i: usize| Metric {
+            key: format!("m{i}"),
+            value: 1.0,
+            timestamp: 1,
+            step: 0,
+        };
+        let ok = Batch {
+            metrics: (0..1000).map(metric).collect(),
+            ..Batch::default()
+        };
         ok.check().unwrap();
-        let too_many = Batch { metrics: (0..1001).map(metric).collect(), ..Batch::default() };
-        assert!(too_many.check().unwrap_err().to_string().contains("at most 1000"));
-        let p = |v: &str| Param { key: "C".into(), value: v.into() };
-        let conflicting = Batch { params: vec![p("1"), p("2")], ..Batch::default() };
+        let too_many = Batch {
+            metrics: (0..1001).map(metric).collect(),
+            ..Batch::default()
+        };
+        assert!(
+            too_many
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 1000")
+        );
+        let p = |v: &str| Param {
+            key: "C".into(),
+            value: v.into(),
+        };
+        let conflicting = Batch {
+            params: vec![p("1"), p("2")],
+            ..Batch::default()
+        };
         assert!(conflicting.check().is_err());
-        let repeated = Batch { params: vec![p("1"), p("1")], ..Batch::default() };
+        let repeated = Batch {
+            params: vec![p("1"), p("1")],
+            ..Batch::default()
+        };
         repeated.check().unwrap();
     }
 
     #[test]
     fn text_enums_parse_case_insensitively_and_name_the_choices() {
-        assert_eq!("finished".parse::<RunStatus>().unwrap(), RunStatus::Finished);
+        assert_eq!(
+            "finished".parse::<RunStatus>().unwrap(),
+            RunStatus::Finished
+        );
         let err = "DONE".parse::<RunStatus>().unwrap_err().to_string();
         assert!(err.contains("RUNNING") && err.contains("DONE"), "{err}");
     }

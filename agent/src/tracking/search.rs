@@ -59,7 +59,10 @@ impl Attribute {
     }
 
     fn is_numeric(self) -> bool {
-        matches!(self, Attribute::StartTime | Attribute::EndTime | Attribute::ExperimentId)
+        matches!(
+            self,
+            Attribute::StartTime | Attribute::EndTime | Attribute::ExperimentId
+        )
     }
 }
 
@@ -170,7 +173,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>> {
                     .position(|&d| d == c)
                     .ok_or_else(|| invalid(format!("unclosed {c} at character {}", i + 1)))?;
                 let inner: String = chars[i + 1..i + 1 + end].iter().collect();
-                tokens.push(if c == '\'' { Token::Str(inner) } else { Token::Quoted(inner) });
+                tokens.push(if c == '\'' {
+                    Token::Str(inner)
+                } else {
+                    Token::Quoted(inner)
+                });
                 i += end + 2;
             }
             '=' | '!' | '<' | '>' => {
@@ -201,7 +208,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>> {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
-                let n = text.parse().map_err(|_| invalid(format!("{text:?} is not a number")))?;
+                let n = text
+                    .parse()
+                    .map_err(|_| invalid(format!("{text:?} is not a number")))?;
                 tokens.push(Token::Number(n));
             }
             c if c.is_alphabetic() || c == '_' => {
@@ -237,7 +246,9 @@ impl Parser {
 
     fn entity(&mut self) -> Result<Entity> {
         let Some(Token::Word(word)) = self.next() else {
-            return Err(invalid("expected an identifier such as metrics.val_roc_auc"));
+            return Err(invalid(
+                "expected an identifier such as metrics.val_roc_auc",
+            ));
         };
         let (kind, key) = match word.split_once('.') {
             Some((kind, "")) => match self.next() {
@@ -347,8 +358,12 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
             matches!(entity, Entity::Param(_) | Entity::Tag(_))
         }
         (_, Op::In | Op::NotIn, Value::List(_)) => {
-            matches!(entity, Entity::Attribute(Attribute::RunId | Attribute::Status | Attribute::RunName | Attribute::UserId))
-                || matches!(entity, Entity::Param(_) | Entity::Tag(_))
+            matches!(
+                entity,
+                Entity::Attribute(
+                    Attribute::RunId | Attribute::Status | Attribute::RunName | Attribute::UserId
+                )
+            ) || matches!(entity, Entity::Param(_) | Entity::Tag(_))
         }
         _ => false,
     };
@@ -358,7 +373,11 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
         Err(invalid(format!(
             "{entity:?} cannot be compared with {} to {value:?}{}",
             op.sql(),
-            if numeric { " (it takes numbers)" } else { " (it takes quoted strings)" }
+            if numeric {
+                " (it takes numbers)"
+            } else {
+                " (it takes quoted strings)"
+            }
         )))
     }
 }
@@ -375,7 +394,9 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>> {
         match parser.next() {
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("and") => clauses.push(parser.clause()?),
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("or") => {
-                return Err(invalid("OR is not supported; MLflow filters join clauses with AND"));
+                return Err(invalid(
+                    "OR is not supported; MLflow filters join clauses with AND",
+                ));
             }
             other => return Err(invalid(format!("expected AND, found {other:?}"))),
         }
@@ -455,7 +476,9 @@ pub fn run_ids_query(
             Entity::Tag(k) => ("tags", "tag_key", k),
             Entity::Attribute(_) => continue,
         };
-        q.push(&format!(" LEFT JOIN {table} o{i} ON o{i}.run_id = r.run_id AND o{i}.{key_column} = "));
+        q.push(&format!(
+            " LEFT JOIN {table} o{i} ON o{i}.run_id = r.run_id AND o{i}.{key_column} = "
+        ));
         q.bind(Bind::Text(key.clone()));
     }
     q.push(" WHERE r.experiment_id IN ");
@@ -474,7 +497,9 @@ pub fn run_ids_query(
         };
         // Runs without the key sort last whichever way the order goes, as in MLflow.
         let dir = if o.ascending { "ASC" } else { "DESC" };
-        q.push(&format!("CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {dir}, "));
+        q.push(&format!(
+            "CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {dir}, "
+        ));
     }
     q.push("r.start_time DESC, r.run_id ASC LIMIT ");
     q.bind(Bind::Int(limit));
@@ -501,7 +526,11 @@ fn push_clause(q: &mut SqlParts, dialect: Dialect, clause: &Clause) {
             return;
         }
     };
-    let exists = if clause.op == Op::IsNull { "NOT EXISTS" } else { "EXISTS" };
+    let exists = if clause.op == Op::IsNull {
+        "NOT EXISTS"
+    } else {
+        "EXISTS"
+    };
     q.push(&format!(
         "{exists} (SELECT 1 FROM {table} {alias} WHERE {alias}.run_id = r.run_id AND {alias}.{key_column} = "
     ));
@@ -554,11 +583,21 @@ mod tests {
                     op: Op::Gt,
                     value: Value::Number(0.6)
                 },
-                Clause { entity: Entity::Param("C".into()), op: Op::Eq, value: Value::Text("1".into()) },
+                Clause {
+                    entity: Entity::Param("C".into()),
+                    op: Op::Eq,
+                    value: Value::Text("1".into())
+                },
             ]
         );
         let order = parse_order_by("metrics.val_roc_auc DESC").unwrap();
-        assert_eq!(order, OrderBy { entity: Entity::Metric("val_roc_auc".into()), ascending: false });
+        assert_eq!(
+            order,
+            OrderBy {
+                entity: Entity::Metric("val_roc_auc".into()),
+                ascending: false
+            }
+        );
         assert!(parse_order_by("start_time").unwrap().ascending);
     }
 
@@ -570,7 +609,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c[0].entity, Entity::Tag("mlflow.runName".into()));
-        assert_eq!(c[1].value, Value::List(vec!["FINISHED".into(), "FAILED".into()]));
+        assert_eq!(
+            c[1].value,
+            Value::List(vec!["FINISHED".into(), "FAILED".into()])
+        );
         assert_eq!(c[2].entity, Entity::Metric("my metric".into()));
         assert_eq!(c[2].value, Value::Number(-1e-3));
         assert_eq!(c[3].op, Op::IsNotNull);
@@ -604,11 +646,26 @@ mod tests {
         let clauses = parse_filter("params.C = '); DROP TABLE runs; --'").unwrap();
         let q = run_ids_query(Dialect::Sqlite, &[1], &["active"], &clauses, &[], 10, 0);
         assert!(!q.text.contains("DROP"), "{}", q.text);
-        assert!(q.binds.contains(&Bind::Text("); DROP TABLE runs; --".into())));
+        assert!(
+            q.binds
+                .contains(&Bind::Text("); DROP TABLE runs; --".into()))
+        );
         let clauses = parse_filter("params.C = 'a' and metrics.m >= 2").unwrap();
         let order = [parse_order_by("metrics.val_roc_auc DESC").unwrap()];
-        let q = run_ids_query(Dialect::Postgres, &[1, 2], &["active"], &clauses, &order, 100, 0);
+        let q = run_ids_query(
+            Dialect::Postgres,
+            &[1, 2],
+            &["active"],
+            &clauses,
+            &order,
+            100,
+            0,
+        );
         assert_eq!(q.text.matches('?').count(), q.binds.len());
-        assert_eq!(q.binds[0], Bind::Text("val_roc_auc".into()), "join binds come first");
+        assert_eq!(
+            q.binds[0],
+            Bind::Text("val_roc_auc".into()),
+            "join binds come first"
+        );
     }
 }

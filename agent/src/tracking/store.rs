@@ -66,7 +66,13 @@ fn loaded_value(value: f64, is_nan: i64) -> f64 {
 
 /// MLflow's order for the "latest" value of a metric: highest step, then timestamp, then value.
 fn later(a: &Metric, b: &Metric) -> bool {
-    let rank = |m: &Metric| (m.step, m.timestamp, if m.value.is_nan() { f64::MIN } else { m.value });
+    let rank = |m: &Metric| {
+        (
+            m.step,
+            m.timestamp,
+            if m.value.is_nan() { f64::MIN } else { m.value },
+        )
+    };
     rank(a) > rank(b)
 }
 
@@ -86,11 +92,13 @@ impl TrackingStore {
     async fn ensure_default_experiment(&self) -> Result<()> {
         let db = &self.db;
         let mut w = db.begin_write().await?;
-        let found: Option<i64> =
-            sqlx::query_scalar(sql!(db, "SELECT experiment_id FROM experiments WHERE experiment_id = ?"))
-                .bind(DEFAULT_EXPERIMENT_ID)
-                .fetch_optional(&mut *w.tx)
-                .await?;
+        let found: Option<i64> = sqlx::query_scalar(sql!(
+            db,
+            "SELECT experiment_id FROM experiments WHERE experiment_id = ?"
+        ))
+        .bind(DEFAULT_EXPERIMENT_ID)
+        .fetch_optional(&mut *w.tx)
+        .await?;
         if found.is_none() {
             let now = now_ms();
             sqlx::query(sql!(
@@ -180,10 +188,13 @@ impl TrackingStore {
         conn: &mut sqlx::AnyConnection,
         name: &str,
     ) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(sql!(self.db, "SELECT experiment_id FROM experiments WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(conn)
-            .await?)
+        Ok(sqlx::query_scalar(sql!(
+            self.db,
+            "SELECT experiment_id FROM experiments WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?)
     }
 
     async fn upsert_experiment_tag(
@@ -205,7 +216,12 @@ impl TrackingStore {
                  ON CONFLICT (experiment_id, tag_key) DO UPDATE SET value = excluded.value"
             ),
         };
-        sqlx::query(text).bind(id).bind(&tag.key).bind(&tag.value).execute(conn).await?;
+        sqlx::query(text)
+            .bind(id)
+            .bind(&tag.key)
+            .bind(&tag.value)
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
@@ -219,7 +235,10 @@ impl TrackingStore {
         .bind(id)
         .fetch_optional(db.pool())
         .await?
-        .ok_or_else(|| TrackingError::NotFound { what: "experiment", id: format!("id={id}") })?;
+        .ok_or_else(|| TrackingError::NotFound {
+            what: "experiment",
+            id: format!("id={id}"),
+        })?;
         self.experiment_from_row(&row).await
     }
 
@@ -233,7 +252,10 @@ impl TrackingStore {
         .bind(name)
         .fetch_optional(db.pool())
         .await?
-        .ok_or_else(|| TrackingError::NotFound { what: "experiment", id: format!("named {name:?}") })?;
+        .ok_or_else(|| TrackingError::NotFound {
+            what: "experiment",
+            id: format!("named {name:?}"),
+        })?;
         self.experiment_from_row(&row).await
     }
 
@@ -248,7 +270,12 @@ impl TrackingStore {
         .fetch_all(db.pool())
         .await?
         .iter()
-        .map(|r| Ok(Tag { key: r.try_get("tag_key")?, value: r.try_get("value")? }))
+        .map(|r| {
+            Ok(Tag {
+                key: r.try_get("tag_key")?,
+                value: r.try_get("value")?,
+            })
+        })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Experiment {
             experiment_id: id,
@@ -278,10 +305,14 @@ impl TrackingStore {
         );
         let stages = view.stages();
         q.text.push_str(&vec!["?"; stages.len()].join(", "));
-        q.text.push_str(") ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?");
-        q.binds.extend(stages.iter().map(|s| Bind::Text((*s).to_owned())));
+        q.text
+            .push_str(") ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?");
+        q.binds
+            .extend(stages.iter().map(|s| Bind::Text((*s).to_owned())));
         q.binds.extend([Bind::Int(limit + 1), Bind::Int(offset)]);
-        let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds).fetch_all(db.pool()).await?;
+        let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+            .fetch_all(db.pool())
+            .await?;
         let mut experiments = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
             experiments.push(self.experiment_from_row(row).await?);
@@ -294,7 +325,10 @@ impl TrackingStore {
         let db = &self.db;
         let experiment = self.get_experiment(id).await?;
         if id == DEFAULT_EXPERIMENT_ID && stage == Lifecycle::Deleted {
-            return Err(TrackingError::invalid("experiment_id", "the Default experiment cannot be deleted"));
+            return Err(TrackingError::invalid(
+                "experiment_id",
+                "the Default experiment cannot be deleted",
+            ));
         }
         if experiment.lifecycle_stage == stage {
             return Err(TrackingError::InvalidState(format!(
@@ -336,10 +370,16 @@ impl TrackingStore {
         let db = &self.db;
         let experiment = self.get_experiment(id).await?;
         if experiment.lifecycle_stage != Lifecycle::Active {
-            return Err(TrackingError::InvalidState(format!("experiment {id} is deleted")));
+            return Err(TrackingError::InvalidState(format!(
+                "experiment {id} is deleted"
+            )));
         }
         let mut w = db.begin_write().await?;
-        if self.experiment_id_by_name(&mut w.tx, new_name).await?.is_some_and(|other| other != id) {
+        if self
+            .experiment_id_by_name(&mut w.tx, new_name)
+            .await?
+            .is_some_and(|other| other != id)
+        {
             return Err(TrackingError::AlreadyExists {
                 what: "experiment",
                 id: format!("named {new_name:?}"),
@@ -382,14 +422,20 @@ impl TrackingStore {
             check_key("tag", &t.key)?;
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let name_tag = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let name_tag = tags
+            .iter()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         let run_name = new
             .run_name
             .filter(|n| !n.is_empty())
             .or(name_tag)
             .unwrap_or_else(|| generated_run_name(&run_id));
         tags.retain(|t| t.key != RUN_NAME_TAG);
-        tags.push(Tag { key: RUN_NAME_TAG.into(), value: run_name.clone() });
+        tags.push(Tag {
+            key: RUN_NAME_TAG.into(),
+            value: run_name.clone(),
+        });
         let info = RunInfo {
             artifact_uri: format!("{}/{run_id}/artifacts", experiment.artifact_location),
             run_id,
@@ -422,7 +468,12 @@ impl TrackingStore {
         self.upsert_tags(&mut w.tx, &info.run_id, &tags).await?;
         w.commit().await?;
         tags.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Run { info, metrics: Vec::new(), params: Vec::new(), tags })
+        Ok(Run {
+            info,
+            metrics: Vec::new(),
+            params: Vec::new(),
+            tags,
+        })
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
@@ -469,8 +520,15 @@ impl TrackingStore {
             info.end_time = Some(end);
         }
         if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
-            self.upsert_tags(&mut w.tx, run_id, &[Tag { key: RUN_NAME_TAG.into(), value: name.clone() }])
-                .await?;
+            self.upsert_tags(
+                &mut w.tx,
+                run_id,
+                &[Tag {
+                    key: RUN_NAME_TAG.into(),
+                    value: name.clone(),
+                }],
+            )
+            .await?;
             info.run_name = name;
         }
         sqlx::query(sql!(
@@ -492,12 +550,15 @@ impl TrackingStore {
         let mut w = db.begin_write().await?;
         self.run_info(&mut w.tx, run_id).await?;
         let deleted_time = (stage == Lifecycle::Deleted).then(now_ms);
-        sqlx::query(sql!(db, "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE run_id = ?"))
-            .bind(stage.as_str())
-            .bind(deleted_time)
-            .bind(run_id)
-            .execute(&mut *w.tx)
-            .await?;
+        sqlx::query(sql!(
+            db,
+            "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE run_id = ?"
+        ))
+        .bind(stage.as_str())
+        .bind(deleted_time)
+        .bind(run_id)
+        .execute(&mut *w.tx)
+        .await?;
         w.commit().await?;
         Ok(())
     }
@@ -509,7 +570,8 @@ impl TrackingStore {
         self.active_run(&mut w.tx, run_id).await?;
         self.insert_params(&mut w.tx, run_id, &batch.params).await?;
         self.upsert_tags(&mut w.tx, run_id, &batch.tags).await?;
-        self.insert_metrics(&mut w.tx, run_id, &batch.metrics).await?;
+        self.insert_metrics(&mut w.tx, run_id, &batch.metrics)
+            .await?;
         w.commit().await?;
         Ok(())
     }
@@ -536,13 +598,15 @@ impl TrackingStore {
             vec!["?"; unique.len()].join(", ")
         );
         q.binds.push(Bind::Text(run_id.to_owned()));
-        q.binds.extend(unique.iter().map(|p| Bind::Text(p.key.clone())));
-        let existing: HashMap<String, String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        q.binds
+            .extend(unique.iter().map(|p| Bind::Text(p.key.clone())));
+        let existing: HashMap<String, String> =
+            bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
+                .collect::<Result<_, sqlx::Error>>()?;
         let mut fresh = Vec::new();
         for p in unique {
             match existing.get(&p.key) {
@@ -567,14 +631,22 @@ impl TrackingStore {
             );
             let mut query = sqlx::query(db.dynamic(&text));
             for p in chunk {
-                query = query.bind(run_id.to_owned()).bind(p.key.clone()).bind(p.value.clone());
+                query = query
+                    .bind(run_id.to_owned())
+                    .bind(p.key.clone())
+                    .bind(p.value.clone());
             }
             query.execute(&mut *conn).await?;
         }
         Ok(())
     }
 
-    async fn upsert_tags(&self, conn: &mut sqlx::AnyConnection, run_id: &str, tags: &[Tag]) -> Result<()> {
+    async fn upsert_tags(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        run_id: &str,
+        tags: &[Tag],
+    ) -> Result<()> {
         // The last value given for a key wins; PostgreSQL refuses to touch a row twice in one
         // statement, so duplicates go first.
         let mut last: Vec<&Tag> = Vec::with_capacity(tags.len());
@@ -598,7 +670,10 @@ impl TrackingStore {
             };
             let mut query = sqlx::query(db.dynamic(&text));
             for t in chunk {
-                query = query.bind(run_id.to_owned()).bind(t.key.clone()).bind(t.value.clone());
+                query = query
+                    .bind(run_id.to_owned())
+                    .bind(t.key.clone())
+                    .bind(t.value.clone());
             }
             query.execute(&mut *conn).await?;
         }
@@ -658,7 +733,8 @@ impl TrackingStore {
             vec!["?"; newest.len()].join(", ")
         );
         q.binds.push(Bind::Text(run_id.to_owned()));
-        q.binds.extend(newest.iter().map(|m| Bind::Text(m.key.clone())));
+        q.binds
+            .extend(newest.iter().map(|m| Bind::Text(m.key.clone())));
         let stored: HashMap<String, Metric> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(&mut *conn)
             .await?
@@ -704,11 +780,14 @@ impl TrackingStore {
         let db = &self.db;
         let mut w = db.begin_write().await?;
         self.active_run(&mut w.tx, run_id).await?;
-        let done = sqlx::query(sql!(db, "DELETE FROM tags WHERE run_id = ? AND tag_key = ?"))
-            .bind(run_id)
-            .bind(key)
-            .execute(&mut *w.tx)
-            .await?;
+        let done = sqlx::query(sql!(
+            db,
+            "DELETE FROM tags WHERE run_id = ? AND tag_key = ?"
+        ))
+        .bind(run_id)
+        .bind(key)
+        .execute(&mut *w.tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(TrackingError::NotFound {
                 what: "tag",
@@ -742,7 +821,10 @@ impl TrackingStore {
     /// Runs of some experiments matching an MLflow filter, ordered, a page at a time.
     pub async fn search_runs(&self, query: &RunQuery) -> Result<(Vec<Run>, Option<String>)> {
         if query.experiment_ids.is_empty() {
-            return Err(TrackingError::invalid("experiment_ids", "name at least one experiment"));
+            return Err(TrackingError::invalid(
+                "experiment_ids",
+                "name at least one experiment",
+            ));
         }
         let clauses = search::parse_filter(&query.filter)?;
         let order: Vec<search::OrderBy> = query
@@ -784,15 +866,23 @@ impl TrackingStore {
         let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
         let fetch = |text: String| {
             let binds = &binds;
-            async move { bind_all(sqlx::query(db.dynamic(&text)), binds).fetch_all(db.pool()).await }
+            async move {
+                bind_all(sqlx::query(db.dynamic(&text)), binds)
+                    .fetch_all(db.pool())
+                    .await
+            }
         };
         let (runs, params, tags, metrics) = tokio::try_join!(
             fetch(format!(
                 "SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
                  lifecycle_stage, artifact_uri FROM runs WHERE run_id IN ({list})"
             )),
-            fetch(format!("SELECT run_id, param_key, value FROM params WHERE run_id IN ({list}) ORDER BY param_key")),
-            fetch(format!("SELECT run_id, tag_key, value FROM tags WHERE run_id IN ({list}) ORDER BY tag_key")),
+            fetch(format!(
+                "SELECT run_id, param_key, value FROM params WHERE run_id IN ({list}) ORDER BY param_key"
+            )),
+            fetch(format!(
+                "SELECT run_id, tag_key, value FROM tags WHERE run_id IN ({list}) ORDER BY tag_key"
+            )),
             fetch(format!(
                 "SELECT run_id, metric_key, step, ts, value, is_nan FROM latest_metrics \
                  WHERE run_id IN ({list}) ORDER BY metric_key"
@@ -803,17 +893,28 @@ impl TrackingStore {
             let info = run_info_from_row(row)?;
             by_id.insert(
                 info.run_id.clone(),
-                Run { info, metrics: Vec::new(), params: Vec::new(), tags: Vec::new() },
+                Run {
+                    info,
+                    metrics: Vec::new(),
+                    params: Vec::new(),
+                    tags: Vec::new(),
+                },
             );
         }
         for row in &params {
             if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
-                run.params.push(Param { key: row.try_get("param_key")?, value: row.try_get("value")? });
+                run.params.push(Param {
+                    key: row.try_get("param_key")?,
+                    value: row.try_get("value")?,
+                });
             }
         }
         for row in &tags {
             if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
-                run.tags.push(Tag { key: row.try_get("tag_key")?, value: row.try_get("value")? });
+                run.tags.push(Tag {
+                    key: row.try_get("tag_key")?,
+                    value: row.try_get("value")?,
+                });
             }
         }
         for row in &metrics {
@@ -852,7 +953,10 @@ impl Default for RunQuery {
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
 
 fn run_not_found(run_id: &str) -> TrackingError {
-    TrackingError::NotFound { what: "run", id: format!("with id={run_id}") }
+    TrackingError::NotFound {
+        what: "run",
+        id: format!("with id={run_id}"),
+    }
 }
 
 fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
@@ -901,19 +1005,24 @@ fn parse_page_token(token: Option<&str>) -> Result<i64> {
             .strip_prefix('o')
             .and_then(|n| n.parse::<i64>().ok())
             .filter(|n| *n >= 0)
-            .ok_or_else(|| TrackingError::invalid("page_token", format!("{t:?} is not a page token this server gave"))),
+            .ok_or_else(|| {
+                TrackingError::invalid(
+                    "page_token",
+                    format!("{t:?} is not a page token this server gave"),
+                )
+            }),
     }
 }
 
 /// A readable default name, as MLflow gives runs: two words and a number from the run id.
 fn generated_run_name(run_id: &str) -> String {
     const ADJECTIVES: [&str; 16] = [
-        "amber", "brisk", "calm", "daring", "eager", "fleet", "gentle", "hardy", "keen",
-        "lucid", "mellow", "nimble", "placid", "quiet", "rustic", "sturdy",
+        "amber", "brisk", "calm", "daring", "eager", "fleet", "gentle", "hardy", "keen", "lucid",
+        "mellow", "nimble", "placid", "quiet", "rustic", "sturdy",
     ];
     const NOUNS: [&str; 16] = [
-        "otter", "heron", "lynx", "maple", "falcon", "badger", "willow", "comet", "finch",
-        "cedar", "marten", "plover", "aspen", "bison", "wren", "ibis",
+        "otter", "heron", "lynx", "maple", "falcon", "badger", "willow", "comet", "finch", "cedar",
+        "marten", "plover", "aspen", "bison", "wren", "ibis",
     ];
     let n = u32::from_str_radix(&run_id[..8.min(run_id.len())], 16).unwrap_or(0);
     format!(

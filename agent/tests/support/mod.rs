@@ -47,8 +47,16 @@ pub async fn fresh(backend: Backend) -> Option<TestDb> {
     let name = unique_name();
     if let Backend::Sqlite = backend {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join(format!("{name}.db")).display());
-        return Some(TestDb { url, backend, name, _dir: Some(dir) });
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        );
+        return Some(TestDb {
+            url,
+            backend,
+            name,
+            _dir: Some(dir),
+        });
     }
     let admin = admin_url(backend);
     let mut conn = match sqlx::AnyConnection::connect(&admin).await {
@@ -67,7 +75,12 @@ pub async fn fresh(backend: Backend) -> Option<TestDb> {
         .await
         .unwrap();
     let base = admin.rsplit_once('/').unwrap().0;
-    Some(TestDb { url: format!("{base}/{name}"), backend, name, _dir: None })
+    Some(TestDb {
+        url: format!("{base}/{name}"),
+        backend,
+        name,
+        _dir: None,
+    })
 }
 
 impl TestDb {
@@ -75,11 +88,16 @@ impl TestDb {
         if let Backend::Sqlite = self.backend {
             return;
         }
-        let mut conn = sqlx::AnyConnection::connect(&admin_url(self.backend)).await.unwrap();
+        let mut conn = sqlx::AnyConnection::connect(&admin_url(self.backend))
+            .await
+            .unwrap();
         let drop = match self.backend {
             Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             _ => format!("DROP DATABASE IF EXISTS {}", self.name),
         };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }

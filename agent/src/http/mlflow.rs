@@ -1,0 +1,615 @@
+//! MLflow's tracking REST API (`/api/2.0/mlflow/...`) over the tracking store, so the real
+//! `mlflow` client works against an agent unchanged. Handlers parse, delegate and render in
+//! MLflow's JSON: snake_case, int64 as numbers, unset fields omitted.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::wire::{
+    Params, f64_lenient, i64_lenient, opt_i64_lenient, strings_lenient, u32_lenient,
+};
+use crate::tracking::model::{self as m, Lifecycle, TrackingError, ViewType};
+use crate::tracking::{RunQuery, TrackingStore};
+
+/// The API under both prefixes MLflow serves: `/api/2.0/mlflow` (clients) and
+/// `/ajax-api/2.0/mlflow` (its web UI).
+pub fn router<S: Clone + Send + Sync + 'static>(store: TrackingStore) -> Router<S> {
+    let api = Router::new()
+        .route("/experiments/create", post(create_experiment))
+        .route("/experiments/get", get(get_experiment))
+        .route("/experiments/get-by-name", get(get_experiment_by_name))
+        .route(
+            "/experiments/search",
+            get(search_experiments).post(search_experiments),
+        )
+        .route("/experiments/delete", post(delete_experiment))
+        .route("/experiments/restore", post(restore_experiment))
+        .route("/experiments/update", post(update_experiment))
+        .route("/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/runs/create", post(create_run))
+        .route("/runs/get", get(get_run))
+        .route("/runs/update", post(update_run))
+        .route("/runs/delete", post(delete_run))
+        .route("/runs/restore", post(restore_run))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/log-parameter", post(log_param))
+        .route("/runs/set-tag", post(set_tag))
+        .route("/runs/delete-tag", post(delete_tag))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/search", get(search_runs).post(search_runs))
+        .route("/metrics/get-history", get(metric_history))
+        .with_state(store);
+    Router::new()
+        .nest("/api/2.0/mlflow", api.clone())
+        .nest("/ajax-api/2.0/mlflow", api)
+}
+
+/// A tracking error as MLflow reports it.
+pub struct ApiError(TrackingError);
+
+impl<E: Into<TrackingError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            TrackingError::NotFound { .. } => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+            TrackingError::AlreadyExists { .. } => {
+                (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS")
+            }
+            TrackingError::Invalid { .. } | TrackingError::InvalidState(_) => {
+                (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+            }
+            TrackingError::Db(_) | TrackingError::Setup(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "tracking request failed");
+        }
+        super::error_response(status, code, &self.0.to_string())
+    }
+}
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+fn ok() -> ApiResult {
+    Ok(Json(json!({})))
+}
+
+// ---- JSON shapes ------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct KeyValue {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct MetricJson {
+    pub key: String,
+    #[serde(deserialize_with = "f64_lenient", serialize_with = "f64_mlflow")]
+    pub value: f64,
+    #[serde(deserialize_with = "i64_lenient")]
+    pub timestamp: i64,
+    #[serde(default, deserialize_with = "i64_lenient")]
+    pub step: i64,
+}
+
+/// Non-finite doubles travel as protobuf JSON spells them.
+fn f64_mlflow<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_nan() {
+        s.serialize_str("NaN")
+    } else if v.is_infinite() {
+        s.serialize_str(if *v > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+impl From<m::Metric> for MetricJson {
+    fn from(x: m::Metric) -> Self {
+        Self {
+            key: x.key,
+            value: x.value,
+            timestamp: x.timestamp,
+            step: x.step,
+        }
+    }
+}
+
+impl From<MetricJson> for m::Metric {
+    fn from(x: MetricJson) -> Self {
+        Self {
+            key: x.key,
+            value: x.value,
+            timestamp: x.timestamp,
+            step: x.step,
+        }
+    }
+}
+
+fn tags_out(tags: Vec<m::Tag>) -> Vec<KeyValue> {
+    tags.into_iter()
+        .map(|t| KeyValue {
+            key: t.key,
+            value: t.value,
+        })
+        .collect()
+}
+
+fn tags_in(tags: Vec<KeyValue>) -> Vec<m::Tag> {
+    tags.into_iter()
+        .map(|t| m::Tag {
+            key: t.key,
+            value: t.value,
+        })
+        .collect()
+}
+
+fn experiment_json(e: m::Experiment) -> Value {
+    let mut v = json!({
+        "experiment_id": e.experiment_id.to_string(),
+        "name": e.name,
+        "artifact_location": e.artifact_location,
+        "lifecycle_stage": e.lifecycle_stage.as_str(),
+        "last_update_time": e.last_update_time,
+        "creation_time": e.creation_time,
+    });
+    if !e.tags.is_empty() {
+        v["tags"] = json!(tags_out(e.tags));
+    }
+    v
+}
+
+fn run_info_json(i: &m::RunInfo) -> Value {
+    let mut v = json!({
+        "run_uuid": i.run_id,
+        "run_id": i.run_id,
+        "experiment_id": i.experiment_id.to_string(),
+        "run_name": i.run_name,
+        "user_id": i.user_id,
+        "status": i.status.as_str(),
+        "start_time": i.start_time,
+        "artifact_uri": i.artifact_uri,
+        "lifecycle_stage": i.lifecycle_stage.as_str(),
+    });
+    if let Some(end) = i.end_time {
+        v["end_time"] = json!(end);
+    }
+    v
+}
+
+pub fn run_json(r: m::Run) -> Value {
+    let mut data = serde_json::Map::new();
+    if !r.metrics.is_empty() {
+        data.insert(
+            "metrics".into(),
+            json!(
+                r.metrics
+                    .into_iter()
+                    .map(MetricJson::from)
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    if !r.params.is_empty() {
+        let params: Vec<KeyValue> = r
+            .params
+            .into_iter()
+            .map(|p| KeyValue {
+                key: p.key,
+                value: p.value,
+            })
+            .collect();
+        data.insert("params".into(), json!(params));
+    }
+    if !r.tags.is_empty() {
+        data.insert("tags".into(), json!(tags_out(r.tags)));
+    }
+    json!({ "info": run_info_json(&r.info), "data": data, "inputs": {}, "outputs": {} })
+}
+
+// ---- experiments ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct CreateExperiment {
+    name: String,
+    #[serde(default)]
+    artifact_location: Option<String>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create_experiment(
+    State(s): State<TrackingStore>,
+    Params(r): Params<CreateExperiment>,
+) -> ApiResult {
+    let id = s
+        .create_experiment(&r.name, r.artifact_location.as_deref(), &tags_in(r.tags))
+        .await?;
+    Ok(Json(json!({ "experiment_id": id.to_string() })))
+}
+
+#[derive(Deserialize)]
+struct ExperimentId {
+    experiment_id: String,
+}
+
+async fn get_experiment(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ExperimentId>,
+) -> ApiResult {
+    let e = s
+        .get_experiment(m::parse_experiment_id(&r.experiment_id)?)
+        .await?;
+    Ok(Json(json!({ "experiment": experiment_json(e) })))
+}
+
+#[derive(Deserialize)]
+struct ExperimentName {
+    experiment_name: String,
+}
+
+async fn get_experiment_by_name(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ExperimentName>,
+) -> ApiResult {
+    let e = s.get_experiment_by_name(&r.experiment_name).await?;
+    Ok(Json(json!({ "experiment": experiment_json(e) })))
+}
+
+fn view_type(text: Option<&str>) -> Result<ViewType, TrackingError> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(ViewType::ActiveOnly),
+        Some(t) => t.parse(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SearchExperiments {
+    #[serde(default, deserialize_with = "u32_lenient")]
+    max_results: u32,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    view_type: Option<String>,
+}
+
+async fn search_experiments(
+    State(s): State<TrackingStore>,
+    Params(r): Params<SearchExperiments>,
+) -> ApiResult {
+    if r.filter.as_deref().is_some_and(|f| !f.trim().is_empty()) {
+        return Err(TrackingError::invalid(
+            "filter",
+            "experiment search filters are not supported yet",
+        )
+        .into());
+    }
+    let view = view_type(r.view_type.as_deref())?;
+    let (experiments, next) = s
+        .search_experiments(view, r.max_results, r.page_token.as_deref())
+        .await?;
+    let mut v =
+        json!({ "experiments": experiments.into_iter().map(experiment_json).collect::<Vec<_>>() });
+    if let Some(token) = next {
+        v["next_page_token"] = json!(token);
+    }
+    Ok(Json(v))
+}
+
+async fn delete_experiment(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ExperimentId>,
+) -> ApiResult {
+    s.set_experiment_lifecycle(
+        m::parse_experiment_id(&r.experiment_id)?,
+        Lifecycle::Deleted,
+    )
+    .await?;
+    ok()
+}
+
+async fn restore_experiment(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ExperimentId>,
+) -> ApiResult {
+    s.set_experiment_lifecycle(m::parse_experiment_id(&r.experiment_id)?, Lifecycle::Active)
+        .await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct UpdateExperiment {
+    experiment_id: String,
+    new_name: String,
+}
+
+async fn update_experiment(
+    State(s): State<TrackingStore>,
+    Params(r): Params<UpdateExperiment>,
+) -> ApiResult {
+    s.rename_experiment(m::parse_experiment_id(&r.experiment_id)?, &r.new_name)
+        .await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct ExperimentTag {
+    experiment_id: String,
+    key: String,
+    value: String,
+}
+
+async fn set_experiment_tag(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ExperimentTag>,
+) -> ApiResult {
+    let tag = m::Tag {
+        key: r.key,
+        value: r.value,
+    };
+    s.set_experiment_tag(m::parse_experiment_id(&r.experiment_id)?, &tag)
+        .await?;
+    ok()
+}
+
+// ---- runs -------------------------------------------------------------------------------
+
+/// MLflow accepts a run's id as `run_id` or, from older clients, `run_uuid`.
+#[derive(Deserialize)]
+struct RunRef {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+}
+
+impl RunRef {
+    fn id(&self) -> Result<&str, TrackingError> {
+        self.run_id
+            .as_deref()
+            .or(self.run_uuid.as_deref())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                TrackingError::invalid("run_id", "missing value for required parameter 'run_id'")
+            })
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateRun {
+    #[serde(default)]
+    experiment_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    run_name: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64_lenient")]
+    start_time: Option<i64>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create_run(State(s): State<TrackingStore>, Params(r): Params<CreateRun>) -> ApiResult {
+    let experiment_id = match r.experiment_id.as_deref() {
+        Some(id) if !id.is_empty() => m::parse_experiment_id(id)?,
+        _ => m::DEFAULT_EXPERIMENT_ID,
+    };
+    let run = s
+        .create_run(m::NewRun {
+            experiment_id,
+            run_name: r.run_name,
+            user_id: r.user_id,
+            start_time: Some(r.start_time.unwrap_or(0)),
+            tags: tags_in(r.tags),
+        })
+        .await?;
+    Ok(Json(json!({ "run": run_json(run) })))
+}
+
+async fn get_run(State(s): State<TrackingStore>, Params(r): Params<RunRef>) -> ApiResult {
+    Ok(Json(json!({ "run": run_json(s.get_run(r.id()?).await?) })))
+}
+
+#[derive(Deserialize)]
+struct UpdateRun {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64_lenient")]
+    end_time: Option<i64>,
+    #[serde(default)]
+    run_name: Option<String>,
+}
+
+async fn update_run(State(s): State<TrackingStore>, Params(r): Params<UpdateRun>) -> ApiResult {
+    let status = r
+        .status
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(str::parse)
+        .transpose()?;
+    let info = s
+        .update_run(
+            r.run.id()?,
+            m::RunUpdate {
+                status,
+                end_time: r.end_time,
+                run_name: r.run_name,
+            },
+        )
+        .await?;
+    Ok(Json(json!({ "run_info": run_info_json(&info) })))
+}
+
+async fn delete_run(State(s): State<TrackingStore>, Params(r): Params<RunRef>) -> ApiResult {
+    s.set_run_lifecycle(r.id()?, Lifecycle::Deleted).await?;
+    ok()
+}
+
+async fn restore_run(State(s): State<TrackingStore>, Params(r): Params<RunRef>) -> ApiResult {
+    s.set_run_lifecycle(r.id()?, Lifecycle::Active).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LogMetric {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(flatten)]
+    metric: MetricJson,
+}
+
+async fn log_metric(State(s): State<TrackingStore>, Params(r): Params<LogMetric>) -> ApiResult {
+    let batch = m::Batch {
+        metrics: vec![r.metric.into()],
+        ..m::Batch::default()
+    };
+    s.log_batch(r.run.id()?, &batch).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LogKeyValue {
+    #[serde(flatten)]
+    run: RunRef,
+    key: String,
+    value: String,
+}
+
+async fn log_param(State(s): State<TrackingStore>, Params(r): Params<LogKeyValue>) -> ApiResult {
+    let batch = m::Batch {
+        params: vec![m::Param {
+            key: r.key,
+            value: r.value,
+        }],
+        ..m::Batch::default()
+    };
+    s.log_batch(r.run.id()?, &batch).await?;
+    ok()
+}
+
+async fn set_tag(State(s): State<TrackingStore>, Params(r): Params<LogKeyValue>) -> ApiResult {
+    let batch = m::Batch {
+        tags: vec![m::Tag {
+            key: r.key,
+            value: r.value,
+        }],
+        ..m::Batch::default()
+    };
+    s.log_batch(r.run.id()?, &batch).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct DeleteTag {
+    run_id: String,
+    key: String,
+}
+
+async fn delete_tag(State(s): State<TrackingStore>, Params(r): Params<DeleteTag>) -> ApiResult {
+    s.delete_tag(&r.run_id, &r.key).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LogBatch {
+    run_id: String,
+    #[serde(default)]
+    metrics: Vec<MetricJson>,
+    #[serde(default)]
+    params: Vec<KeyValue>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn log_batch(State(s): State<TrackingStore>, Params(r): Params<LogBatch>) -> ApiResult {
+    let batch = m::Batch {
+        metrics: r.metrics.into_iter().map(Into::into).collect(),
+        params: r
+            .params
+            .into_iter()
+            .map(|p| m::Param {
+                key: p.key,
+                value: p.value,
+            })
+            .collect(),
+        tags: tags_in(r.tags),
+    };
+    s.log_batch(&r.run_id, &batch).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct SearchRuns {
+    #[serde(default, deserialize_with = "strings_lenient")]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    run_view_type: Option<String>,
+    #[serde(default, deserialize_with = "u32_lenient")]
+    max_results: u32,
+    #[serde(default, deserialize_with = "strings_lenient")]
+    order_by: Vec<String>,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+async fn search_runs(State(s): State<TrackingStore>, Params(r): Params<SearchRuns>) -> ApiResult {
+    let query = RunQuery {
+        experiment_ids: r
+            .experiment_ids
+            .iter()
+            .map(|id| m::parse_experiment_id(id))
+            .collect::<Result<_, _>>()?,
+        filter: r.filter.unwrap_or_default(),
+        order_by: r.order_by,
+        view: view_type(r.run_view_type.as_deref())?,
+        max_results: r.max_results,
+        page_token: r.page_token,
+    };
+    let (runs, next) = s.search_runs(&query).await?;
+    let mut v = serde_json::Map::new();
+    if !runs.is_empty() {
+        v.insert(
+            "runs".into(),
+            json!(runs.into_iter().map(run_json).collect::<Vec<_>>()),
+        );
+    }
+    if let Some(token) = next {
+        v.insert("next_page_token".into(), json!(token));
+    }
+    Ok(Json(Value::Object(v)))
+}
+
+#[derive(Deserialize)]
+struct MetricHistoryRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    metric_key: String,
+}
+
+async fn metric_history(
+    State(s): State<TrackingStore>,
+    Params(r): Params<MetricHistoryRequest>,
+) -> ApiResult {
+    let metrics = s.metric_history(r.run.id()?, &r.metric_key).await?;
+    Ok(Json(
+        json!({ "metrics": metrics.into_iter().map(MetricJson::from).collect::<Vec<_>>() }),
+    ))
+}
