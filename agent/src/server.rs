@@ -16,7 +16,8 @@ use crate::auth::Guard;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{self, HostFacts, Sample};
-use crate::tracking::{TrackingError, TrackingStore};
+use crate::tracking::artifacts::{ArtifactError, ArtifactStore};
+use crate::tracking::{Tracking, TrackingError, TrackingStore};
 use crate::{Role, db};
 
 /// What every transport handler of one agent shares.
@@ -29,8 +30,8 @@ pub struct Shared {
     started: Instant,
     pub guard: Guard,
     pub metrics: Metrics,
-    /// The tracking role's store, when the agent runs that role.
-    pub tracking: Option<TrackingStore>,
+    /// The tracking role's state, when the agent runs that role.
+    pub tracking: Option<Tracking>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -72,6 +73,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("cannot open the tracking store: {0}")]
     Tracking(#[from] TrackingError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("a server task failed: {0}")]
@@ -126,7 +129,10 @@ async fn shared(
     let tracking = if settings.roles.contains(&Role::Tracking) {
         let db = db::Db::connect(&settings.tracking_db).await?;
         tracing::info!(db = db.url(), "tracking store open");
-        Some(TrackingStore::open(db).await?)
+        let store = TrackingStore::open(db).await?;
+        let artifacts = ArtifactStore::open(&settings.artifact_root, &settings.data_dir)?;
+        tracing::info!(root = artifacts.root(), "artifact store open");
+        Some(Tracking { store, artifacts })
     } else {
         None
     };

@@ -12,8 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::roles::Role;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "tracking_db",
+    "artifact_root",
     "roles",
     "data_dir",
     "grpc_addr",
@@ -51,6 +52,8 @@ pub struct RawSettings {
     pub log_level: String,
     /// The tracking store's database URL; empty for SQLite under the data dir.
     pub tracking_db: String,
+    /// Where artifacts go: a directory or `s3://bucket/prefix`; empty for the data dir.
+    pub artifact_root: String,
 }
 
 impl Default for RawSettings {
@@ -66,6 +69,7 @@ impl Default for RawSettings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             tracking_db: String::new(),
+            artifact_root: String::new(),
         }
     }
 }
@@ -119,6 +123,11 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracking_db: Option<String>,
+    /// Artifact root: a directory or s3://bucket/prefix (endpoint and keys from AWS_*)
+    /// [default: artifacts under the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_root: Option<String>,
 }
 
 /// Validated settings: the only form the servers accept.
@@ -132,6 +141,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub tracking_db: String,
+    pub artifact_root: String,
 }
 
 impl fmt::Debug for Settings {
@@ -145,6 +155,7 @@ impl fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("tracking_db", &crate::db::redact(&self.tracking_db))
+            .field("artifact_root", &self.artifact_root)
             .finish()
     }
 }
@@ -225,6 +236,7 @@ impl RawSettings {
         };
         Ok(Settings {
             tracking_db,
+            artifact_root: self.artifact_root.trim().to_owned(),
             roles,
             data_dir: self.data_dir,
             grpc_addr,

@@ -13,12 +13,19 @@ use serde_json::{Value, json};
 use super::wire::{
     Params, f64_lenient, i64_lenient, opt_i64_lenient, strings_lenient, u32_lenient,
 };
+use crate::tracking::artifacts::ArtifactError;
 use crate::tracking::model::{self as m, Lifecycle, TrackingError, ViewType};
-use crate::tracking::{RunQuery, TrackingStore};
+use crate::tracking::{RunQuery, Tracking, TrackingStore};
+
+impl axum::extract::FromRef<Tracking> for TrackingStore {
+    fn from_ref(tracking: &Tracking) -> Self {
+        tracking.store.clone()
+    }
+}
 
 /// The API under both prefixes MLflow serves: `/api/2.0/mlflow` (clients) and
 /// `/ajax-api/2.0/mlflow` (its web UI).
-pub fn router<S: Clone + Send + Sync + 'static>(store: TrackingStore) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(tracking: Tracking) -> Router<S> {
     let api = Router::new()
         .route("/experiments/create", post(create_experiment))
         .route("/experiments/get", get(get_experiment))
@@ -43,10 +50,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(store: TrackingStore) -> Router<
         .route("/runs/log-batch", post(log_batch))
         .route("/runs/search", get(search_runs).post(search_runs))
         .route("/metrics/get-history", get(metric_history))
-        .with_state(store);
+        .with_state(tracking.clone());
     Router::new()
         .nest("/api/2.0/mlflow", api.clone())
         .nest("/ajax-api/2.0/mlflow", api)
+        .merge(super::artifacts::router(tracking))
 }
 
 /// A tracking error as MLflow reports it.
@@ -68,6 +76,17 @@ impl IntoResponse for ApiError {
             TrackingError::Invalid { .. } | TrackingError::InvalidState(_) => {
                 (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
             }
+            TrackingError::Artifact(e) => match e {
+                ArtifactError::InvalidPath { .. } | ArtifactError::Upload { .. } => {
+                    (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+                }
+                ArtifactError::NotFound { .. } => {
+                    (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
+                }
+                ArtifactError::Config { .. } | ArtifactError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+                }
+            },
             TrackingError::Db(_) | TrackingError::Setup(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
             }
@@ -79,7 +98,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+pub type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 fn ok() -> ApiResult {
     Ok(Json(json!({})))

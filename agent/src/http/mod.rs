@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::server::Shared;
 
+mod artifacts;
 mod mlflow;
 mod wire;
 
@@ -24,8 +25,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    if let Some(store) = &shared.tracking {
-        router = router.merge(mlflow::router(store.clone()));
+    if let Some(tracking) = &shared.tracking {
+        router = router.merge(mlflow::router(tracking.clone()));
     }
     router
         .fallback(not_found)

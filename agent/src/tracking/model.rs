@@ -30,6 +30,8 @@ pub enum TrackingError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Setup(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Artifact(#[from] super::artifacts::ArtifactError),
 }
 
 pub type Result<T, E = TrackingError> = std::result::Result<T, E>;

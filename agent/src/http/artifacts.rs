@@ -1,0 +1,115 @@
+//! MLflow's proxied artifact API (`/api/2.0/mlflow-artifacts/artifacts/...`): uploads stream
+//! into the artifact store, downloads stream out, and every path is checked before use.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::mlflow::{ApiError, ApiResult};
+use super::wire::Params;
+use crate::tracking::Tracking;
+use crate::tracking::artifacts::{ArtifactError, ArtifactKey};
+
+const PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+pub fn router<S: Clone + Send + Sync + 'static>(tracking: Tracking) -> Router<S> {
+    Router::new()
+        .route(PREFIX, get(list))
+        .route(
+            &format!("{PREFIX}/{{*path}}"),
+            get(download).put(upload).delete(delete),
+        )
+        .with_state(tracking)
+}
+
+/// The artifact path from the raw URL. Separators and dots that arrive percent-encoded are
+/// refused before decoding, so `%2e%2e%2f` cannot become `../`.
+fn key_from_uri(request: &Request) -> Result<ArtifactKey, ApiError> {
+    let raw = request.uri().path();
+    let encoded = raw
+        .strip_prefix(PREFIX)
+        .unwrap_or(raw)
+        .trim_start_matches('/');
+    let lower = encoded.to_ascii_lowercase();
+    for sneaky in ["%2f", "%5c", "%2e", "%00"] {
+        if lower.contains(sneaky) {
+            return Err(ArtifactError::InvalidPath {
+                path: encoded.to_owned(),
+                reason: format!("percent-encoded {sneaky} is not allowed in artifact paths"),
+            }
+            .into());
+        }
+    }
+    let decoded = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| ArtifactError::InvalidPath {
+            path: encoded.to_owned(),
+            reason: "it is not UTF-8".into(),
+        })?;
+    Ok(ArtifactKey::parse(&decoded)?)
+}
+
+async fn upload(State(t): State<Tracking>, request: Request) -> ApiResult<Response> {
+    let key = key_from_uri(&request)?;
+    let body = request
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| e.to_string());
+    t.upload(&key, body).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn download(State(t): State<Tracking>, request: Request) -> ApiResult<Response> {
+    let key = key_from_uri(&request)?;
+    let (size, stream) = t.download(&key).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn delete(State(t): State<Tracking>, request: Request) -> ApiResult<Response> {
+    let key = key_from_uri(&request)?;
+    t.delete(&key).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListRequest {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+async fn list(State(t): State<Tracking>, Params(r): Params<ListRequest>) -> ApiResult<Response> {
+    let Some(path) = r.path.filter(|p| !p.is_empty()) else {
+        // The root holds experiments, not one run's files: there is nothing to list safely.
+        return Ok((StatusCode::OK, Json(json!({}))).into_response());
+    };
+    let key = ArtifactKey::parse(&path)?;
+    let entries = t.list(&key).await?;
+    let files: Vec<_> = entries
+        .into_iter()
+        .map(|e| {
+            // MLflow lists base names relative to the directory asked for.
+            let name = e.path.rsplit('/').next().unwrap_or(&e.path).to_owned();
+            match e.size {
+                Some(size) if !e.is_dir => {
+                    json!({"path": name, "is_dir": false, "file_size": size})
+                }
+                _ => json!({"path": name, "is_dir": true}),
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "files": files })).into_response())
+}
