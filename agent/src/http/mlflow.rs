@@ -2,10 +2,11 @@
 //! `mlflow` client works against an agent unchanged. Handlers parse, delegate and render in
 //! MLflow's JSON: snake_case, int64 as numbers, unset fields omitted.
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -14,6 +15,7 @@ use super::wire::{
     Params, f64_lenient, i64_lenient, opt_i64_lenient, strings_lenient, u32_lenient,
 };
 use crate::tracking::artifacts::ArtifactError;
+use crate::tracking::logged_models::LoggedModelQuery;
 use crate::tracking::model::{self as m, Lifecycle, TrackingError, ViewType};
 use crate::tracking::{RunQuery, Tracking, TrackingStore};
 
@@ -50,6 +52,27 @@ pub fn router<S: Clone + Send + Sync + 'static>(tracking: Tracking) -> Router<S>
         .route("/runs/log-batch", post(log_batch))
         .route("/runs/search", get(search_runs).post(search_runs))
         .route("/metrics/get-history", get(metric_history))
+        .route("/runs/outputs", post(log_outputs))
+        .route("/logged-models", post(create_logged_model))
+        .route("/logged-models/search", post(search_logged_models))
+        .route(
+            "/logged-models/{model_id}",
+            get(get_logged_model)
+                .patch(finalize_logged_model)
+                .delete(delete_logged_model),
+        )
+        .route(
+            "/logged-models/{model_id}/tags",
+            patch(set_logged_model_tags),
+        )
+        .route(
+            "/logged-models/{model_id}/tags/{key}",
+            delete(delete_logged_model_tag),
+        )
+        .route(
+            "/logged-models/{model_id}/params",
+            post(log_logged_model_params),
+        )
         .with_state(tracking.clone());
     Router::new()
         .nest("/api/2.0/mlflow", api.clone())
@@ -631,4 +654,235 @@ async fn metric_history(
     Ok(Json(
         json!({ "metrics": metrics.into_iter().map(MetricJson::from).collect::<Vec<_>>() }),
     ))
+}
+
+// ---- logged models (MLflow 3) -----------------------------------------------------------
+
+fn logged_model_json(m: m::LoggedModel) -> Value {
+    let mut info = json!({
+        "model_id": m.model_id,
+        "experiment_id": m.experiment_id.to_string(),
+        "name": m.name,
+        "creation_timestamp_ms": m.creation_time,
+        "last_updated_timestamp_ms": m.last_updated_time,
+        "artifact_uri": m.artifact_location,
+        "status": m.status.as_str(),
+    });
+    if let Some(t) = m.model_type {
+        info["model_type"] = json!(t);
+    }
+    if let Some(r) = m.source_run_id {
+        info["source_run_id"] = json!(r);
+    }
+    if !m.tags.is_empty() {
+        info["tags"] = json!(tags_out(m.tags));
+    }
+    let mut data = serde_json::Map::new();
+    if !m.params.is_empty() {
+        let params: Vec<KeyValue> = m
+            .params
+            .into_iter()
+            .map(|p| KeyValue {
+                key: p.key,
+                value: p.value,
+            })
+            .collect();
+        data.insert("params".into(), json!(params));
+    }
+    json!({ "info": info, "data": data })
+}
+
+fn params_in(params: Vec<KeyValue>) -> Vec<m::Param> {
+    params
+        .into_iter()
+        .map(|p| m::Param {
+            key: p.key,
+            value: p.value,
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct CreateLoggedModel {
+    experiment_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    source_run_id: Option<String>,
+    #[serde(default)]
+    params: Vec<KeyValue>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create_logged_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<CreateLoggedModel>,
+) -> ApiResult {
+    let model = s
+        .create_logged_model(m::NewLoggedModel {
+            experiment_id: m::parse_experiment_id(&r.experiment_id)?,
+            name: r.name,
+            model_type: r.model_type,
+            source_run_id: r.source_run_id,
+            tags: tags_in(r.tags),
+            params: params_in(r.params),
+        })
+        .await?;
+    Ok(Json(json!({ "model": logged_model_json(model) })))
+}
+
+#[derive(Deserialize)]
+struct GetLoggedModel {
+    #[serde(default)]
+    allow_deleted: Option<String>,
+}
+
+async fn get_logged_model(
+    State(s): State<TrackingStore>,
+    Path(model_id): Path<String>,
+    Params(r): Params<GetLoggedModel>,
+) -> ApiResult {
+    let allow_deleted = r
+        .allow_deleted
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let model = s.get_logged_model(&model_id, allow_deleted).await?;
+    Ok(Json(json!({ "model": logged_model_json(model) })))
+}
+
+#[derive(Deserialize)]
+struct FinalizeLoggedModel {
+    status: String,
+}
+
+async fn finalize_logged_model(
+    State(s): State<TrackingStore>,
+    Path(model_id): Path<String>,
+    Params(r): Params<FinalizeLoggedModel>,
+) -> ApiResult {
+    let model = s
+        .finalize_logged_model(&model_id, r.status.parse()?)
+        .await?;
+    Ok(Json(json!({ "model": logged_model_json(model) })))
+}
+
+async fn delete_logged_model(
+    State(s): State<TrackingStore>,
+    Path(model_id): Path<String>,
+) -> ApiResult {
+    s.delete_logged_model(&model_id).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LoggedModelTags {
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn set_logged_model_tags(
+    State(s): State<TrackingStore>,
+    Path(model_id): Path<String>,
+    Params(r): Params<LoggedModelTags>,
+) -> ApiResult {
+    s.set_logged_model_tags(&model_id, &tags_in(r.tags)).await?;
+    ok()
+}
+
+async fn delete_logged_model_tag(
+    State(s): State<TrackingStore>,
+    Path((model_id, key)): Path<(String, String)>,
+) -> ApiResult {
+    s.delete_logged_model_tag(&model_id, &key).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LoggedModelParams {
+    #[serde(default)]
+    params: Vec<KeyValue>,
+}
+
+async fn log_logged_model_params(
+    State(s): State<TrackingStore>,
+    Path(model_id): Path<String>,
+    Params(r): Params<LoggedModelParams>,
+) -> ApiResult {
+    s.log_logged_model_params(&model_id, &params_in(r.params))
+        .await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct OrderByJson {
+    field_name: String,
+    #[serde(default = "yes")]
+    ascending: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct SearchLoggedModels {
+    #[serde(default, deserialize_with = "strings_lenient")]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default, deserialize_with = "u32_lenient")]
+    max_results: u32,
+    #[serde(default)]
+    order_by: Vec<OrderByJson>,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+async fn search_logged_models(
+    State(s): State<TrackingStore>,
+    Params(r): Params<SearchLoggedModels>,
+) -> ApiResult {
+    let query = LoggedModelQuery {
+        experiment_ids: r
+            .experiment_ids
+            .iter()
+            .map(|id| m::parse_experiment_id(id))
+            .collect::<Result<_, _>>()?,
+        filter: r.filter.unwrap_or_default(),
+        order_by: r
+            .order_by
+            .into_iter()
+            .map(|o| (o.field_name, o.ascending))
+            .collect(),
+        max_results: r.max_results,
+        page_token: r.page_token,
+    };
+    let (models, next) = s.search_logged_models(&query).await?;
+    let mut v = json!({ "models": models.into_iter().map(logged_model_json).collect::<Vec<_>>() });
+    if let Some(token) = next {
+        v["next_page_token"] = json!(token);
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct ModelOutput {
+    model_id: String,
+    #[serde(default, deserialize_with = "i64_lenient")]
+    step: i64,
+}
+
+#[derive(Deserialize)]
+struct LogOutputs {
+    run_id: String,
+    #[serde(default)]
+    models: Vec<ModelOutput>,
+}
+
+async fn log_outputs(State(s): State<TrackingStore>, Params(r): Params<LogOutputs>) -> ApiResult {
+    let models: Vec<(String, i64)> = r.models.into_iter().map(|o| (o.model_id, o.step)).collect();
+    s.log_outputs(&r.run_id, &models).await?;
+    ok()
 }

@@ -2,6 +2,7 @@
 //! and as MLflow's REST API.
 
 pub mod artifacts;
+pub mod logged_models;
 pub mod model;
 pub mod search;
 pub mod store;
@@ -46,10 +47,20 @@ impl Tracking {
                 }
                 Ok(())
             }
-            Scope::Model { model_id, .. } => Err(TrackingError::NotFound {
-                what: "logged model",
-                id: model_id.clone(),
-            }),
+            Scope::Model {
+                experiment_id,
+                model_id,
+            } => {
+                let model = self.store.get_logged_model(model_id, !for_write).await?;
+                if model.experiment_id != *experiment_id {
+                    return Err(ArtifactError::InvalidPath {
+                        path: key.scope_dir(),
+                        reason: format!("model {model_id} is not in experiment {experiment_id}"),
+                    }
+                    .into());
+                }
+                Ok(())
+            }
         }
     }
 

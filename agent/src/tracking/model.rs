@@ -109,6 +109,41 @@ impl ViewType {
     }
 }
 
+text_enum!(
+    LoggedModelStatus {
+        Pending = "LOGGED_MODEL_PENDING",
+        Ready = "LOGGED_MODEL_READY",
+        UploadFailed = "LOGGED_MODEL_UPLOAD_FAILED",
+    }
+);
+
+/// An MLflow 3 logged model: files under its own artifact directory, made by a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedModel {
+    pub model_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    pub artifact_location: String,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+    pub model_type: Option<String>,
+    pub source_run_id: Option<String>,
+    pub status: LoggedModelStatus,
+    pub lifecycle_stage: Lifecycle,
+    pub tags: Vec<Tag>,
+    pub params: Vec<Param>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewLoggedModel {
+    pub experiment_id: i64,
+    pub name: Option<String>,
+    pub model_type: Option<String>,
+    pub source_run_id: Option<String>,
+    pub tags: Vec<Tag>,
+    pub params: Vec<Param>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tag {
     pub key: String,

@@ -13,55 +13,97 @@ pub enum Entity {
     Attribute(Attribute),
 }
 
+/// What a search looks through: attributes differ, the language is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Runs,
+    LoggedModels,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attribute {
     RunId,
-    RunName,
+    Name,
     Status,
     UserId,
     StartTime,
     EndTime,
     ArtifactUri,
     ExperimentId,
+    ModelId,
+    ModelType,
+    SourceRunId,
+    CreationTime,
+    LastUpdatedTime,
 }
 
 impl Attribute {
-    fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "run_id" | "run_uuid" => Attribute::RunId,
-            "run_name" | "name" => Attribute::RunName,
-            "status" => Attribute::Status,
-            "user_id" => Attribute::UserId,
-            "start_time" | "created" => Attribute::StartTime,
-            "end_time" => Attribute::EndTime,
-            "artifact_uri" => Attribute::ArtifactUri,
-            "experiment_id" => Attribute::ExperimentId,
-            _ => {
-                return Err(invalid(format!(
-                    "unknown attribute {name:?}; use run_id, run_name, status, user_id, \
-                     start_time, end_time, artifact_uri or experiment_id"
-                )));
+    fn parse(name: &str, target: Target) -> Result<Self> {
+        let attribute = match (target, name) {
+            (Target::Runs, "run_id" | "run_uuid") => Attribute::RunId,
+            (Target::Runs, "run_name" | "name") => Attribute::Name,
+            (Target::Runs, "status") => Attribute::Status,
+            (Target::Runs, "user_id") => Attribute::UserId,
+            (Target::Runs, "start_time" | "created") => Attribute::StartTime,
+            (Target::Runs, "end_time") => Attribute::EndTime,
+            (Target::Runs, "artifact_uri") => Attribute::ArtifactUri,
+            (_, "experiment_id") => Attribute::ExperimentId,
+            (Target::LoggedModels, "model_id") => Attribute::ModelId,
+            (Target::LoggedModels, "name") => Attribute::Name,
+            (Target::LoggedModels, "model_type") => Attribute::ModelType,
+            (Target::LoggedModels, "status") => Attribute::Status,
+            (Target::LoggedModels, "source_run_id") => Attribute::SourceRunId,
+            (Target::LoggedModels, "creation_time" | "creation_timestamp") => {
+                Attribute::CreationTime
             }
-        })
+            (Target::LoggedModels, "last_updated_timestamp") => Attribute::LastUpdatedTime,
+            _ => {
+                let known = match target {
+                    Target::Runs => {
+                        "run_id, run_name, status, user_id, start_time, end_time, artifact_uri or \
+                         experiment_id"
+                    }
+                    Target::LoggedModels => {
+                        "model_id, name, model_type, status, source_run_id, creation_timestamp, \
+                         last_updated_timestamp or experiment_id"
+                    }
+                };
+                return Err(invalid(format!("unknown attribute {name:?}; use {known}")));
+            }
+        };
+        Ok(attribute)
     }
 
-    fn column(self) -> &'static str {
-        match self {
-            Attribute::RunId => "r.run_id",
-            Attribute::RunName => "r.run_name",
-            Attribute::Status => "r.status",
-            Attribute::UserId => "r.user_id",
-            Attribute::StartTime => "r.start_time",
-            Attribute::EndTime => "r.end_time",
-            Attribute::ArtifactUri => "r.artifact_uri",
-            Attribute::ExperimentId => "r.experiment_id",
+    /// The column in the search's main table, aliased `r`.
+    fn column(self, target: Target) -> &'static str {
+        match (target, self) {
+            (Target::Runs, Attribute::RunId) => "r.run_id",
+            (Target::Runs, Attribute::Name) => "r.run_name",
+            (Target::Runs, Attribute::StartTime) => "r.start_time",
+            (Target::Runs, Attribute::EndTime) => "r.end_time",
+            (Target::Runs, Attribute::UserId) => "r.user_id",
+            (Target::Runs, Attribute::ArtifactUri) => "r.artifact_uri",
+            (Target::LoggedModels, Attribute::Name) => "r.name",
+            (Target::LoggedModels, Attribute::ModelId) => "r.model_id",
+            (Target::LoggedModels, Attribute::ModelType) => "r.model_type",
+            (Target::LoggedModels, Attribute::SourceRunId) => "r.source_run_id",
+            (Target::LoggedModels, Attribute::CreationTime) => "r.creation_time",
+            (Target::LoggedModels, Attribute::LastUpdatedTime) => "r.last_updated_time",
+            (_, Attribute::Status) => "r.status",
+            (_, Attribute::ExperimentId) => "r.experiment_id",
+            // `Attribute::parse` only hands out attributes the target has.
+            (_, _) => "NULL",
         }
     }
 
     fn is_numeric(self) -> bool {
         matches!(
             self,
-            Attribute::StartTime | Attribute::EndTime | Attribute::ExperimentId
+            Attribute::StartTime
+                | Attribute::EndTime
+                | Attribute::ExperimentId
+                | Attribute::CreationTime
+                | Attribute::LastUpdatedTime
         )
     }
 }
@@ -231,6 +273,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>> {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    target: Target,
 }
 
 impl Parser {
@@ -264,7 +307,7 @@ impl Parser {
             "param" | "params" | "parameter" | "parameters" => Entity::Param(key),
             "tag" | "tags" => Entity::Tag(key),
             "attribute" | "attributes" | "attr" | "run" => {
-                Entity::Attribute(Attribute::parse(&key)?)
+                Entity::Attribute(Attribute::parse(&key, self.target)?)
             }
             other => {
                 return Err(invalid(format!(
@@ -361,7 +404,12 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
             matches!(
                 entity,
                 Entity::Attribute(
-                    Attribute::RunId | Attribute::Status | Attribute::RunName | Attribute::UserId
+                    Attribute::RunId
+                        | Attribute::Status
+                        | Attribute::Name
+                        | Attribute::UserId
+                        | Attribute::ModelId
+                        | Attribute::SourceRunId
                 )
             ) || matches!(entity, Entity::Param(_) | Entity::Tag(_))
         }
@@ -383,12 +431,16 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
 }
 
 /// Parses a filter: clauses joined by AND. An empty filter has no clauses.
-pub fn parse_filter(text: &str) -> Result<Vec<Clause>> {
+pub fn parse_filter(text: &str, target: Target) -> Result<Vec<Clause>> {
     let tokens = tokenize(text)?;
     if tokens.is_empty() {
         return Ok(Vec::new());
     }
-    let mut parser = Parser { tokens, at: 0 };
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        target,
+    };
     let mut clauses = vec![parser.clause()?];
     while parser.at < parser.tokens.len() {
         match parser.next() {
@@ -405,7 +457,7 @@ pub fn parse_filter(text: &str) -> Result<Vec<Clause>> {
 }
 
 /// Parses one order-by clause: `metrics.val_roc_auc DESC`, `start_time`, `params.C ASC`.
-pub fn parse_order_by(text: &str) -> Result<OrderBy> {
+pub fn parse_order_by(text: &str, target: Target) -> Result<OrderBy> {
     let bad = |reason: String| TrackingError::invalid("order_by", reason);
     let mut tokens = tokenize(text).map_err(|e| bad(e.to_string()))?;
     let ascending = match tokens.last() {
@@ -420,7 +472,11 @@ pub fn parse_order_by(text: &str) -> Result<OrderBy> {
         _ => true,
     };
     let len = tokens.len();
-    let mut parser = Parser { tokens, at: 0 };
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        target,
+    };
     let entity = parser.entity().map_err(|e| bad(e.to_string()))?;
     if parser.at != len {
         return Err(bad(format!("{text:?} is not `<entity>.<key> [ASC|DESC]`")));
@@ -457,55 +513,128 @@ impl SqlParts {
     }
 }
 
-/// The query that finds one page of run ids.
-pub fn run_ids_query(
-    dialect: Dialect,
-    experiment_ids: &[i64],
-    stages: &[&str],
-    clauses: &[Clause],
-    order: &[OrderBy],
-    limit: i64,
-    offset: i64,
-) -> SqlParts {
+/// The tables a target's search reads.
+struct Tables {
+    main: &'static str,
+    id: &'static str,
+    params: &'static str,
+    tags: &'static str,
+    metrics: Option<&'static str>,
+    newest_first: &'static str,
+}
+
+impl Target {
+    fn tables(self) -> Tables {
+        match self {
+            Target::Runs => Tables {
+                main: "runs",
+                id: "run_id",
+                params: "params",
+                tags: "tags",
+                metrics: Some("latest_metrics"),
+                newest_first: "r.start_time DESC, r.run_id ASC",
+            },
+            Target::LoggedModels => Tables {
+                main: "logged_models",
+                id: "model_id",
+                params: "logged_model_params",
+                tags: "logged_model_tags",
+                metrics: None,
+                newest_first: "r.creation_time DESC, r.model_id ASC",
+            },
+        }
+    }
+}
+
+/// What a search asks for, already parsed.
+pub struct IdsQuery<'a> {
+    pub target: Target,
+    pub experiment_ids: &'a [i64],
+    pub stages: &'a [&'a str],
+    pub clauses: &'a [Clause],
+    pub order: &'a [OrderBy],
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The query that finds one page of ids of the target's rows.
+pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
+    let target = query.target;
+    let t = target.tables();
+    let joined = |entity: &Entity| -> Result<Option<(&'static str, &'static str, String)>> {
+        Ok(match entity {
+            Entity::Metric(k) => {
+                let table = t.metrics.ok_or_else(|| {
+                    invalid(format!("metrics.{k}: this search does not look at metrics"))
+                })?;
+                Some((table, "metric_key", k.clone()))
+            }
+            Entity::Param(k) => Some((t.params, "param_key", k.clone())),
+            Entity::Tag(k) => Some((t.tags, "tag_key", k.clone())),
+            Entity::Attribute(_) => None,
+        })
+    };
     let mut q = SqlParts::default();
-    q.push("SELECT r.run_id FROM runs r");
-    for (i, o) in order.iter().enumerate() {
-        let (table, key_column, key) = match &o.entity {
-            Entity::Metric(k) => ("latest_metrics", "metric_key", k),
-            Entity::Param(k) => ("params", "param_key", k),
-            Entity::Tag(k) => ("tags", "tag_key", k),
-            Entity::Attribute(_) => continue,
-        };
-        q.push(&format!(
-            " LEFT JOIN {table} o{i} ON o{i}.run_id = r.run_id AND o{i}.{key_column} = "
-        ));
-        q.bind(Bind::Text(key.clone()));
+    q.push(&format!(
+        "SELECT r.{id} FROM {main} r",
+        id = t.id,
+        main = t.main
+    ));
+    for (i, o) in query.order.iter().enumerate() {
+        if let Some((table, key_column, key)) = joined(&o.entity)? {
+            q.push(&format!(
+                " LEFT JOIN {table} o{i} ON o{i}.{id} = r.{id} AND o{i}.{key_column} = ",
+                id = t.id
+            ));
+            q.bind(Bind::Text(key));
+        }
     }
     q.push(" WHERE r.experiment_id IN ");
-    q.list(experiment_ids.iter().map(|id| Bind::Int(*id)));
+    q.list(query.experiment_ids.iter().map(|id| Bind::Int(*id)));
     q.push(" AND r.lifecycle_stage IN ");
-    q.list(stages.iter().map(|s| Bind::Text((*s).to_owned())));
-    for clause in clauses {
+    q.list(query.stages.iter().map(|s| Bind::Text((*s).to_owned())));
+    for clause in query.clauses {
         q.push(" AND ");
-        push_clause(&mut q, dialect, clause);
+        match (&clause.entity, joined(&clause.entity)?) {
+            (Entity::Attribute(a), _) => push_comparison(&mut q, dialect, a.column(target), clause),
+            (_, Some((table, key_column, key))) => {
+                let exists = if clause.op == Op::IsNull {
+                    "NOT EXISTS"
+                } else {
+                    "EXISTS"
+                };
+                q.push(&format!(
+                    "{exists} (SELECT 1 FROM {table} x WHERE x.{id} = r.{id} AND x.{key_column} = ",
+                    id = t.id
+                ));
+                q.bind(Bind::Text(key));
+                if !matches!(clause.op, Op::IsNull | Op::IsNotNull) {
+                    q.push(" AND ");
+                    push_comparison(&mut q, dialect, "x.value", clause);
+                }
+                q.push(")");
+            }
+            (_, None) => unreachable!("only attributes have no joined table"),
+        }
     }
     q.push(" ORDER BY ");
-    for (i, o) in order.iter().enumerate() {
+    for (i, o) in query.order.iter().enumerate() {
         let column = match &o.entity {
-            Entity::Attribute(a) => a.column().to_owned(),
+            Entity::Attribute(a) => a.column(target).to_owned(),
             _ => format!("o{i}.value"),
         };
-        // Runs without the key sort last whichever way the order goes, as in MLflow.
+        // Rows without the key sort last whichever way the order goes, as in MLflow.
         let dir = if o.ascending { "ASC" } else { "DESC" };
         q.push(&format!(
             "CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {dir}, "
         ));
     }
-    q.push("r.start_time DESC, r.run_id ASC LIMIT ");
-    q.bind(Bind::Int(limit));
+    q.push(t.newest_first);
+    q.push(" LIMIT ");
+    q.bind(Bind::Int(query.limit));
     q.push(" OFFSET ");
-    q.bind(Bind::Int(offset));
-    q
+    q.bind(Bind::Int(query.offset));
+    Ok(q)
 }
 
 fn value_bind(value: &Value) -> Bind {
@@ -514,32 +643,6 @@ fn value_bind(value: &Value) -> Bind {
         Value::Text(s) => Bind::Text(s.clone()),
         Value::List(_) | Value::None => Bind::Text(String::new()),
     }
-}
-
-fn push_clause(q: &mut SqlParts, dialect: Dialect, clause: &Clause) {
-    let (table, key_column, key, alias) = match &clause.entity {
-        Entity::Metric(k) => ("latest_metrics", "metric_key", k, "m"),
-        Entity::Param(k) => ("params", "param_key", k, "p"),
-        Entity::Tag(k) => ("tags", "tag_key", k, "t"),
-        Entity::Attribute(a) => {
-            push_comparison(q, dialect, a.column(), clause);
-            return;
-        }
-    };
-    let exists = if clause.op == Op::IsNull {
-        "NOT EXISTS"
-    } else {
-        "EXISTS"
-    };
-    q.push(&format!(
-        "{exists} (SELECT 1 FROM {table} {alias} WHERE {alias}.run_id = r.run_id AND {alias}.{key_column} = "
-    ));
-    q.bind(Bind::Text(key.clone()));
-    if !matches!(clause.op, Op::IsNull | Op::IsNotNull) {
-        q.push(" AND ");
-        push_comparison(q, dialect, &format!("{alias}.value"), clause);
-    }
-    q.push(")");
 }
 
 fn push_comparison(q: &mut SqlParts, dialect: Dialect, column: &str, clause: &Clause) {
@@ -574,7 +677,8 @@ mod tests {
 
     #[test]
     fn parses_the_original_systems_queries() {
-        let clauses = parse_filter("metrics.val_roc_auc > 0.6 and params.C = '1'").unwrap();
+        let clauses =
+            parse_filter("metrics.val_roc_auc > 0.6 and params.C = '1'", Target::Runs).unwrap();
         assert_eq!(
             clauses,
             vec![
@@ -590,7 +694,7 @@ mod tests {
                 },
             ]
         );
-        let order = parse_order_by("metrics.val_roc_auc DESC").unwrap();
+        let order = parse_order_by("metrics.val_roc_auc DESC", Target::Runs).unwrap();
         assert_eq!(
             order,
             OrderBy {
@@ -598,7 +702,11 @@ mod tests {
                 ascending: false
             }
         );
-        assert!(parse_order_by("start_time").unwrap().ascending);
+        assert!(
+            parse_order_by("start_time", Target::Runs)
+                .unwrap()
+                .ascending
+        );
     }
 
     #[test]
@@ -606,6 +714,7 @@ mod tests {
         let c = parse_filter(
             "tags.`mlflow.runName` LIKE 'LR%' AND attributes.status IN ('FINISHED', 'FAILED') \
              AND metrics.\"my metric\" <= -1e-3 and tags.note IS NOT NULL and run_name != 'x'",
+            Target::Runs,
         )
         .unwrap();
         assert_eq!(c[0].entity, Entity::Tag("mlflow.runName".into()));
@@ -616,10 +725,10 @@ mod tests {
         assert_eq!(c[2].entity, Entity::Metric("my metric".into()));
         assert_eq!(c[2].value, Value::Number(-1e-3));
         assert_eq!(c[3].op, Op::IsNotNull);
-        assert_eq!(c[4].entity, Entity::Attribute(Attribute::RunName));
-        assert!(parse_filter("").unwrap().is_empty());
+        assert_eq!(c[4].entity, Entity::Attribute(Attribute::Name));
+        assert!(parse_filter("", Target::Runs).unwrap().is_empty());
         assert_eq!(
-            parse_filter("tags.mlflow.runName = 'a'").unwrap()[0].entity,
+            parse_filter("tags.mlflow.runName = 'a'", Target::Runs).unwrap()[0].entity,
             Entity::Tag("mlflow.runName".into())
         );
     }
@@ -635,32 +744,40 @@ mod tests {
             ("params.C = 'unclosed", "unclosed"),
             ("metrics.a ~ 1", "unexpected"),
         ] {
-            let err = parse_filter(filter).unwrap_err().to_string();
+            let err = parse_filter(filter, Target::Runs).unwrap_err().to_string();
             assert!(err.contains(says), "{filter:?}: {err}");
         }
-        assert!(parse_order_by("metrics.a DESC extra").is_err());
+        assert!(parse_order_by("metrics.a DESC extra", Target::Runs).is_err());
+        assert!(parse_filter("source_run_id = 'x'", Target::Runs).is_err());
+        let c = parse_filter(
+            "name = 'model' and source_run_id = 'abc'",
+            Target::LoggedModels,
+        )
+        .unwrap();
+        assert_eq!(c[1].entity, Entity::Attribute(Attribute::SourceRunId));
     }
 
     #[test]
     fn every_value_is_bound_never_spliced() {
-        let clauses = parse_filter("params.C = '); DROP TABLE runs; --'").unwrap();
-        let q = run_ids_query(Dialect::Sqlite, &[1], &["active"], &clauses, &[], 10, 0);
+        let clauses = parse_filter("params.C = '); DROP TABLE runs; --'", Target::Runs).unwrap();
+        let query = |clauses, order| IdsQuery {
+            target: Target::Runs,
+            experiment_ids: &[1, 2],
+            stages: &["active"],
+            clauses,
+            order,
+            limit: 100,
+            offset: 0,
+        };
+        let q = ids_query(Dialect::Sqlite, &query(&clauses, &[])).unwrap();
         assert!(!q.text.contains("DROP"), "{}", q.text);
         assert!(
             q.binds
                 .contains(&Bind::Text("); DROP TABLE runs; --".into()))
         );
-        let clauses = parse_filter("params.C = 'a' and metrics.m >= 2").unwrap();
-        let order = [parse_order_by("metrics.val_roc_auc DESC").unwrap()];
-        let q = run_ids_query(
-            Dialect::Postgres,
-            &[1, 2],
-            &["active"],
-            &clauses,
-            &order,
-            100,
-            0,
-        );
+        let clauses = parse_filter("params.C = 'a' and metrics.m >= 2", Target::Runs).unwrap();
+        let order = [parse_order_by("metrics.val_roc_auc DESC", Target::Runs).unwrap()];
+        let q = ids_query(Dialect::Postgres, &query(&clauses, &order)).unwrap();
         assert_eq!(q.text.matches('?').count(), q.binds.len());
         assert_eq!(
             q.binds[0],

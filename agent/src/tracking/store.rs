@@ -11,13 +11,31 @@ use super::search::{self, Bind};
 use crate::db::{Db, Dialect, SchemaChange, is_unique_violation};
 use crate::{now_ms, sql};
 
-const CHANGES: &[SchemaChange] = &[SchemaChange {
-    version: 1,
-    description: "experiments, runs, params, tags, metrics",
-    sqlite: include_str!("../../migrations/tracking/0001_runs.sqlite.sql"),
-    mysql: include_str!("../../migrations/tracking/0001_runs.mysql.sql"),
-    postgres: include_str!("../../migrations/tracking/0001_runs.postgres.sql"),
-}];
+macro_rules! change {
+    ($version:literal, $file:literal, $description:literal) => {
+        SchemaChange {
+            version: $version,
+            description: $description,
+            sqlite: include_str!(concat!("../../migrations/tracking/", $file, ".sqlite.sql")),
+            mysql: include_str!(concat!("../../migrations/tracking/", $file, ".mysql.sql")),
+            postgres: include_str!(concat!(
+                "../../migrations/tracking/",
+                $file,
+                ".postgres.sql"
+            )),
+        }
+    };
+}
+
+const CHANGES: &[SchemaChange] = &[
+    change!(1, "0001_runs", "experiments, runs, params, tags, metrics"),
+    change!(2, "0002_logged_models", "logged models and run outputs"),
+    change!(
+        3,
+        "0003_registry",
+        "registered models, versions, aliases, registry events"
+    ),
+];
 
 /// Rows per multi-row INSERT: well under every backend's limit on bound parameters.
 const ROWS_PER_INSERT: usize = 500;
@@ -29,9 +47,9 @@ pub struct TrackingStore {
     db: Db,
 }
 
-type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
-fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
+pub(super) fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
     for b in binds {
         q = match b {
             Bind::Int(v) => q.bind(*v),
@@ -43,7 +61,7 @@ fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
 }
 
 /// `(?, ?, ?), (?, ?, ?)`: placeholders for `rows` rows of `columns` values.
-fn value_rows(rows: usize, columns: usize) -> String {
+pub(super) fn value_rows(rows: usize, columns: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
     vec![row; rows].join(", ")
 }
@@ -826,25 +844,29 @@ impl TrackingStore {
                 "name at least one experiment",
             ));
         }
-        let clauses = search::parse_filter(&query.filter)?;
+        let target = search::Target::Runs;
+        let clauses = search::parse_filter(&query.filter, target)?;
         let order: Vec<search::OrderBy> = query
             .order_by
             .iter()
             .filter(|o| !o.trim().is_empty())
-            .map(|o| search::parse_order_by(o))
+            .map(|o| search::parse_order_by(o, target))
             .collect::<Result<_>>()?;
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
         let db = &self.db;
-        let q = search::run_ids_query(
+        let q = search::ids_query(
             db.dialect(),
-            &query.experiment_ids,
-            query.view.stages(),
-            &clauses,
-            &order,
-            limit + 1,
-            offset,
-        );
+            &search::IdsQuery {
+                target,
+                experiment_ids: &query.experiment_ids,
+                stages: query.view.stages(),
+                clauses: &clauses,
+                order: &order,
+                limit: limit + 1,
+                offset,
+            },
+        )?;
         let mut ids: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(db.pool())
             .await?
@@ -982,7 +1004,7 @@ fn metric_from_row(row: &AnyRow) -> Result<Metric, sqlx::Error> {
     })
 }
 
-fn page_size(max_results: u32) -> Result<i64> {
+pub(super) fn page_size(max_results: u32) -> Result<i64> {
     match max_results {
         0 => Ok(i64::from(DEFAULT_MAX_RESULTS)),
         n if n <= MAX_RESULTS_LIMIT => Ok(i64::from(n)),
@@ -994,11 +1016,11 @@ fn page_size(max_results: u32) -> Result<i64> {
 }
 
 /// Page tokens are opaque to clients; inside they are an offset.
-fn page_token_for(offset: i64) -> String {
+pub(super) fn page_token_for(offset: i64) -> String {
     format!("o{offset}")
 }
 
-fn parse_page_token(token: Option<&str>) -> Result<i64> {
+pub(super) fn parse_page_token(token: Option<&str>) -> Result<i64> {
     match token.filter(|t| !t.is_empty()) {
         None => Ok(0),
         Some(t) => t
