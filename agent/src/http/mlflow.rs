@@ -73,6 +73,37 @@ pub fn router<S: Clone + Send + Sync + 'static>(tracking: Tracking) -> Router<S>
             "/logged-models/{model_id}/params",
             post(log_logged_model_params),
         )
+        .route("/registered-models/create", post(create_registered_model))
+        .route("/registered-models/get", get(get_registered_model))
+        .route("/registered-models/rename", post(rename_registered_model))
+        .route("/registered-models/update", patch(update_registered_model))
+        .route("/registered-models/delete", delete(delete_registered_model))
+        .route("/registered-models/search", get(search_registered_models))
+        .route(
+            "/registered-models/get-latest-versions",
+            get(latest_versions).post(latest_versions),
+        )
+        .route("/registered-models/set-tag", post(set_registered_model_tag))
+        .route(
+            "/registered-models/delete-tag",
+            delete(delete_registered_model_tag),
+        )
+        .route(
+            "/registered-models/alias",
+            get(get_by_alias).post(set_alias).delete(delete_alias),
+        )
+        .route("/model-versions/create", post(create_model_version))
+        .route("/model-versions/get", get(get_model_version))
+        .route("/model-versions/update", patch(update_model_version))
+        .route("/model-versions/delete", delete(delete_model_version))
+        .route("/model-versions/search", get(search_model_versions))
+        .route("/model-versions/get-download-uri", get(download_uri))
+        .route("/model-versions/transition-stage", post(transition_stage))
+        .route("/model-versions/set-tag", post(set_model_version_tag))
+        .route(
+            "/model-versions/delete-tag",
+            delete(delete_model_version_tag),
+        )
         .with_state(tracking.clone());
     Router::new()
         .nest("/api/2.0/mlflow", api.clone())
@@ -885,4 +916,414 @@ async fn log_outputs(State(s): State<TrackingStore>, Params(r): Params<LogOutput
     let models: Vec<(String, i64)> = r.models.into_iter().map(|o| (o.model_id, o.step)).collect();
     s.log_outputs(&r.run_id, &models).await?;
     ok()
+}
+
+// ---- model registry ---------------------------------------------------------------------
+
+fn model_version_json(v: m::ModelVersion) -> Value {
+    let mut j = json!({
+        "name": v.name,
+        "version": v.version.to_string(),
+        "creation_timestamp": v.creation_time,
+        "last_updated_timestamp": v.last_updated_time,
+        "current_stage": v.stage.as_str(),
+        "description": v.description,
+        "source": v.source,
+        "status": v.status,
+        "run_link": "",
+    });
+    if let Some(run_id) = v.run_id {
+        j["run_id"] = json!(run_id);
+    }
+    if let Some(model_id) = v.model_id {
+        j["model_id"] = json!(model_id);
+    }
+    if !v.user_id.is_empty() {
+        j["user_id"] = json!(v.user_id);
+    }
+    if !v.aliases.is_empty() {
+        j["aliases"] = json!(v.aliases);
+    }
+    if !v.tags.is_empty() {
+        j["tags"] = json!(tags_out(v.tags));
+    }
+    j
+}
+
+fn registered_model_json(r: m::RegisteredModel) -> Value {
+    let mut j = json!({
+        "name": r.name,
+        "creation_timestamp": r.creation_time,
+        "last_updated_timestamp": r.last_updated_time,
+    });
+    if !r.description.is_empty() {
+        j["description"] = json!(r.description);
+    }
+    if !r.latest_versions.is_empty() {
+        j["latest_versions"] = json!(
+            r.latest_versions
+                .into_iter()
+                .map(model_version_json)
+                .collect::<Vec<_>>()
+        );
+    }
+    if !r.aliases.is_empty() {
+        let aliases: Vec<Value> = r
+            .aliases
+            .into_iter()
+            .map(|(alias, v)| json!({"alias": alias, "version": v.to_string()}))
+            .collect();
+        j["aliases"] = json!(aliases);
+    }
+    if !r.tags.is_empty() {
+        j["tags"] = json!(tags_out(r.tags));
+    }
+    j
+}
+
+#[derive(Deserialize)]
+struct CreateRegisteredModel {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create_registered_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<CreateRegisteredModel>,
+) -> ApiResult {
+    let model = s
+        .create_registered_model(
+            &r.name,
+            r.description.as_deref().unwrap_or_default(),
+            &tags_in(r.tags),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "registered_model": registered_model_json(model) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ModelName {
+    name: String,
+}
+
+async fn get_registered_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ModelName>,
+) -> ApiResult {
+    Ok(Json(
+        json!({ "registered_model": registered_model_json(s.get_registered_model(&r.name).await?) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct RenameModel {
+    name: String,
+    new_name: String,
+}
+
+async fn rename_registered_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RenameModel>,
+) -> ApiResult {
+    let model = s.rename_registered_model(&r.name, &r.new_name).await?;
+    Ok(Json(
+        json!({ "registered_model": registered_model_json(model) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Describe {
+    name: String,
+    #[serde(default, deserialize_with = "opt_version")]
+    version: Option<i64>,
+    #[serde(default)]
+    description: String,
+}
+
+/// A version number as MLflow sends it: a string (or a number from hand-written clients).
+fn opt_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    opt_i64_lenient(d)
+}
+
+async fn update_registered_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<Describe>,
+) -> ApiResult {
+    let model = s.update_registered_model(&r.name, &r.description).await?;
+    Ok(Json(
+        json!({ "registered_model": registered_model_json(model) }),
+    ))
+}
+
+async fn delete_registered_model(
+    State(s): State<TrackingStore>,
+    Params(r): Params<ModelName>,
+) -> ApiResult {
+    s.delete_registered_model(&r.name).await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct RegistrySearch {
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default, deserialize_with = "u32_lenient")]
+    max_results: u32,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+async fn search_registered_models(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistrySearch>,
+) -> ApiResult {
+    let (models, next) = s
+        .search_registered_models(
+            r.filter.as_deref().unwrap_or_default(),
+            r.max_results,
+            r.page_token.as_deref(),
+        )
+        .await?;
+    let mut v = json!({ "registered_models": models.into_iter().map(registered_model_json).collect::<Vec<_>>() });
+    if let Some(token) = next {
+        v["next_page_token"] = json!(token);
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct LatestVersions {
+    name: String,
+    #[serde(default, deserialize_with = "strings_lenient")]
+    stages: Vec<String>,
+}
+
+async fn latest_versions(
+    State(s): State<TrackingStore>,
+    Params(r): Params<LatestVersions>,
+) -> ApiResult {
+    let stages: Vec<m::Stage> = r
+        .stages
+        .iter()
+        .map(|st| st.parse())
+        .collect::<Result<_, _>>()?;
+    let versions = s.latest_versions(&r.name, &stages).await?;
+    Ok(Json(
+        json!({ "model_versions": versions.into_iter().map(model_version_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct RegistryTag {
+    name: String,
+    #[serde(default, deserialize_with = "opt_version")]
+    version: Option<i64>,
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+async fn set_registered_model_tag(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistryTag>,
+) -> ApiResult {
+    s.set_registered_model_tag(
+        &r.name,
+        &m::Tag {
+            key: r.key,
+            value: r.value,
+        },
+    )
+    .await?;
+    ok()
+}
+
+async fn delete_registered_model_tag(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistryTag>,
+) -> ApiResult {
+    s.delete_registered_model_tag(&r.name, &r.key).await?;
+    ok()
+}
+
+fn required_version(v: Option<i64>) -> Result<i64, TrackingError> {
+    v.filter(|v| *v > 0).ok_or_else(|| {
+        TrackingError::invalid("version", "missing value for required parameter 'version'")
+    })
+}
+
+async fn set_model_version_tag(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistryTag>,
+) -> ApiResult {
+    s.set_model_version_tag(
+        &r.name,
+        required_version(r.version)?,
+        &m::Tag {
+            key: r.key,
+            value: r.value,
+        },
+    )
+    .await?;
+    ok()
+}
+
+async fn delete_model_version_tag(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistryTag>,
+) -> ApiResult {
+    s.delete_model_version_tag(&r.name, required_version(r.version)?, &r.key)
+        .await?;
+    ok()
+}
+
+#[derive(Deserialize)]
+struct Alias {
+    name: String,
+    alias: String,
+    #[serde(default, deserialize_with = "opt_version")]
+    version: Option<i64>,
+}
+
+async fn set_alias(State(s): State<TrackingStore>, Params(r): Params<Alias>) -> ApiResult {
+    s.set_alias(&r.name, &r.alias, required_version(r.version)?)
+        .await?;
+    ok()
+}
+
+async fn delete_alias(State(s): State<TrackingStore>, Params(r): Params<Alias>) -> ApiResult {
+    s.delete_alias(&r.name, &r.alias).await?;
+    ok()
+}
+
+async fn get_by_alias(State(s): State<TrackingStore>, Params(r): Params<Alias>) -> ApiResult {
+    let v = s.get_version_by_alias(&r.name, &r.alias).await?;
+    Ok(Json(json!({ "model_version": model_version_json(v) })))
+}
+
+#[derive(Deserialize)]
+struct CreateModelVersion {
+    name: String,
+    source: String,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    model_id: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create_model_version(
+    State(s): State<TrackingStore>,
+    Params(r): Params<CreateModelVersion>,
+) -> ApiResult {
+    let v = s
+        .create_model_version(m::NewModelVersion {
+            name: r.name,
+            source: r.source,
+            run_id: r.run_id,
+            model_id: r.model_id,
+            description: r.description,
+            tags: tags_in(r.tags),
+        })
+        .await?;
+    Ok(Json(json!({ "model_version": model_version_json(v) })))
+}
+
+async fn get_model_version(
+    State(s): State<TrackingStore>,
+    Params(r): Params<Describe>,
+) -> ApiResult {
+    let v = s
+        .get_model_version(&r.name, required_version(r.version)?)
+        .await?;
+    Ok(Json(json!({ "model_version": model_version_json(v) })))
+}
+
+async fn update_model_version(
+    State(s): State<TrackingStore>,
+    Params(r): Params<Describe>,
+) -> ApiResult {
+    let v = s
+        .update_model_version(&r.name, required_version(r.version)?, &r.description)
+        .await?;
+    Ok(Json(json!({ "model_version": model_version_json(v) })))
+}
+
+async fn delete_model_version(
+    State(s): State<TrackingStore>,
+    Params(r): Params<Describe>,
+) -> ApiResult {
+    s.delete_model_version(&r.name, required_version(r.version)?)
+        .await?;
+    ok()
+}
+
+async fn search_model_versions(
+    State(s): State<TrackingStore>,
+    Params(r): Params<RegistrySearch>,
+) -> ApiResult {
+    let (versions, next) = s
+        .search_model_versions(
+            r.filter.as_deref().unwrap_or_default(),
+            r.max_results,
+            r.page_token.as_deref(),
+        )
+        .await?;
+    let mut v = json!({ "model_versions": versions.into_iter().map(model_version_json).collect::<Vec<_>>() });
+    if let Some(token) = next {
+        v["next_page_token"] = json!(token);
+    }
+    Ok(Json(v))
+}
+
+async fn download_uri(State(s): State<TrackingStore>, Params(r): Params<Describe>) -> ApiResult {
+    let uri = s
+        .download_uri(&r.name, required_version(r.version)?)
+        .await?;
+    Ok(Json(json!({ "artifact_uri": uri })))
+}
+
+#[derive(Deserialize)]
+struct TransitionStage {
+    name: String,
+    #[serde(deserialize_with = "i64_lenient")]
+    version: i64,
+    stage: String,
+    #[serde(default, deserialize_with = "bool_lenient")]
+    archive_existing_versions: bool,
+}
+
+/// Booleans as JSON booleans or, from query strings, `"true"` and `"false"`.
+fn bool_lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") || s.is_empty() => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "{other} is not true or false"
+        ))),
+    }
+}
+
+async fn transition_stage(
+    State(s): State<TrackingStore>,
+    Params(r): Params<TransitionStage>,
+) -> ApiResult {
+    let (v, _archived) = s
+        .transition_stage(
+            &r.name,
+            r.version,
+            r.stage.parse()?,
+            r.archive_existing_versions,
+        )
+        .await?;
+    Ok(Json(json!({ "model_version": model_version_json(v) })))
 }

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod logged_models;
 pub mod model;
+pub mod registry;
 pub mod search;
 pub mod store;
 

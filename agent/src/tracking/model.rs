@@ -110,6 +110,74 @@ impl ViewType {
 }
 
 text_enum!(
+    /// A model version's stage in the registry.
+    Stage { None = "None", Staging = "Staging", Production = "Production", Archived = "Archived" }
+);
+
+text_enum!(
+    /// What happened in the registry, as `WatchRegistry` reports it.
+    RegistryEventKind {
+        VersionCreated = "VERSION_CREATED",
+        StageChanged = "STAGE_CHANGED",
+        AliasSet = "ALIAS_SET",
+        AliasDeleted = "ALIAS_DELETED",
+        VersionDeleted = "VERSION_DELETED",
+        ModelDeleted = "MODEL_DELETED",
+    }
+);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+    pub description: String,
+    /// The newest version in each stage.
+    pub latest_versions: Vec<ModelVersion>,
+    /// `(alias, version)`.
+    pub aliases: Vec<(String, i64)>,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: i64,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+    pub description: String,
+    pub user_id: String,
+    pub stage: Stage,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub model_id: Option<String>,
+    pub status: String,
+    pub aliases: Vec<String>,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewModelVersion {
+    pub name: String,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub model_id: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryEvent {
+    pub seq: i64,
+    pub timestamp: i64,
+    pub kind: RegistryEventKind,
+    pub name: String,
+    pub version: i64,
+    pub from_stage: Option<Stage>,
+    pub alias: Option<String>,
+}
+
+text_enum!(
     LoggedModelStatus {
         Pending = "LOGGED_MODEL_PENDING",
         Ready = "LOGGED_MODEL_READY",
