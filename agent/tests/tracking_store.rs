@@ -48,6 +48,7 @@ async fn suite(backend: Backend) {
     experiments(&store).await;
     runs_and_batches(&store).await;
     search(&store).await;
+    logged_models_and_registry(&store).await;
     test_db.cleanup().await;
 }
 
@@ -446,6 +447,176 @@ async fn search(store: &TrackingStore) {
         .await
         .unwrap_err();
     assert!(matches!(err, TrackingError::Invalid { .. }), "{err}");
+}
+
+async fn logged_models_and_registry(store: &TrackingStore) {
+    use readmit_agent::tracking::logged_models::LoggedModelQuery;
+
+    let exp = store
+        .create_experiment("registry", None, &[])
+        .await
+        .unwrap();
+    let run = store
+        .create_run(NewRun {
+            experiment_id: exp,
+            ..NewRun::default()
+        })
+        .await
+        .unwrap();
+    let rid = run.info.run_id.clone();
+    let model = store
+        .create_logged_model(NewLoggedModel {
+            experiment_id: exp,
+            name: Some("model".into()),
+            model_type: Some("onnx".into()),
+            source_run_id: Some(rid.clone()),
+            tags: vec![tag("flavor", "onnx")],
+            params: vec![param("C", "0.01")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(model.status, LoggedModelStatus::Pending);
+    assert_eq!(
+        model.artifact_location,
+        format!(
+            "mlflow-artifacts:/{exp}/models/{}/artifacts",
+            model.model_id
+        )
+    );
+    let ready = store
+        .finalize_logged_model(&model.model_id, LoggedModelStatus::Ready)
+        .await
+        .unwrap();
+    assert_eq!(ready.status, LoggedModelStatus::Ready);
+    assert_eq!(ready.params, vec![param("C", "0.01")]);
+    let err = store
+        .log_logged_model_params(&model.model_id, &[param("C", "1")])
+        .await;
+    assert!(matches!(err, Err(TrackingError::Invalid { .. })), "{err:?}");
+    let found = store
+        .search_logged_models(&LoggedModelQuery {
+            experiment_ids: vec![exp],
+            filter: format!("name = 'model' AND source_run_id = '{rid}'"),
+            ..LoggedModelQuery::default()
+        })
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(found.len(), 1);
+    store
+        .log_outputs(&rid, &[(model.model_id.clone(), 0)])
+        .await
+        .unwrap();
+
+    let name = "best_diabetes_readmission_model";
+    store.create_registered_model(name, "", &[]).await.unwrap();
+    assert!(matches!(
+        store.create_registered_model(name, "", &[]).await,
+        Err(TrackingError::AlreadyExists { .. })
+    ));
+    let new_version = |source: String| NewModelVersion {
+        name: name.into(),
+        source,
+        run_id: Some(rid.clone()),
+        ..NewModelVersion::default()
+    };
+    let v1 = store
+        .create_model_version(new_version(format!("runs:/{rid}/model")))
+        .await
+        .unwrap();
+    let v2 = store
+        .create_model_version(new_version(format!("runs:/{rid}/model")))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(v1.stage, Stage::None);
+
+    store
+        .transition_stage(name, 1, Stage::Production, true)
+        .await
+        .unwrap();
+    let (moved, archived) = store
+        .transition_stage(name, 2, Stage::Production, true)
+        .await
+        .unwrap();
+    assert_eq!(moved.stage, Stage::Production);
+    assert_eq!(
+        archived
+            .iter()
+            .map(|v| (v.version, v.stage))
+            .collect::<Vec<_>>(),
+        [(1, Stage::Archived)]
+    );
+    let latest = store
+        .latest_versions(name, &[Stage::Production])
+        .await
+        .unwrap();
+    assert_eq!(latest.iter().map(|v| v.version).collect::<Vec<_>>(), [2]);
+
+    store.set_alias(name, "champion", 2).await.unwrap();
+    assert_eq!(
+        store
+            .get_version_by_alias(name, "champion")
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+    assert!(
+        store.set_alias(name, "latest", 1).await.is_err(),
+        "reserved alias"
+    );
+    let registered = store.get_registered_model(name).await.unwrap();
+    assert_eq!(registered.aliases, vec![("champion".to_owned(), 2)]);
+
+    // MLflow 3 keeps a run's model under the logged model: the download URI says so.
+    assert_eq!(
+        store.download_uri(name, 2).await.unwrap(),
+        model.artifact_location
+    );
+
+    let events = store.registry_events_after(0, 100).await.unwrap();
+    let kinds: Vec<(RegistryEventKind, i64)> = events.iter().map(|e| (e.kind, e.version)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (RegistryEventKind::VersionCreated, 1),
+            (RegistryEventKind::VersionCreated, 2),
+            (RegistryEventKind::StageChanged, 1),
+            (RegistryEventKind::StageChanged, 1),
+            (RegistryEventKind::StageChanged, 2),
+            (RegistryEventKind::AliasSet, 2),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store
+            .registry_events_after(events[3].seq, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    store
+        .rename_registered_model(name, "renamed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_model_version("renamed", 2).await.unwrap().stage,
+        Stage::Production
+    );
+    assert!(matches!(
+        store.get_registered_model(name).await,
+        Err(TrackingError::NotFound { .. })
+    ));
+    let (found, _) = store
+        .search_model_versions("name = 'renamed'", 0, None)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    store.delete_registered_model("renamed").await.unwrap();
+    assert!(store.get_model_version("renamed", 1).await.is_err());
 }
 
 #[tokio::test]

@@ -53,6 +53,19 @@ fn key_from_uri(request: &Request) -> Result<ArtifactKey, ApiError> {
             path: encoded.to_owned(),
             reason: "it is not UTF-8".into(),
         })?;
+    // Encoded twice, a separator would survive our one decoding and be decoded again by
+    // whatever reads the name later.
+    let decoded_lower = decoded.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00"]
+        .iter()
+        .any(|s| decoded_lower.contains(s))
+    {
+        return Err(ArtifactError::InvalidPath {
+            path: encoded.to_owned(),
+            reason: "percent-encoded separators are not allowed, even encoded twice".into(),
+        }
+        .into());
+    }
     Ok(ArtifactKey::parse(&decoded)?)
 }
 

@@ -101,3 +101,33 @@ impl TestDb {
             .unwrap();
     }
 }
+
+/// The project's Python (the venv `.ci/services` makes), if it can import `modules`. Missing
+/// Python fails the test under CI and skips it elsewhere, with a note.
+pub fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("READMIT_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache")
+                });
+            cache.join("readmit/venv/bin/python")
+        });
+    let imports = format!("import {}", modules.join(", "));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &imports])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!("{} cannot `{imports}` (run .ci/services)", python.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{why} (CI is set, so this test must not skip)");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
