@@ -137,9 +137,9 @@ impl IntoResponse for ApiError {
                 ArtifactError::NotFound { .. } => {
                     (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
                 }
-                ArtifactError::Config { .. } | ArtifactError::Store(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
-                }
+                ArtifactError::Config { .. }
+                | ArtifactError::Store(_)
+                | ArtifactError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             },
             TrackingError::Db(_) | TrackingError::Setup(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")

@@ -29,6 +29,8 @@ pub enum ArtifactError {
     Store(object_store::Error),
     #[error("artifact upload of {path:?} broke off: {reason}")]
     Upload { path: String, reason: String },
+    #[error("artifact {path:?}: {reason}")]
+    Io { path: String, reason: String },
 }
 
 impl ArtifactError {
@@ -191,16 +193,55 @@ pub struct ArtifactEntry {
     pub size: Option<u64>,
 }
 
+/// Where an S3-protocol server is and how to sign for it; `from_env` reads the usual variables.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl S3Settings {
+    pub fn from_env() -> Self {
+        let var = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Self {
+            endpoint: var(&[
+                "AWS_ENDPOINT_URL_S3",
+                "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT",
+                "MLFLOW_S3_ENDPOINT_URL",
+            ]),
+            region: var(&["AWS_REGION", "AWS_DEFAULT_REGION"]),
+            access_key_id: var(&["AWS_ACCESS_KEY_ID"]),
+            secret_access_key: var(&["AWS_SECRET_ACCESS_KEY"]),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     root: String,
+    /// The directory, for a local store: emptied directories are removed there, since a
+    /// file system, unlike S3, keeps them.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl ArtifactStore {
     /// Opens the root: empty for `<data_dir>/artifacts`, a local path or `file://` URL, or
     /// `s3://bucket[/prefix]` with endpoint and credentials from the usual `AWS_*` variables.
     pub fn open(root: &str, data_dir: &Path) -> Result<Self, ArtifactError> {
+        Self::open_with(root, data_dir, &S3Settings::from_env())
+    }
+
+    /// As [`ArtifactStore::open`], with the S3 endpoint and credentials given.
+    pub fn open_with(root: &str, data_dir: &Path, s3: &S3Settings) -> Result<Self, ArtifactError> {
         let config = |reason: String| ArtifactError::Config {
             root: root.to_owned(),
             reason,
@@ -210,12 +251,15 @@ impl ArtifactStore {
             if bucket.is_empty() {
                 return Err(config("no bucket named".into()));
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                .or_else(|_| std::env::var("MLFLOW_S3_ENDPOINT_URL"))
-                .ok();
-            if let Some(endpoint) = endpoint {
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()));
+            if let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+                builder = builder
+                    .with_access_key_id(key)
+                    .with_secret_access_key(secret);
+            }
+            if let Some(endpoint) = &s3.endpoint {
                 // MinIO and other self-hosted servers answer on a path, often without TLS.
                 builder = builder
                     .with_allow_http(endpoint.starts_with("http://"))
@@ -230,6 +274,7 @@ impl ArtifactStore {
             return Ok(Self {
                 store,
                 root: root.trim_end_matches('/').to_owned(),
+                local_dir: None,
             });
         }
         let dir = match root.strip_prefix("file://").unwrap_or(root) {
@@ -242,6 +287,7 @@ impl ArtifactStore {
         Ok(Self {
             store: Arc::new(local),
             root: dir.display().to_string(),
+            local_dir: Some(dir),
         })
     }
 
@@ -365,6 +411,18 @@ impl ArtifactStore {
                 .delete(&path)
                 .await
                 .map_err(ArtifactError::Store)?;
+        }
+        if let Some(dir) = &self.local_dir {
+            // The key's segments were validated, so this stays inside the root.
+            let emptied = dir.join(location.as_ref());
+            if let Err(e) = tokio::fs::remove_dir_all(&emptied).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(ArtifactError::Io {
+                    path: key.path.clone(),
+                    reason: e.to_string(),
+                });
+            }
         }
         Ok(())
     }

@@ -131,3 +131,50 @@ pub fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
     eprintln!("skipping: {why}");
     None
 }
+
+/// An S3-protocol server on loopback (moto, from the project's venv), stopped on drop.
+pub struct S3Server {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto's S3 server and creates `bucket`. Fails under CI when it cannot, skips elsewhere.
+pub async fn s3_server(bucket: &str) -> Option<S3Server> {
+    let python = python_with(&["moto"])?;
+    let moto = python.with_file_name("moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", moto.display()));
+    let server = S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http
+            .put(format!("{}/{bucket}", server.endpoint))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return Some(server);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("moto did not start on {}", server.endpoint);
+}
