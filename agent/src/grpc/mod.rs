@@ -3,6 +3,7 @@
 
 mod agent;
 mod layers;
+mod tracking;
 
 use std::sync::Arc;
 
@@ -29,7 +30,6 @@ pub enum GrpcError {
 /// Serves until `shared.shutdown` is cancelled, then drains the calls in flight.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
     // v1 for current tools, v1alpha for grpcurl and Postman releases that still ask for it.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -41,6 +41,15 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     let agent = AgentServer::new(agent::AgentService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+    let tracking = shared
+        .tracking
+        .clone()
+        .map(|t| tracking::server(t, shared.shutdown.clone()));
+    let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
+        .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
+        .collect();
+    set_health(&health, &served, ServingStatus::Serving).await;
+
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = shared.shutdown.clone();
     Server::builder()
@@ -49,10 +58,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(agent)
+        .add_optional_service(tracking)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.cancelled().await;
             // Tell health watchers first, so balancers stop sending new calls.
-            set_health(&health, ServingStatus::NotServing).await;
+            set_health(&health, &served, ServingStatus::NotServing).await;
         })
         .await?;
     Ok(())
@@ -64,7 +74,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
+async fn set_health(health: &HealthReporter, services: &[&str], status: ServingStatus) {
     health.set_service_status("", status).await;
-    health.set_service_status("readmit.v1.Agent", status).await;
+    for service in services {
+        health.set_service_status(*service, status).await;
+    }
 }

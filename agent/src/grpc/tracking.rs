@@ -1,0 +1,876 @@
+//! The `Tracking` gRPC service: converts messages to the tracking domain's types and back,
+//! naming the field when a request is malformed. No logic lives here.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use readmit_proto::v1;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::tracking::artifacts::ArtifactError;
+use crate::tracking::model::{self as m, TrackingError};
+use crate::tracking::{Compared, RunQuery, Tracking};
+
+/// Chunks of artifact downloads.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// How often `WatchRegistry` looks for new events (they may come from another agent).
+const REGISTRY_POLL: Duration = Duration::from_millis(200);
+
+pub struct TrackingService {
+    tracking: Tracking,
+    shutdown: CancellationToken,
+}
+
+impl TrackingService {
+    pub fn new(tracking: Tracking, shutdown: CancellationToken) -> Self {
+        Self { tracking, shutdown }
+    }
+}
+
+/// The one mapping from tracking errors to gRPC status codes.
+pub fn status(error: TrackingError) -> Status {
+    let message = error.to_string();
+    match error {
+        TrackingError::NotFound { .. } => Status::not_found(message),
+        TrackingError::AlreadyExists { .. } => Status::already_exists(message),
+        TrackingError::Invalid { .. } => Status::invalid_argument(message),
+        TrackingError::InvalidState(_) => Status::failed_precondition(message),
+        TrackingError::Artifact(e) => match e {
+            ArtifactError::InvalidPath { .. } => Status::invalid_argument(message),
+            ArtifactError::NotFound { .. } => Status::not_found(message),
+            ArtifactError::Upload { .. } => Status::aborted(message),
+            ArtifactError::Config { .. } | ArtifactError::Store(_) | ArtifactError::Io { .. } => {
+                Status::internal(message)
+            }
+        },
+        TrackingError::Db(_) | TrackingError::Setup(_) => {
+            tracing::error!(error = %message, "tracking call failed");
+            Status::internal(message)
+        }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn lifecycle(l: m::Lifecycle) -> i32 {
+    match l {
+        m::Lifecycle::Active => v1::LifecycleStage::Active as i32,
+        m::Lifecycle::Deleted => v1::LifecycleStage::Deleted as i32,
+    }
+}
+
+fn view(v: i32) -> Result<m::ViewType, Status> {
+    match v1::ViewType::try_from(v) {
+        Ok(v1::ViewType::Unspecified | v1::ViewType::ActiveOnly) => Ok(m::ViewType::ActiveOnly),
+        Ok(v1::ViewType::DeletedOnly) => Ok(m::ViewType::DeletedOnly),
+        Ok(v1::ViewType::All) => Ok(m::ViewType::All),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "view: {v} is not a view type"
+        ))),
+    }
+}
+
+fn run_status_out(s: m::RunStatus) -> i32 {
+    (match s {
+        m::RunStatus::Running => v1::RunStatus::Running,
+        m::RunStatus::Scheduled => v1::RunStatus::Scheduled,
+        m::RunStatus::Finished => v1::RunStatus::Finished,
+        m::RunStatus::Failed => v1::RunStatus::Failed,
+        m::RunStatus::Killed => v1::RunStatus::Killed,
+    }) as i32
+}
+
+fn run_status_in(s: i32) -> Result<Option<m::RunStatus>, Status> {
+    Ok(match v1::RunStatus::try_from(s) {
+        Ok(v1::RunStatus::Unspecified) => None,
+        Ok(v1::RunStatus::Running) => Some(m::RunStatus::Running),
+        Ok(v1::RunStatus::Scheduled) => Some(m::RunStatus::Scheduled),
+        Ok(v1::RunStatus::Finished) => Some(m::RunStatus::Finished),
+        Ok(v1::RunStatus::Failed) => Some(m::RunStatus::Failed),
+        Ok(v1::RunStatus::Killed) => Some(m::RunStatus::Killed),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "status: {s} is not a run status"
+            )));
+        }
+    })
+}
+
+fn stage_out(s: m::Stage) -> i32 {
+    (match s {
+        m::Stage::None => v1::Stage::None,
+        m::Stage::Staging => v1::Stage::Staging,
+        m::Stage::Production => v1::Stage::Production,
+        m::Stage::Archived => v1::Stage::Archived,
+    }) as i32
+}
+
+fn stage_in(s: i32) -> Result<m::Stage, Status> {
+    match v1::Stage::try_from(s) {
+        Ok(v1::Stage::None) => Ok(m::Stage::None),
+        Ok(v1::Stage::Staging) => Ok(m::Stage::Staging),
+        Ok(v1::Stage::Production) => Ok(m::Stage::Production),
+        Ok(v1::Stage::Archived) => Ok(m::Stage::Archived),
+        Ok(v1::Stage::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
+            "stage: {s} is not None, Staging, Production or Archived"
+        ))),
+    }
+}
+
+fn tags_in(tags: HashMap<String, String>) -> Vec<m::Tag> {
+    let mut tags: Vec<m::Tag> = tags
+        .into_iter()
+        .map(|(key, value)| m::Tag { key, value })
+        .collect();
+    tags.sort_by(|a, b| a.key.cmp(&b.key));
+    tags
+}
+
+fn tags_out(tags: Vec<m::Tag>) -> HashMap<String, String> {
+    tags.into_iter().map(|t| (t.key, t.value)).collect()
+}
+
+fn experiment_id(text: &str) -> Result<i64, Status> {
+    m::parse_experiment_id(text).map_err(status)
+}
+
+fn experiment_out(e: m::Experiment) -> v1::Experiment {
+    v1::Experiment {
+        experiment_id: e.experiment_id.to_string(),
+        name: e.name,
+        artifact_location: e.artifact_location,
+        lifecycle_stage: lifecycle(e.lifecycle_stage),
+        creation_time_ms: e.creation_time,
+        last_update_time_ms: e.last_update_time,
+        tags: tags_out(e.tags),
+    }
+}
+
+fn metric_out(x: m::Metric) -> v1::Metric {
+    v1::Metric {
+        key: x.key,
+        value: x.value,
+        timestamp_ms: x.timestamp,
+        step: x.step,
+    }
+}
+
+pub fn run_out(r: m::Run) -> v1::Run {
+    let i = r.info;
+    v1::Run {
+        info: Some(v1::RunInfo {
+            run_id: i.run_id,
+            run_name: i.run_name,
+            experiment_id: i.experiment_id.to_string(),
+            user_id: i.user_id,
+            status: run_status_out(i.status),
+            start_time_ms: i.start_time,
+            end_time_ms: i.end_time.unwrap_or_default(),
+            artifact_uri: i.artifact_uri,
+            lifecycle_stage: lifecycle(i.lifecycle_stage),
+        }),
+        data: Some(v1::RunData {
+            metrics: r.metrics.into_iter().map(metric_out).collect(),
+            params: r
+                .params
+                .into_iter()
+                .map(|p| v1::Param {
+                    key: p.key,
+                    value: p.value,
+                })
+                .collect(),
+            tags: tags_out(r.tags),
+        }),
+    }
+}
+
+fn version_out(v: m::ModelVersion) -> v1::ModelVersion {
+    v1::ModelVersion {
+        name: v.name,
+        version: v.version,
+        creation_time_ms: v.creation_time,
+        last_updated_time_ms: v.last_updated_time,
+        stage: stage_out(v.stage),
+        description: v.description,
+        source: v.source,
+        run_id: v.run_id.unwrap_or_default(),
+        status: v.status,
+        aliases: v.aliases,
+        tags: tags_out(v.tags),
+    }
+}
+
+fn registered_out(r: m::RegisteredModel) -> v1::RegisteredModel {
+    v1::RegisteredModel {
+        name: r.name,
+        creation_time_ms: r.creation_time,
+        last_updated_time_ms: r.last_updated_time,
+        description: r.description,
+        latest_versions: r.latest_versions.into_iter().map(version_out).collect(),
+        aliases: r
+            .aliases
+            .into_iter()
+            .map(|(alias, version)| v1::ModelAlias { alias, version })
+            .collect(),
+        tags: tags_out(r.tags),
+    }
+}
+
+fn compared_out(c: Compared) -> v1::ComparedValue {
+    v1::ComparedValue {
+        key: c.key,
+        present: c.values.iter().map(Option::is_some).collect(),
+        values: c
+            .values
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+        differs: c.differs,
+    }
+}
+
+fn non_empty<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Err(Status::invalid_argument(format!("{field}: required")))
+    } else {
+        Ok(value)
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ArtifactChunk, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RegistryEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::tracking_server::Tracking for TrackingService {
+    async fn create_experiment(
+        &self,
+        r: Request<v1::CreateExperimentRequest>,
+    ) -> Reply<v1::Experiment> {
+        let r = r.into_inner();
+        let store = &self.tracking.store;
+        let location = Some(r.artifact_location.as_str()).filter(|l| !l.is_empty());
+        let id = store
+            .create_experiment(&r.name, location, &tags_in(r.tags))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(experiment_out(
+            store.get_experiment(id).await.map_err(status)?,
+        )))
+    }
+
+    async fn get_experiment(&self, r: Request<v1::GetExperimentRequest>) -> Reply<v1::Experiment> {
+        let store = &self.tracking.store;
+        let e = match r.into_inner().key {
+            Some(v1::get_experiment_request::Key::ExperimentId(id)) => {
+                store.get_experiment(experiment_id(&id)?).await
+            }
+            Some(v1::get_experiment_request::Key::Name(name)) => {
+                store.get_experiment_by_name(&name).await
+            }
+            None => return Err(Status::invalid_argument("key: give experiment_id or name")),
+        };
+        Ok(Response::new(experiment_out(e.map_err(status)?)))
+    }
+
+    async fn list_experiments(
+        &self,
+        r: Request<v1::ListExperimentsRequest>,
+    ) -> Reply<v1::ListExperimentsReply> {
+        let view = view(r.into_inner().view)?;
+        let mut experiments = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = self
+                .tracking
+                .store
+                .search_experiments(view, 1000, token.as_deref())
+                .await
+                .map_err(status)?;
+            experiments.extend(page.into_iter().map(experiment_out));
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        Ok(Response::new(v1::ListExperimentsReply { experiments }))
+    }
+
+    async fn delete_experiment(&self, r: Request<v1::ExperimentRef>) -> Reply<v1::Experiment> {
+        let id = experiment_id(&r.into_inner().experiment_id)?;
+        let store = &self.tracking.store;
+        store
+            .set_experiment_lifecycle(id, m::Lifecycle::Deleted)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(experiment_out(
+            store.get_experiment(id).await.map_err(status)?,
+        )))
+    }
+
+    async fn restore_experiment(&self, r: Request<v1::ExperimentRef>) -> Reply<v1::Experiment> {
+        let id = experiment_id(&r.into_inner().experiment_id)?;
+        let store = &self.tracking.store;
+        store
+            .set_experiment_lifecycle(id, m::Lifecycle::Active)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(experiment_out(
+            store.get_experiment(id).await.map_err(status)?,
+        )))
+    }
+
+    async fn create_run(&self, r: Request<v1::CreateRunRequest>) -> Reply<v1::Run> {
+        let r = r.into_inner();
+        let new = m::NewRun {
+            experiment_id: if r.experiment_id.is_empty() {
+                m::DEFAULT_EXPERIMENT_ID
+            } else {
+                experiment_id(&r.experiment_id)?
+            },
+            run_name: Some(r.run_name).filter(|n| !n.is_empty()),
+            user_id: Some(r.user_id).filter(|u| !u.is_empty()),
+            start_time: Some(r.start_time_ms).filter(|t| *t > 0),
+            tags: tags_in(r.tags),
+        };
+        Ok(Response::new(run_out(
+            self.tracking.store.create_run(new).await.map_err(status)?,
+        )))
+    }
+
+    async fn get_run(&self, r: Request<v1::RunRef>) -> Reply<v1::Run> {
+        let id = r.into_inner().run_id;
+        Ok(Response::new(run_out(
+            self.tracking
+                .store
+                .get_run(non_empty("run_id", &id)?)
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    async fn update_run(&self, r: Request<v1::UpdateRunRequest>) -> Reply<v1::Run> {
+        let r = r.into_inner();
+        let update = m::RunUpdate {
+            status: run_status_in(r.status)?,
+            end_time: Some(r.end_time_ms).filter(|t| *t > 0),
+            run_name: Some(r.run_name).filter(|n| !n.is_empty()),
+        };
+        let store = &self.tracking.store;
+        store
+            .update_run(non_empty("run_id", &r.run_id)?, update)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run_out(
+            store.get_run(&r.run_id).await.map_err(status)?,
+        )))
+    }
+
+    async fn delete_run(&self, r: Request<v1::RunRef>) -> Reply<v1::Run> {
+        let id = r.into_inner().run_id;
+        let store = &self.tracking.store;
+        store
+            .set_run_lifecycle(non_empty("run_id", &id)?, m::Lifecycle::Deleted)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run_out(
+            store.get_run(&id).await.map_err(status)?,
+        )))
+    }
+
+    async fn restore_run(&self, r: Request<v1::RunRef>) -> Reply<v1::Run> {
+        let id = r.into_inner().run_id;
+        let store = &self.tracking.store;
+        store
+            .set_run_lifecycle(non_empty("run_id", &id)?, m::Lifecycle::Active)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(run_out(
+            store.get_run(&id).await.map_err(status)?,
+        )))
+    }
+
+    async fn log_batch(&self, r: Request<v1::LogBatchRequest>) -> Reply<v1::LogBatchReply> {
+        let r = r.into_inner();
+        let batch = m::Batch {
+            metrics: r
+                .metrics
+                .into_iter()
+                .map(|x| m::Metric {
+                    key: x.key,
+                    value: x.value,
+                    timestamp: x.timestamp_ms,
+                    step: x.step,
+                })
+                .collect(),
+            params: r
+                .params
+                .into_iter()
+                .map(|p| m::Param {
+                    key: p.key,
+                    value: p.value,
+                })
+                .collect(),
+            tags: tags_in(r.tags),
+        };
+        self.tracking
+            .store
+            .log_batch(non_empty("run_id", &r.run_id)?, &batch)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::LogBatchReply {}))
+    }
+
+    async fn get_metric_history(
+        &self,
+        r: Request<v1::GetMetricHistoryRequest>,
+    ) -> Reply<v1::MetricHistory> {
+        let r = r.into_inner();
+        let metrics = self
+            .tracking
+            .store
+            .metric_history(
+                non_empty("run_id", &r.run_id)?,
+                non_empty("metric_key", &r.metric_key)?,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::MetricHistory {
+            metrics: metrics.into_iter().map(metric_out).collect(),
+        }))
+    }
+
+    async fn search_runs(&self, r: Request<v1::SearchRunsRequest>) -> Reply<v1::SearchRunsReply> {
+        let r = r.into_inner();
+        let query = RunQuery {
+            experiment_ids: r
+                .experiment_ids
+                .iter()
+                .map(|id| experiment_id(id))
+                .collect::<Result<_, _>>()?,
+            filter: r.filter,
+            order_by: r.order_by,
+            view: view(r.view)?,
+            max_results: r.max_results,
+            page_token: Some(r.page_token).filter(|t| !t.is_empty()),
+        };
+        let (runs, next) = self
+            .tracking
+            .store
+            .search_runs(&query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SearchRunsReply {
+            runs: runs.into_iter().map(run_out).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn compare_runs(&self, r: Request<v1::CompareRunsRequest>) -> Reply<v1::RunComparison> {
+        let c = self
+            .tracking
+            .compare_runs(&r.into_inner().run_ids)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::RunComparison {
+            runs: c.runs.into_iter().map(run_out).collect(),
+            params: c.params.into_iter().map(compared_out).collect(),
+            metrics: c.metrics.into_iter().map(compared_out).collect(),
+            tags: c.tags.into_iter().map(compared_out).collect(),
+        }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        r: Request<Streaming<v1::ArtifactChunk>>,
+    ) -> Reply<v1::ArtifactFile> {
+        let mut chunks = r.into_inner();
+        let header = match chunks.message().await? {
+            Some(v1::ArtifactChunk {
+                chunk: Some(v1::artifact_chunk::Chunk::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header (run_id, path)",
+                ));
+            }
+        };
+        let key = self
+            .tracking
+            .run_key(non_empty("run_id", &header.run_id)?, &header.path)
+            .await
+            .map_err(status)?;
+        let body = chunks.map(|chunk| match chunk {
+            Ok(v1::ArtifactChunk {
+                chunk: Some(v1::artifact_chunk::Chunk::Data(data)),
+            }) => Ok(Bytes::from(data)),
+            Ok(_) => Err("after the header, every message must carry data".to_owned()),
+            Err(status) => Err(status.message().to_owned()),
+        });
+        let size = self.tracking.upload(&key, body).await.map_err(status)?;
+        if header.size > 0 && size != header.size as u64 {
+            return Err(Status::data_loss(format!(
+                "the header said {} bytes, {size} arrived",
+                header.size
+            )));
+        }
+        Ok(Response::new(v1::ArtifactFile {
+            path: key.path,
+            is_dir: false,
+            size: size as i64,
+        }))
+    }
+
+    type DownloadArtifactStream = ChunkStream;
+
+    async fn download_artifact(
+        &self,
+        r: Request<v1::DownloadArtifactRequest>,
+    ) -> Reply<ChunkStream> {
+        let r = r.into_inner();
+        let key = self
+            .tracking
+            .run_key(non_empty("run_id", &r.run_id)?, non_empty("path", &r.path)?)
+            .await
+            .map_err(status)?;
+        let (size, body) = self.tracking.download(&key).await.map_err(status)?;
+        let header = v1::ArtifactChunk {
+            chunk: Some(v1::artifact_chunk::Chunk::Header(v1::ArtifactHeader {
+                run_id: r.run_id,
+                path: key.path,
+                size: size as i64,
+            })),
+        };
+        // Store chunks can be large; re-cut them so no message exceeds the limit.
+        let data = body.flat_map(|chunk| {
+            let messages: Vec<Result<v1::ArtifactChunk, Status>> = match chunk {
+                Ok(bytes) => bytes
+                    .chunks(CHUNK_BYTES)
+                    .map(|c| {
+                        Ok(v1::ArtifactChunk {
+                            chunk: Some(v1::artifact_chunk::Chunk::Data(c.to_vec())),
+                        })
+                    })
+                    .collect(),
+                Err(e) => vec![Err(status(e.into()))],
+            };
+            futures_util::stream::iter(messages)
+        });
+        Ok(Response::new(Box::pin(
+            futures_util::stream::once(async { Ok(header) }).chain(data),
+        )))
+    }
+
+    async fn list_artifacts(
+        &self,
+        r: Request<v1::ListArtifactsRequest>,
+    ) -> Reply<v1::ListArtifactsReply> {
+        let r = r.into_inner();
+        let key = self
+            .tracking
+            .run_key(non_empty("run_id", &r.run_id)?, &r.path)
+            .await
+            .map_err(status)?;
+        let files = self.tracking.list(&key).await.map_err(status)?;
+        Ok(Response::new(v1::ListArtifactsReply {
+            root_uri: format!("mlflow-artifacts:/{}", key.scope_dir()),
+            files: files
+                .into_iter()
+                .map(|f| v1::ArtifactFile {
+                    path: f.path,
+                    is_dir: f.is_dir,
+                    size: f.size.map_or(0, |s| s as i64),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_registered_model(
+        &self,
+        r: Request<v1::CreateRegisteredModelRequest>,
+    ) -> Reply<v1::RegisteredModel> {
+        let r = r.into_inner();
+        let model = self
+            .tracking
+            .store
+            .create_registered_model(&r.name, &r.description, &tags_in(r.tags))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(registered_out(model)))
+    }
+
+    async fn get_registered_model(
+        &self,
+        r: Request<v1::GetRegisteredModelRequest>,
+    ) -> Reply<v1::RegisteredModel> {
+        let name = r.into_inner().name;
+        Ok(Response::new(registered_out(
+            self.tracking
+                .store
+                .get_registered_model(&name)
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    async fn list_registered_models(
+        &self,
+        _r: Request<v1::ListRegisteredModelsRequest>,
+    ) -> Reply<v1::ListRegisteredModelsReply> {
+        let mut models = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = self
+                .tracking
+                .store
+                .search_registered_models("", 1000, token.as_deref())
+                .await
+                .map_err(status)?;
+            models.extend(page.into_iter().map(registered_out));
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        Ok(Response::new(v1::ListRegisteredModelsReply { models }))
+    }
+
+    async fn create_model_version(
+        &self,
+        r: Request<v1::CreateModelVersionRequest>,
+    ) -> Reply<v1::ModelVersion> {
+        let r = r.into_inner();
+        let v = self
+            .tracking
+            .store
+            .create_model_version(m::NewModelVersion {
+                name: r.name,
+                source: r.source,
+                run_id: Some(r.run_id).filter(|id| !id.is_empty()),
+                model_id: None,
+                description: Some(r.description).filter(|d| !d.is_empty()),
+                tags: tags_in(r.tags),
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(version_out(v)))
+    }
+
+    async fn get_model_version(&self, r: Request<v1::ModelVersionRef>) -> Reply<v1::ModelVersion> {
+        let r = r.into_inner();
+        Ok(Response::new(version_out(
+            self.tracking
+                .store
+                .get_model_version(&r.name, r.version)
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    async fn list_model_versions(
+        &self,
+        r: Request<v1::ListModelVersionsRequest>,
+    ) -> Reply<v1::ListModelVersionsReply> {
+        let name = r.into_inner().name;
+        let store = &self.tracking.store;
+        store.get_registered_model(&name).await.map_err(status)?;
+        let filter = format!("name = '{}'", name.replace('\'', ""));
+        let mut versions = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = store
+                .search_model_versions(&filter, 1000, token.as_deref())
+                .await
+                .map_err(status)?;
+            versions.extend(page.into_iter().map(version_out));
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        Ok(Response::new(v1::ListModelVersionsReply { versions }))
+    }
+
+    async fn transition_model_version_stage(
+        &self,
+        r: Request<v1::TransitionStageRequest>,
+    ) -> Reply<v1::TransitionStageReply> {
+        let r = r.into_inner();
+        let (version, archived) = self
+            .tracking
+            .store
+            .transition_stage(&r.name, r.version, stage_in(r.stage)?, r.archive_existing)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::TransitionStageReply {
+            version: Some(version_out(version)),
+            archived: archived.into_iter().map(version_out).collect(),
+        }))
+    }
+
+    async fn set_model_alias(
+        &self,
+        r: Request<v1::SetModelAliasRequest>,
+    ) -> Reply<v1::RegisteredModel> {
+        let r = r.into_inner();
+        let store = &self.tracking.store;
+        store
+            .set_alias(&r.name, &r.alias, r.version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(registered_out(
+            store.get_registered_model(&r.name).await.map_err(status)?,
+        )))
+    }
+
+    async fn delete_model_alias(
+        &self,
+        r: Request<v1::DeleteModelAliasRequest>,
+    ) -> Reply<v1::RegisteredModel> {
+        let r = r.into_inner();
+        let store = &self.tracking.store;
+        store
+            .delete_alias(&r.name, &r.alias)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(registered_out(
+            store.get_registered_model(&r.name).await.map_err(status)?,
+        )))
+    }
+
+    async fn get_model_version_by_alias(
+        &self,
+        r: Request<v1::GetModelVersionByAliasRequest>,
+    ) -> Reply<v1::ModelVersion> {
+        let r = r.into_inner();
+        Ok(Response::new(version_out(
+            self.tracking
+                .store
+                .get_version_by_alias(&r.name, &r.alias)
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    type WatchRegistryStream = EventStream;
+
+    async fn watch_registry(&self, r: Request<v1::WatchRegistryRequest>) -> Reply<EventStream> {
+        let r = r.into_inner();
+        let store = self.tracking.store.clone();
+        let only = Some(r.name).filter(|n| !n.is_empty());
+        // Start after the newest event now, so nothing between the snapshot and the stream
+        // is lost or repeated.
+        let mut after = store
+            .registry_events_after(0, i64::MAX)
+            .await
+            .map_err(status)?
+            .last()
+            .map_or(0, |e| e.seq);
+        let mut current = Vec::new();
+        if r.include_current {
+            let names = match &only {
+                Some(n) => vec![n.clone()],
+                None => store
+                    .search_registered_models("", 0, None)
+                    .await
+                    .map_err(status)?
+                    .0
+                    .into_iter()
+                    .map(|m| m.name)
+                    .collect(),
+            };
+            for name in names {
+                let filter = format!("name = '{}'", name.replace('\'', ""));
+                for v in store
+                    .search_model_versions(&filter, 0, None)
+                    .await
+                    .map_err(status)?
+                    .0
+                {
+                    current.push(Ok(v1::RegistryEvent {
+                        timestamp_ms: crate::now_ms(),
+                        kind: v1::RegistryEventKind::Current as i32,
+                        version: Some(version_out(v)),
+                        previous_stage: 0,
+                        alias: String::new(),
+                    }));
+                }
+            }
+        }
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REGISTRY_POLL);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tx.closed() => break,
+                    _ = tick.tick() => {}
+                }
+                let events = match store.registry_events_after(after, 500).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        break;
+                    }
+                };
+                for e in events {
+                    after = e.seq;
+                    if only.as_ref().is_some_and(|n| *n != e.name) {
+                        continue;
+                    }
+                    let version = match e.kind {
+                        m::RegistryEventKind::ModelDeleted
+                        | m::RegistryEventKind::VersionDeleted => None,
+                        _ => store.get_model_version(&e.name, e.version).await.ok(),
+                    };
+                    let version = version.map(version_out).or_else(|| {
+                        Some(v1::ModelVersion {
+                            name: e.name.clone(),
+                            version: e.version,
+                            ..Default::default()
+                        })
+                    });
+                    let kind = match e.kind {
+                        m::RegistryEventKind::VersionCreated => {
+                            v1::RegistryEventKind::VersionCreated
+                        }
+                        m::RegistryEventKind::StageChanged => v1::RegistryEventKind::StageChanged,
+                        m::RegistryEventKind::AliasSet => v1::RegistryEventKind::AliasSet,
+                        m::RegistryEventKind::AliasDeleted => v1::RegistryEventKind::AliasDeleted,
+                        m::RegistryEventKind::VersionDeleted => {
+                            v1::RegistryEventKind::VersionDeleted
+                        }
+                        m::RegistryEventKind::ModelDeleted => v1::RegistryEventKind::ModelDeleted,
+                    };
+                    let event = v1::RegistryEvent {
+                        timestamp_ms: e.timestamp,
+                        kind: kind as i32,
+                        version,
+                        previous_stage: e.from_stage.map_or(0, stage_out),
+                        alias: e.alias.unwrap_or_default(),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let live = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(
+            futures_util::stream::iter(current).chain(live),
+        )))
+    }
+}
+
+/// The service, ready to hand to tonic.
+pub fn server(
+    tracking: Tracking,
+    shutdown: CancellationToken,
+) -> v1::tracking_server::TrackingServer<TrackingService> {
+    v1::tracking_server::TrackingServer::new(TrackingService::new(tracking, shutdown))
+        .max_decoding_message_size(64 * 1024 * 1024)
+}
