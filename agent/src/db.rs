@@ -188,14 +188,26 @@ impl Db {
             ..Migrator::DEFAULT
         };
         migrator.dangerous_set_table_name(format!("_readmit_{component}_migrations"));
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|source| DbError::Migrate {
-                component,
-                url: self.url.clone(),
-                source,
-            })
+        // SQLite has no advisory lock: two processes opening a new file at once can both try
+        // the same change. Each change commits with its record, so the loser finds it applied
+        // when it tries again.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(_) if self.dialect == Dialect::Sqlite && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(DbError::Migrate {
+                        component,
+                        url: self.url.clone(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -21,6 +21,16 @@ pub fn table<const N: usize>(header: [&str; N]) -> Table {
     table
 }
 
+/// A table whose columns are only known at run time.
+pub fn table_dyn(header: Vec<String>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(header);
+    table
+}
+
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -1,6 +1,8 @@
 //! The command line: global connection flags and one module per subcommand group.
 
 mod agents;
+mod models;
+mod runs;
 #[cfg(feature = "embedded")]
 mod up;
 
@@ -43,14 +45,33 @@ pub struct Global {
 pub enum Command {
     /// Show each agent's roles, version, host, uptime, CPU and memory.
     Agents,
+    /// Tracked runs: list with MLflow filters, compare side by side.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// The model registry: list, versions, promote, archive, alias.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Run the whole system locally: one agent with every role, until Ctrl-C.
     #[cfg(feature = "embedded")]
     Up(up::UpArgs),
 }
 
+impl Global {
+    /// A connection to the first agent named: the one whose role a command needs.
+    pub async fn client(&self) -> anyhow::Result<readmit_proto::Client> {
+        let url = self
+            .agents
+            .first()
+            .map_or("http://127.0.0.1:50051", String::as_str);
+        Ok(readmit_proto::Client::connect(url, self.token.as_deref()).await?)
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agents => agents::run(&cli.global).await,
+        Command::Runs(command) => runs::run(&cli.global, &command).await,
+        Command::Models(command) => models::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]
         Command::Up(args) => up::run(&cli.global, &args).await,
     }
