@@ -4,6 +4,7 @@
 //! Domain modules hold the logic; `grpc` and `http` only convert and delegate.
 
 pub mod auth;
+pub mod bench;
 pub mod db;
 mod grpc;
 mod http;

@@ -25,12 +25,22 @@ struct Cli {
 enum Command {
     /// Serve the configured roles (what the agent does when no subcommand is given).
     Serve(SettingsFlags),
+    /// Measure a role and print one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The tracking role against a real `mlflow server` on the same disk.
+    Tracking(readmit_agent::bench::TrackingBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let flags = match cli.command {
         Some(Command::Serve(flags)) => flags,
+        Some(Command::Bench(bench)) => return run_bench(bench),
         None => cli.serve,
     };
     let settings = flags
@@ -41,6 +51,17 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(settings))
+}
+
+fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        match bench {
+            BenchCommand::Tracking(args) => readmit_agent::bench::tracking(args).await,
+        }
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
