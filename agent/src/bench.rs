@@ -70,9 +70,20 @@ where
 
 async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Value> {
     let name = format!("bench-{}", crate::now_ms());
-    let exp = target.post("experiments/create", &json!({"name": name})).await?["experiment_id"].clone();
-    let run = target.post("runs/create", &json!({"experiment_id": exp, "start_time": crate::now_ms()})).await?;
-    let run_id = run["run"]["info"]["run_id"].as_str().context("run id")?.to_owned();
+    let exp = target
+        .post("experiments/create", &json!({"name": name}))
+        .await?["experiment_id"]
+        .clone();
+    let run = target
+        .post(
+            "runs/create",
+            &json!({"experiment_id": exp, "start_time": crate::now_ms()}),
+        )
+        .await?;
+    let run_id = run["run"]["info"]["run_id"]
+        .as_str()
+        .context("run id")?
+        .to_owned();
 
     // One client, one call at a time: what a training loop logging a metric per step does.
     let (calls, secs) = for_duration(args.seconds, |i| {
@@ -85,9 +96,20 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
     // Several clients at once, each on its own run.
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let run = target.post("runs/create", &json!({"experiment_id": exp, "run_name": format!("c{c}")})).await?;
-        let id = run["run"]["info"]["run_id"].as_str().context("run id")?.to_owned();
-        let t = Target { base: target.base.clone(), http: target.http.clone() };
+        let run = target
+            .post(
+                "runs/create",
+                &json!({"experiment_id": exp, "run_name": format!("c{c}")}),
+            )
+            .await?;
+        let id = run["run"]["info"]["run_id"]
+            .as_str()
+            .context("run id")?
+            .to_owned();
+        let t = Target {
+            base: target.base.clone(),
+            http: target.http.clone(),
+        };
         let seconds = args.seconds;
         tasks.push(tokio::spawn(async move {
             for_duration(seconds, |i| {
@@ -120,10 +142,24 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
     let batch_metrics = calls as f64 * 1000.0 / secs;
 
     // Search over many runs: a filter on a metric and a param, ordered by the metric.
-    let search_exp = target.post("experiments/create", &json!({"name": format!("{name}-search")})).await?["experiment_id"].clone();
+    let search_exp = target
+        .post(
+            "experiments/create",
+            &json!({"name": format!("{name}-search")}),
+        )
+        .await?["experiment_id"]
+        .clone();
     for i in 0..args.runs {
-        let run = target.post("runs/create", &json!({"experiment_id": search_exp, "run_name": format!("r{i}")})).await?;
-        let id = run["run"]["info"]["run_id"].as_str().context("run id")?.to_owned();
+        let run = target
+            .post(
+                "runs/create",
+                &json!({"experiment_id": search_exp, "run_name": format!("r{i}")}),
+            )
+            .await?;
+        let id = run["run"]["info"]["run_id"]
+            .as_str()
+            .context("run id")?
+            .to_owned();
         let family = if i % 2 == 0 { "lr" } else { "rf" };
         let auc = 0.6 + (i as f64 * 7.0 % 100.0) / 1000.0;
         target
@@ -150,14 +186,23 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
     let search_ms = latencies[latencies.len() / 2];
 
     // 10 MB artifacts through the proxied artifact API.
-    let blob: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let blob: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let start = Instant::now();
     let uploads = 10;
     for i in 0..uploads {
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts/blob{i}.bin", target.base)
-            .replace('"', "");
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts/blob{i}.bin",
+            target.base
+        )
+        .replace('"', "");
         let response = target.http.put(url).body(blob.clone()).send().await?;
-        anyhow::ensure!(response.status().is_success(), "upload: {}", response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "upload: {}",
+            response.status()
+        );
     }
     let upload_mb_s = (uploads * blob.len()) as f64 / 1e6 / start.elapsed().as_secs_f64();
 
@@ -193,7 +238,15 @@ async fn start_mlflow(python: &Path, dir: &Path) -> anyhow::Result<MlflowServer>
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mlflow = python.with_file_name("mlflow");
     let child = Command::new(&mlflow)
-        .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+        .args([
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+        ])
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
         .arg("--artifacts-destination")
@@ -202,16 +255,27 @@ async fn start_mlflow(python: &Path, dir: &Path) -> anyhow::Result<MlflowServer>
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", mlflow.display()))?;
-    let server = MlflowServer { child, base: format!("http://127.0.0.1:{port}") };
+    let server = MlflowServer {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if http.get(format!("{}/health", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{}/health", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(server);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    anyhow::bail!("mlflow server did not answer on {} within 120 s", server.base)
+    anyhow::bail!(
+        "mlflow server did not answer on {} within 120 s",
+        server.base
+    )
 }
 
 pub async fn tracking(args: TrackingBenchArgs) -> anyhow::Result<Value> {
@@ -229,7 +293,14 @@ pub async fn tracking(args: TrackingBenchArgs) -> anyhow::Result<Value> {
     }
     .validate()?;
     let agent = RunningAgent::start(settings).await?;
-    let readmit = measure(&Target { base: agent.http_url(), http: reqwest::Client::new() }, &args).await?;
+    let readmit = measure(
+        &Target {
+            base: agent.http_url(),
+            http: reqwest::Client::new(),
+        },
+        &args,
+    )
+    .await?;
     agent.stop().await?;
 
     let mut out = json!({
@@ -242,9 +313,21 @@ pub async fn tracking(args: TrackingBenchArgs) -> anyhow::Result<Value> {
         let dir = scratch.path().join("mlflow");
         std::fs::create_dir_all(&dir)?;
         let server = start_mlflow(&python, &dir).await?;
-        let mlflow = measure(&Target { base: server.base.clone(), http: reqwest::Client::new() }, &args).await?;
+        let mlflow = measure(
+            &Target {
+                base: server.base.clone(),
+                http: reqwest::Client::new(),
+            },
+            &args,
+        )
+        .await?;
         drop(server);
-        let ratio = |key: &str| round(out["readmit"][key].as_f64().unwrap_or(0.0) / mlflow[key].as_f64().unwrap_or(f64::NAN));
+        let ratio = |key: &str| {
+            round(
+                out["readmit"][key].as_f64().unwrap_or(0.0)
+                    / mlflow[key].as_f64().unwrap_or(f64::NAN),
+            )
+        };
         out["x_over_mlflow"] = json!({
             "log_metric": ratio("log_metric_calls_per_s"),
             "log_metric_concurrent": ratio("log_metric_concurrent_calls_per_s"),

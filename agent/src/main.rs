@@ -54,7 +54,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(async {
         match bench {
             BenchCommand::Tracking(args) => readmit_agent::bench::tracking(args).await,

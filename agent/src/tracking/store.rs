@@ -60,6 +60,18 @@ pub(super) fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
     q
 }
 
+/// `<prefix> (?, ?, …)` bound to one run id, then `keys`.
+fn keyed_query<'a>(
+    prefix: &str,
+    run_id: &str,
+    keys: impl ExactSizeIterator<Item = &'a str>,
+) -> search::SqlParts {
+    let text = format!("{prefix} ({})", vec!["?"; keys.len()].join(", "));
+    let mut binds = vec![Bind::Text(run_id.to_owned())];
+    binds.extend(keys.map(|k| Bind::Text(k.to_owned())));
+    search::SqlParts { text, binds }
+}
+
 /// `(?, ?, ?), (?, ?, ?)`: placeholders for `rows` rows of `columns` values.
 pub(super) fn value_rows(rows: usize, columns: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
@@ -610,14 +622,11 @@ impl TrackingStore {
                 unique.push(p);
             }
         }
-        let mut q = search::SqlParts::default();
-        q.text = format!(
-            "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN ({})",
-            vec!["?"; unique.len()].join(", ")
+        let q = keyed_query(
+            "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN",
+            run_id,
+            unique.iter().map(|p| p.key.as_str()),
         );
-        q.binds.push(Bind::Text(run_id.to_owned()));
-        q.binds
-            .extend(unique.iter().map(|p| Bind::Text(p.key.clone())));
         let existing: HashMap<String, String> =
             bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
                 .fetch_all(&mut *conn)
@@ -745,14 +754,11 @@ impl TrackingStore {
                 None => newest.push(m),
             }
         }
-        let mut q = search::SqlParts::default();
-        q.text = format!(
-            "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN ({})",
-            vec!["?"; newest.len()].join(", ")
+        let q = keyed_query(
+            "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN",
+            run_id,
+            newest.iter().map(|m| m.key.as_str()),
         );
-        q.binds.push(Bind::Text(run_id.to_owned()));
-        q.binds
-            .extend(newest.iter().map(|m| Bind::Text(m.key.clone())));
         let stored: HashMap<String, Metric> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(&mut *conn)
             .await?
