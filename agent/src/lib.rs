@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bench;
 pub mod db;
+pub mod etl;
 mod grpc;
 mod http;
 pub mod metrics;
