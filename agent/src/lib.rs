@@ -14,6 +14,7 @@ pub mod roles;
 pub mod server;
 pub mod settings;
 pub mod status;
+pub mod text_enum;
 pub mod tracking;
 
 pub use roles::Role;

@@ -344,7 +344,7 @@ async fn get_experiment_by_name(
 fn view_type(text: Option<&str>) -> Result<ViewType, TrackingError> {
     match text.filter(|t| !t.is_empty()) {
         None => Ok(ViewType::ActiveOnly),
-        Some(t) => t.parse(),
+        Some(t) => Ok(t.parse()?),
     }
 }
 

@@ -1,9 +1,6 @@
 //! The tracking domain's types: experiments, runs and what they log, with MLflow's rules for
 //! names, keys and sizes. Transport layers convert these to and from the wire.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// MLflow's limits, so a client that worked against MLflow gets the same answers here.
 pub const MAX_KEY_LEN: usize = 250;
 pub const MAX_PARAM_VALUE_LEN: usize = 6000;
@@ -45,45 +42,18 @@ impl TrackingError {
     }
 }
 
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = TrackingError;
-
-            fn from_str(s: &str) -> Result<Self> {
-                $name::ALL.iter().copied().find(|v| v.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
-                    let known: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                    TrackingError::invalid(stringify!($name), format!("{s:?} is not one of {}", known.join(", ")))
-                })
-            }
-        }
-    };
+impl From<crate::text_enum::UnknownValue> for TrackingError {
+    fn from(e: crate::text_enum::UnknownValue) -> Self {
+        TrackingError::invalid(e.kind, e.to_string())
+    }
 }
 
-text_enum!(
+crate::text_enum!(
     /// Whether an experiment or run is live or in the trash (restorable).
     Lifecycle { Active = "active", Deleted = "deleted" }
 );
 
-text_enum!(
+crate::text_enum!(
     RunStatus {
         Running = "RUNNING",
         Scheduled = "SCHEDULED",
@@ -93,7 +63,7 @@ text_enum!(
     }
 );
 
-text_enum!(
+crate::text_enum!(
     /// Which lifecycle stages a listing or search includes.
     ViewType { ActiveOnly = "ACTIVE_ONLY", DeletedOnly = "DELETED_ONLY", All = "ALL" }
 );
@@ -109,12 +79,12 @@ impl ViewType {
     }
 }
 
-text_enum!(
+crate::text_enum!(
     /// A model version's stage in the registry.
     Stage { None = "None", Staging = "Staging", Production = "Production", Archived = "Archived" }
 );
 
-text_enum!(
+crate::text_enum!(
     /// What happened in the registry, as `WatchRegistry` reports it.
     RegistryEventKind {
         VersionCreated = "VERSION_CREATED",
@@ -177,7 +147,7 @@ pub struct RegistryEvent {
     pub alias: Option<String>,
 }
 
-text_enum!(
+crate::text_enum!(
     LoggedModelStatus {
         Pending = "LOGGED_MODEL_PENDING",
         Ready = "LOGGED_MODEL_READY",

@@ -1,0 +1,113 @@
+//! The DAG runner's domain types: runs, task instances, log lines and the events watchers see.
+
+use std::collections::BTreeMap;
+
+crate::text_enum!(
+    /// The state of a run or of one task instance, as Airflow names them.
+    RunState {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        UpForRetry = "up_for_retry",
+        UpstreamFailed = "upstream_failed",
+        Skipped = "skipped",
+    }
+);
+
+impl RunState {
+    /// A state nothing moves out of.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::Failed
+                | RunState::Cancelled
+                | RunState::UpstreamFailed
+                | RunState::Skipped
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtlError {
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("ETL store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Setup(#[from] crate::db::DbError),
+    #[error("ETL store holds a value it cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl From<crate::text_enum::UnknownValue> for EtlError {
+    fn from(e: crate::text_enum::UnknownValue) -> Self {
+        EtlError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = EtlError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskInstance {
+    pub task_id: String,
+    pub kind: String,
+    pub state: RunState,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DagRun {
+    pub run_id: String,
+    pub dag: String,
+    pub state: RunState,
+    /// `manual` or `schedule`.
+    pub trigger: String,
+    pub params: BTreeMap<String, String>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub error: Option<String>,
+    /// In the DAG's dependency order.
+    pub tasks: Vec<TaskInstance>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub timestamp: i64,
+    pub task_id: String,
+    pub attempt: u32,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEventKind {
+    /// A run (`task_id` empty) or one of its tasks changed state.
+    State {
+        task_id: String,
+        state: RunState,
+        attempt: u32,
+        error: Option<String>,
+    },
+    Log(LogLine),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunEvent {
+    pub timestamp: i64,
+    pub run_id: String,
+    pub dag: String,
+    pub kind: RunEventKind,
+}

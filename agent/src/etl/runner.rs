@@ -1,0 +1,651 @@
+//! The DAG runner: queues runs, executes their tasks in dependency order with retries, backoff
+//! and timeouts, cancels on request, schedules by cron, and reports every state change and log
+//! line to the store and to watchers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::dag::{DagDef, DagError, TaskDef, cron_schedule};
+use super::model::*;
+use super::store::EtlStore;
+use super::tasks::{TaskContext, TaskKinds};
+use crate::now_ms;
+
+/// How often the scheduler looks for due runs.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+
+/// Writes a task's log lines to the store and to watchers.
+#[derive(Clone)]
+pub struct Logger {
+    store: EtlStore,
+    events: broadcast::Sender<RunEvent>,
+    run_id: String,
+    dag: String,
+}
+
+impl Logger {
+    pub async fn log(&self, task_id: &str, attempt: u32, level: &str, message: &str) {
+        match self
+            .store
+            .append_log(&self.run_id, task_id, attempt, level, message)
+            .await
+        {
+            Ok(line) => {
+                let _ = self.events.send(RunEvent {
+                    timestamp: line.timestamp,
+                    run_id: self.run_id.clone(),
+                    dag: self.dag.clone(),
+                    kind: RunEventKind::Log(line),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(run = %self.run_id, task = task_id, error = %e, "cannot store a log line")
+            }
+        }
+    }
+}
+
+/// A DAG as listed: its definition, whether it is paused, when it runs next.
+#[derive(Clone, Debug)]
+pub struct DagStatus {
+    pub def: DagDef,
+    pub paused: bool,
+    pub next_run_at: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EtlStore,
+    dags: RwLock<BTreeMap<String, DagDef>>,
+    load_errors: Vec<DagError>,
+    kinds: TaskKinds,
+    events: broadcast::Sender<RunEvent>,
+    active: Mutex<HashMap<String, CancellationToken>>,
+    runs_dir: PathBuf,
+    shutdown: CancellationToken,
+    started_at: i64,
+}
+
+impl Runner {
+    /// Marks runs an earlier agent left unfinished as failed, then starts the scheduler.
+    pub async fn start(
+        store: EtlStore,
+        dags: Vec<DagDef>,
+        load_errors: Vec<DagError>,
+        kinds: TaskKinds,
+        runs_dir: PathBuf,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let interrupted = store
+            .fail_interrupted("the agent stopped while this run was active")
+            .await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(runs = ?interrupted, "marked runs interrupted by a restart as failed");
+        }
+        for e in &load_errors {
+            tracing::error!(file = %e.file, line = e.line, reason = %e.reason, "DAG file refused");
+        }
+        let (events, _) = broadcast::channel(4096);
+        let runner = Self {
+            inner: Arc::new(Inner {
+                store,
+                dags: RwLock::new(dags.into_iter().map(|d| (d.name.clone(), d)).collect()),
+                load_errors,
+                kinds,
+                events,
+                active: Mutex::new(HashMap::new()),
+                runs_dir,
+                shutdown,
+                started_at: now_ms(),
+            }),
+        };
+        tokio::spawn(runner.clone().schedule());
+        Ok(runner)
+    }
+
+    pub fn store(&self) -> &EtlStore {
+        &self.inner.store
+    }
+
+    pub fn load_errors(&self) -> &[DagError] {
+        &self.inner.load_errors
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs queued or running in this agent now.
+    pub fn active_runs(&self) -> usize {
+        self.inner.active.lock().map_or(0, |a| a.len())
+    }
+
+    fn dag(&self, name: &str) -> Result<DagDef> {
+        self.inner
+            .dags
+            .read()
+            .map_err(|_| EtlError::Corrupt("DAG table lock poisoned".into()))?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EtlError::NotFound {
+                what: "DAG",
+                id: name.to_owned(),
+            })
+    }
+
+    pub async fn list_dags(&self) -> Result<Vec<DagStatus>> {
+        let defs: Vec<DagDef> = self
+            .inner
+            .dags
+            .read()
+            .map_err(|_| EtlError::Corrupt("DAG table lock poisoned".into()))?
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(defs.len());
+        for def in defs {
+            let paused = self.inner.store.paused(&def).await?;
+            let next_run_at = if paused {
+                None
+            } else {
+                self.next_fire(&def).await?
+            };
+            out.push(DagStatus {
+                def,
+                paused,
+                next_run_at,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn set_paused(&self, dag: &str, paused: bool) -> Result<DagStatus> {
+        let def = self.dag(dag)?;
+        self.inner.store.set_paused(dag, paused).await?;
+        let next_run_at = if paused {
+            None
+        } else {
+            self.next_fire(&def).await?
+        };
+        Ok(DagStatus {
+            def,
+            paused,
+            next_run_at,
+        })
+    }
+
+    /// Queues a run and starts it. The trigger's parameters override the DAG's and tasks'.
+    pub async fn trigger(&self, dag: &str, params: BTreeMap<String, String>) -> Result<DagRun> {
+        self.trigger_as(dag, "manual", params).await
+    }
+
+    async fn trigger_as(
+        &self,
+        dag: &str,
+        trigger: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<DagRun> {
+        let def = self.dag(dag)?;
+        for key in params.keys() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(EtlError::Invalid {
+                    field: format!("params[{key}]"),
+                    reason: "use letters, digits and _".into(),
+                });
+            }
+        }
+        let run = self.inner.store.create_run(&def, trigger, &params).await?;
+        let cancel = self.inner.shutdown.child_token();
+        self.inner
+            .active
+            .lock()
+            .map_err(|_| EtlError::Corrupt("active runs lock poisoned".into()))?
+            .insert(run.run_id.clone(), cancel.clone());
+        self.emit(
+            &run.run_id,
+            &run.dag,
+            String::new(),
+            RunState::Queued,
+            0,
+            None,
+        );
+        tokio::spawn(self.clone().execute(run.clone(), def, cancel));
+        Ok(run)
+    }
+
+    /// Cancels a queued or running run: its running task is stopped (a shell command is
+    /// killed), the rest are skipped.
+    pub async fn cancel(&self, run_id: &str) -> Result<DagRun> {
+        let run = self.inner.store.get_run(run_id).await?;
+        if run.state.is_finished() {
+            return Err(EtlError::Conflict(format!(
+                "run {run_id} already ended {}",
+                run.state
+            )));
+        }
+        let token = self
+            .inner
+            .active
+            .lock()
+            .map_err(|_| EtlError::Corrupt("active runs lock poisoned".into()))?
+            .get(run_id)
+            .cloned();
+        match token {
+            Some(token) => token.cancel(),
+            // Another agent runs it, or it was left behind: record the cancel here.
+            None => {
+                self.inner
+                    .store
+                    .set_run_state(run_id, RunState::Cancelled, Some("cancelled"))
+                    .await?
+            }
+        }
+        self.wait(run_id).await
+    }
+
+    /// Waits until the run has ended and returns it.
+    pub async fn wait(&self, run_id: &str) -> Result<DagRun> {
+        let mut events = self.subscribe();
+        loop {
+            let run = self.inner.store.get_run(run_id).await?;
+            if run.state.is_finished() {
+                return Ok(run);
+            }
+            // Wake on this run's next event, or look again shortly in case it was missed.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(e) = events.recv().await {
+                    if e.run_id == run_id && matches!(e.kind, RunEventKind::State { ref task_id, .. } if task_id.is_empty()) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    fn emit(
+        &self,
+        run_id: &str,
+        dag: &str,
+        task_id: String,
+        state: RunState,
+        attempt: u32,
+        error: Option<String>,
+    ) {
+        let _ = self.inner.events.send(RunEvent {
+            timestamp: now_ms(),
+            run_id: run_id.to_owned(),
+            dag: dag.to_owned(),
+            kind: RunEventKind::State {
+                task_id,
+                state,
+                attempt,
+                error,
+            },
+        });
+    }
+
+    async fn set_task(
+        &self,
+        run: &DagRun,
+        task: &str,
+        state: RunState,
+        attempt: u32,
+        error: Option<&str>,
+    ) {
+        if let Err(e) = self
+            .inner
+            .store
+            .set_task_state(&run.run_id, task, state, attempt, error)
+            .await
+        {
+            tracing::error!(run = %run.run_id, task, error = %e, "cannot record a task state");
+        }
+        self.emit(
+            &run.run_id,
+            &run.dag,
+            task.to_owned(),
+            state,
+            attempt,
+            error.map(str::to_owned),
+        );
+    }
+
+    async fn execute(self, run: DagRun, dag: DagDef, cancel: CancellationToken) {
+        let outcome = self.drive(&run, &dag, &cancel).await;
+        let (state, error) = match outcome {
+            Ok(()) => (RunState::Succeeded, None),
+            Err((state, error)) => (state, Some(error)),
+        };
+        if let Err(e) = self
+            .inner
+            .store
+            .set_run_state(&run.run_id, state, error.as_deref())
+            .await
+        {
+            tracing::error!(run = %run.run_id, error = %e, "cannot record the run's end");
+        }
+        if let Ok(mut active) = self.inner.active.lock() {
+            active.remove(&run.run_id);
+        }
+        tracing::info!(run = %run.run_id, state = %state, "DAG run ended");
+        self.emit(&run.run_id, &run.dag, String::new(), state, 0, error);
+    }
+
+    /// Runs the tasks; `Err((state, why))` when the run fails or is cancelled.
+    async fn drive(
+        &self,
+        run: &DagRun,
+        dag: &DagDef,
+        cancel: &CancellationToken,
+    ) -> Result<(), (RunState, String)> {
+        let logger = Logger {
+            store: self.inner.store.clone(),
+            events: self.inner.events.clone(),
+            run_id: run.run_id.clone(),
+            dag: run.dag.clone(),
+        };
+        if let Err(e) = self
+            .inner
+            .store
+            .set_run_state(&run.run_id, RunState::Running, None)
+            .await
+        {
+            return Err((RunState::Failed, e.to_string()));
+        }
+        self.emit(
+            &run.run_id,
+            &run.dag,
+            String::new(),
+            RunState::Running,
+            0,
+            None,
+        );
+        let mut states: HashMap<String, RunState> = dag
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), RunState::Queued))
+            .collect();
+        let mut running: JoinSet<(String, Result<u32, (u32, String)>)> = JoinSet::new();
+        let mut first_error: Option<String> = None;
+        loop {
+            // Tasks whose dependencies failed will never run.
+            for task in &dag.tasks {
+                let blocked = task.depends_on.iter().any(|d| {
+                    matches!(
+                        states.get(d),
+                        Some(
+                            RunState::Failed
+                                | RunState::UpstreamFailed
+                                | RunState::Skipped
+                                | RunState::Cancelled
+                        )
+                    )
+                });
+                if blocked && states[&task.id] == RunState::Queued {
+                    states.insert(task.id.clone(), RunState::UpstreamFailed);
+                    self.set_task(run, &task.id, RunState::UpstreamFailed, 0, None)
+                        .await;
+                }
+            }
+            // Start every task whose dependencies all succeeded.
+            for task in &dag.tasks {
+                let ready = states[&task.id] == RunState::Queued
+                    && task
+                        .depends_on
+                        .iter()
+                        .all(|d| states.get(d) == Some(&RunState::Succeeded));
+                if ready {
+                    states.insert(task.id.clone(), RunState::Running);
+                    let ctx_params = merged_params(dag, task, &run.params);
+                    let this = self.clone();
+                    let (task, run, logger) = (task.clone(), run.clone(), logger.clone());
+                    running.spawn(async move {
+                        let result = this.attempts(&run, &task, ctx_params, logger).await;
+                        (task.id, result)
+                    });
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    // Dropping the tasks' futures stops them; a shell command is killed.
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                    for task in &dag.tasks {
+                        let state = match states[&task.id] {
+                            RunState::Running => RunState::Cancelled,
+                            RunState::Queued => RunState::Skipped,
+                            _ => continue,
+                        };
+                        self.set_task(run, &task.id, state, 0, None).await;
+                    }
+                    let why = if self.inner.shutdown.is_cancelled() { "the agent is shutting down" } else { "cancelled" };
+                    return Err((if self.inner.shutdown.is_cancelled() { RunState::Failed } else { RunState::Cancelled }, why.into()));
+                }
+                Some(joined) = running.join_next() => {
+                    let (task_id, result) = match joined {
+                        Ok(done) => done,
+                        Err(e) => return Err((RunState::Failed, format!("a task panicked: {e}"))),
+                    };
+                    let state = match result {
+                        Ok(_) => RunState::Succeeded,
+                        Err((_, error)) => {
+                            first_error.get_or_insert_with(|| format!("task {task_id}: {error}"));
+                            RunState::Failed
+                        }
+                    };
+                    states.insert(task_id, state);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err((RunState::Failed, e)),
+        }
+    }
+
+    /// One task's attempts: retries with exponential backoff after `retry_delay`, each attempt
+    /// bounded by the task's timeout. Returns the attempt that succeeded or the last error.
+    async fn attempts(
+        &self,
+        run: &DagRun,
+        task: &TaskDef,
+        params: BTreeMap<String, String>,
+        logger: Logger,
+    ) -> Result<u32, (u32, String)> {
+        let kind = self.inner.kinds.get(&task.kind);
+        let max = task.retries + 1;
+        let mut last_error = String::new();
+        for attempt in 1..=max {
+            self.set_task(run, &task.id, RunState::Running, attempt, None)
+                .await;
+            let Some(kind) = &kind else {
+                last_error = format!("this agent has no task kind {:?}", task.kind);
+                break;
+            };
+            let ctx = TaskContext {
+                run_id: run.run_id.clone(),
+                dag: run.dag.clone(),
+                task_id: task.id.clone(),
+                attempt,
+                params: params.clone(),
+                dir: self.inner.runs_dir.join(&run.run_id),
+                logger: logger.clone(),
+            };
+            logger
+                .log(
+                    &task.id,
+                    attempt,
+                    "INFO",
+                    &format!("attempt {attempt} of {max} ({})", task.kind),
+                )
+                .await;
+            let started = std::time::Instant::now();
+            let outcome = match task.timeout {
+                Some(limit) => tokio::time::timeout(limit, kind.run(ctx))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "timed out after {}",
+                            humantime::format_duration(limit)
+                        ))
+                    }),
+                None => kind.run(ctx).await,
+            };
+            let took = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(()) => {
+                    logger
+                        .log(
+                            &task.id,
+                            attempt,
+                            "INFO",
+                            &format!("succeeded in {took:.3} s"),
+                        )
+                        .await;
+                    self.set_task(run, &task.id, RunState::Succeeded, attempt, None)
+                        .await;
+                    return Ok(attempt);
+                }
+                Err(error) => {
+                    logger
+                        .log(
+                            &task.id,
+                            attempt,
+                            "ERROR",
+                            &format!("failed after {took:.3} s: {error}"),
+                        )
+                        .await;
+                    last_error = error;
+                    if attempt < max {
+                        let delay = task.retry_delay.saturating_mul(1 << (attempt - 1).min(10));
+                        self.set_task(
+                            run,
+                            &task.id,
+                            RunState::UpForRetry,
+                            attempt,
+                            Some(&last_error),
+                        )
+                        .await;
+                        logger
+                            .log(
+                                &task.id,
+                                attempt,
+                                "INFO",
+                                &format!("retrying in {}", humantime::format_duration(delay)),
+                            )
+                            .await;
+                        tokio::time::sleep(delay).await;
+                    } else {
+                        self.set_task(run, &task.id, RunState::Failed, attempt, Some(&last_error))
+                            .await;
+                    }
+                }
+            }
+        }
+        Err((max, last_error))
+    }
+
+    /// When a scheduled DAG runs next, from its last scheduled time (or the agent's start).
+    async fn next_fire(&self, dag: &DagDef) -> Result<Option<i64>> {
+        let Some(expr) = &dag.schedule else {
+            return Ok(None);
+        };
+        let Ok(schedule) = cron_schedule(expr) else {
+            return Ok(None);
+        };
+        let after = self
+            .inner
+            .store
+            .last_scheduled_at(&dag.name)
+            .await?
+            .unwrap_or(self.inner.started_at);
+        let Some(after) = Utc.timestamp_millis_opt(after).single() else {
+            return Ok(None);
+        };
+        Ok(schedule.after(&after).next().map(|t| t.timestamp_millis()))
+    }
+
+    /// Triggers scheduled DAGs when due. Missed times are not caught up: one run for the
+    /// latest due time, as Airflow does with `catchup = False`.
+    async fn schedule(self) {
+        let mut tick = tokio::time::interval(SCHEDULER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Ok(dags) = self.list_dags().await else {
+                continue;
+            };
+            let now = now_ms();
+            for status in dags {
+                let Some(due) = status.next_run_at.filter(|t| *t <= now) else {
+                    continue;
+                };
+                let latest = latest_due(&status.def, due, now);
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .set_last_scheduled_at(&status.def, latest)
+                    .await
+                {
+                    tracing::error!(dag = %status.def.name, error = %e, "cannot record a schedule time");
+                    continue;
+                }
+                match self
+                    .trigger_as(&status.def.name, "schedule", BTreeMap::new())
+                    .await
+                {
+                    Ok(run) => {
+                        tracing::info!(dag = %status.def.name, run = %run.run_id, "scheduled run")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dag = %status.def.name, error = %e, "scheduled run skipped")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last fire time at or before `now`, starting from a due one.
+fn latest_due(dag: &DagDef, due: i64, now: i64) -> i64 {
+    let Some(schedule) = dag.schedule.as_deref().and_then(|e| cron_schedule(e).ok()) else {
+        return due;
+    };
+    let Some(start) = Utc.timestamp_millis_opt(due).single() else {
+        return due;
+    };
+    schedule
+        .after(&start)
+        .take_while(|t| t.timestamp_millis() <= now)
+        .last()
+        .map_or(due, |t| t.timestamp_millis())
+}
+
+fn merged_params(
+    dag: &DagDef,
+    task: &TaskDef,
+    trigger: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut params = dag.params.clone();
+    params.extend(task.params.clone());
+    params.extend(trigger.clone());
+    params
+}
