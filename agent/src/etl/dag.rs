@@ -215,7 +215,7 @@ pub fn parse(file: &str, text: &str, known_kinds: &[&str]) -> Result<DagDef, Dag
             params: param_text(t.params),
         });
     }
-    let tasks = topological(tasks).map_err(|reason| error(0, reason))?;
+    let tasks = topological(&tasks).map_err(|reason| error(0, reason))?;
     Ok(DagDef {
         name: raw.name,
         description: raw.description,
@@ -229,9 +229,9 @@ pub fn parse(file: &str, text: &str, known_kinds: &[&str]) -> Result<DagDef, Dag
 }
 
 /// Orders tasks so each follows its dependencies; refuses unknown dependencies and cycles.
-fn topological(tasks: Vec<TaskDef>) -> Result<Vec<TaskDef>, String> {
+fn topological(tasks: &[TaskDef]) -> Result<Vec<TaskDef>, String> {
     let ids: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    for t in &tasks {
+    for t in tasks {
         if let Some(missing) = t.depends_on.iter().find(|d| !ids.contains(d.as_str())) {
             return Err(format!(
                 "task {:?} depends on {missing:?}, which is not a task of this DAG",

@@ -377,7 +377,7 @@ impl Runner {
             .iter()
             .map(|t| (t.id.clone(), RunState::Queued))
             .collect();
-        let mut running: JoinSet<(String, Result<u32, (u32, String)>)> = JoinSet::new();
+        let mut running: JoinSet<(String, Result<(), String>)> = JoinSet::new();
         let mut first_error: Option<String> = None;
         loop {
             // Tasks whose dependencies failed will never run.
@@ -442,8 +442,8 @@ impl Runner {
                         Err(e) => return Err((RunState::Failed, format!("a task panicked: {e}"))),
                     };
                     let state = match result {
-                        Ok(_) => RunState::Succeeded,
-                        Err((_, error)) => {
+                        Ok(()) => RunState::Succeeded,
+                        Err(error) => {
                             first_error.get_or_insert_with(|| format!("task {task_id}: {error}"));
                             RunState::Failed
                         }
@@ -459,14 +459,14 @@ impl Runner {
     }
 
     /// One task's attempts: retries with exponential backoff after `retry_delay`, each attempt
-    /// bounded by the task's timeout. Returns the attempt that succeeded or the last error.
+    /// bounded by the task's timeout. Returns the last error if none succeeded.
     async fn attempts(
         &self,
         run: &DagRun,
         task: &TaskDef,
         params: BTreeMap<String, String>,
         logger: Logger,
-    ) -> Result<u32, (u32, String)> {
+    ) -> Result<(), String> {
         let kind = self.inner.kinds.get(&task.kind);
         let max = task.retries + 1;
         let mut last_error = String::new();
@@ -519,7 +519,7 @@ impl Runner {
                         .await;
                     self.set_task(run, &task.id, RunState::Succeeded, attempt, None)
                         .await;
-                    return Ok(attempt);
+                    return Ok(());
                 }
                 Err(error) => {
                     logger
@@ -557,7 +557,7 @@ impl Runner {
                 }
             }
         }
-        Err((max, last_error))
+        Err(last_error)
     }
 
     /// When a scheduled DAG runs next, from its last scheduled time (or the agent's start).
