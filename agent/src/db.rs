@@ -68,13 +68,27 @@ impl WriteTx {
     }
 }
 
-/// One schema change, written once per dialect.
+/// One schema change in SQL all three servers read (BIGINT, SMALLINT, VARCHAR(n), TEXT,
+/// DOUBLE PRECISION); MySQL's table options are added here, in one place.
 pub struct SchemaChange {
     pub version: i64,
     pub description: &'static str,
-    pub sqlite: &'static str,
-    pub mysql: &'static str,
-    pub postgres: &'static str,
+    pub sql: &'static str,
+}
+
+/// MySQL tables: transactional, and case-sensitive like SQLite's and PostgreSQL's text, so
+/// keys `C` and `c` are two keys and LIKE matches case.
+const MYSQL_TABLE_OPTIONS: &str = "ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin";
+
+impl SchemaChange {
+    fn sql_for(&self, dialect: Dialect) -> String {
+        match dialect {
+            Dialect::Sqlite | Dialect::Postgres => self.sql.to_owned(),
+            Dialect::MySql => self
+                .sql
+                .replace("\n);", &format!("\n) {MYSQL_TABLE_OPTIONS};")),
+        }
+    }
 }
 
 impl Db {
@@ -169,16 +183,11 @@ impl Db {
         let migrations: Vec<Migration> = changes
             .iter()
             .map(|c| {
-                let sql = match self.dialect {
-                    Dialect::Sqlite => c.sqlite,
-                    Dialect::MySql => c.mysql,
-                    Dialect::Postgres => c.postgres,
-                };
                 Migration::new(
                     c.version,
                     Cow::Borrowed(c.description),
                     MigrationType::Simple,
-                    sqlx::SqlStr::from_static(sql),
+                    sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(c.sql_for(self.dialect))),
                     false,
                 )
             })

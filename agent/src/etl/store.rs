@@ -14,9 +14,7 @@ use crate::{now_ms, sql};
 const CHANGES: &[SchemaChange] = &[SchemaChange {
     version: 1,
     description: "DAG state, runs, task instances, task logs",
-    sqlite: include_str!("../../migrations/etl/0001_runs.sqlite.sql"),
-    mysql: include_str!("../../migrations/etl/0001_runs.mysql.sql"),
-    postgres: include_str!("../../migrations/etl/0001_runs.postgres.sql"),
+    sql: include_str!("../../migrations/etl/0001_runs.sql"),
 }];
 
 #[derive(Clone, Debug)]

@@ -8,7 +8,9 @@ use sqlx::any::AnyRow;
 
 use super::model::*;
 use super::search::{self, Bind};
-use super::store::{TrackingStore, bind_all, page_size, page_token_for, parse_page_token};
+use super::store::{
+    TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
+};
 use crate::db::Dialect;
 use crate::{now_ms, sql};
 
@@ -365,14 +367,7 @@ impl TrackingStore {
         let db = self.db();
         let list = vec!["?"; ids.len()].join(", ");
         let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
-        let fetch = |text: String| {
-            let binds = &binds;
-            async move {
-                bind_all(sqlx::query(db.dynamic(&text)), binds)
-                    .fetch_all(db.pool())
-                    .await
-            }
-        };
+        let fetch = |text: String| fetch_rows(db, text, &binds);
         let (models, tags, params) = tokio::try_join!(
             fetch(format!(
                 "SELECT model_id, experiment_id, name, artifact_location, creation_time, last_updated_time, \

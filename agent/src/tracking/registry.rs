@@ -9,7 +9,9 @@ use sqlx::any::AnyRow;
 
 use super::model::*;
 use super::search::{self, Attribute, Bind, Entity, Op, Value};
-use super::store::{TrackingStore, bind_all, page_size, page_token_for, parse_page_token};
+use super::store::{
+    TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
+};
 use crate::db::Dialect;
 use crate::{now_ms, sql};
 
@@ -223,14 +225,7 @@ impl TrackingStore {
         let db = self.db();
         let list = vec!["?"; names.len()].join(", ");
         let binds: Vec<Bind> = names.iter().map(|n| Bind::Text(n.clone())).collect();
-        let fetch = |text: String| {
-            let binds = &binds;
-            async move {
-                bind_all(sqlx::query(db.dynamic(&text)), binds)
-                    .fetch_all(db.pool())
-                    .await
-            }
-        };
+        let fetch = |text: String| fetch_rows(db, text, &binds);
         let (models, tags, aliases) = tokio::try_join!(
             fetch(format!(
                 "SELECT name, creation_time, last_updated_time, description FROM registered_models WHERE name IN ({list})"
@@ -305,14 +300,7 @@ impl TrackingStore {
             }
             None => "",
         };
-        let fetch = |text: String| {
-            let binds = &binds;
-            async move {
-                bind_all(sqlx::query(db.dynamic(&text)), binds)
-                    .fetch_all(db.pool())
-                    .await
-            }
-        };
+        let fetch = |text: String| fetch_rows(db, text, &binds);
         let (rows, tags, aliases) = tokio::try_join!(
             fetch(format!(
                 "SELECT name, version, creation_time, last_updated_time, description, user_id, current_stage, \

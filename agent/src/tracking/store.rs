@@ -11,30 +11,22 @@ use super::search::{self, Bind};
 use crate::db::{Db, Dialect, SchemaChange, is_unique_violation};
 use crate::{now_ms, sql};
 
-macro_rules! change {
-    ($version:literal, $file:literal, $description:literal) => {
-        SchemaChange {
-            version: $version,
-            description: $description,
-            sqlite: include_str!(concat!("../../migrations/tracking/", $file, ".sqlite.sql")),
-            mysql: include_str!(concat!("../../migrations/tracking/", $file, ".mysql.sql")),
-            postgres: include_str!(concat!(
-                "../../migrations/tracking/",
-                $file,
-                ".postgres.sql"
-            )),
-        }
-    };
-}
-
 const CHANGES: &[SchemaChange] = &[
-    change!(1, "0001_runs", "experiments, runs, params, tags, metrics"),
-    change!(2, "0002_logged_models", "logged models and run outputs"),
-    change!(
-        3,
-        "0003_registry",
-        "registered models, versions, aliases, registry events"
-    ),
+    SchemaChange {
+        version: 1,
+        description: "experiments, runs, params, tags, metrics",
+        sql: include_str!("../../migrations/tracking/0001_runs.sql"),
+    },
+    SchemaChange {
+        version: 2,
+        description: "logged models and run outputs",
+        sql: include_str!("../../migrations/tracking/0002_logged_models.sql"),
+    },
+    SchemaChange {
+        version: 3,
+        description: "registered models, versions, aliases, registry events",
+        sql: include_str!("../../migrations/tracking/0003_registry.sql"),
+    },
 ];
 
 /// Rows per multi-row INSERT: well under every backend's limit on bound parameters.
@@ -58,6 +50,17 @@ pub(super) fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
         };
     }
     q
+}
+
+/// The rows of generated SQL whose `?`s are bound to `binds`, in order, on the pool.
+pub(super) async fn fetch_rows(
+    db: &Db,
+    text: String,
+    binds: &[Bind],
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    bind_all(sqlx::query(db.dynamic(&text)), binds)
+        .fetch_all(db.pool())
+        .await
 }
 
 /// `<prefix> (?, ?, …)` bound to one run id, then `keys`.
@@ -892,14 +895,7 @@ impl TrackingStore {
         let db = &self.db;
         let list = vec!["?"; ids.len()].join(", ");
         let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
-        let fetch = |text: String| {
-            let binds = &binds;
-            async move {
-                bind_all(sqlx::query(db.dynamic(&text)), binds)
-                    .fetch_all(db.pool())
-                    .await
-            }
-        };
+        let fetch = |text: String| fetch_rows(db, text, &binds);
         let (runs, params, tags, metrics) = tokio::try_join!(
             fetch(format!(
                 "SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
