@@ -169,9 +169,40 @@ async fn runs_and_batches(store: &TrackingStore) {
         "the last value of a key wins"
     );
 
+    // A value for an earlier step arriving later does not become the latest.
+    let late = Batch {
+        metrics: vec![metric("val_roc_auc", 0.5, 40, 0)],
+        ..Batch::default()
+    };
+    store.log_batch(&id, &late).await.unwrap();
+    let latest_now = store.get_run(&id).await.unwrap();
+    let auc = latest_now
+        .metrics
+        .iter()
+        .find(|m| m.key == "val_roc_auc")
+        .unwrap();
+    assert_eq!((auc.value, auc.step), (0.64, 1));
+    let newer = Batch {
+        metrics: vec![metric("loss", 0.25, 5, 0)],
+        ..Batch::default()
+    };
+    store.log_batch(&id, &newer).await.unwrap();
+    let loss = store
+        .get_run(&id)
+        .await
+        .unwrap()
+        .metrics
+        .into_iter()
+        .find(|m| m.key == "loss")
+        .unwrap();
+    assert_eq!(
+        loss.value, 0.25,
+        "a number beats NaN at the same step and time"
+    );
+
     let history = store.metric_history(&id, "val_roc_auc").await.unwrap();
     let steps: Vec<(i64, f64)> = history.iter().map(|m| (m.step, m.value)).collect();
-    assert_eq!(steps, vec![(0, 0.61), (0, 0.60), (1, 0.64)]);
+    assert_eq!(steps, vec![(0, 0.61), (0, 0.60), (0, 0.5), (1, 0.64)]);
 
     let change = Batch {
         params: vec![param("C", "1")],

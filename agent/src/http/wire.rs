@@ -19,34 +19,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
-        let value = if request.method() == Method::GET {
-            query_object(request.uri().query().unwrap_or_default())
+        if request.method() == Method::GET {
+            let value = query_object(request.uri().query().unwrap_or_default());
+            return serde_path_to_error::deserialize(value)
+                .map(Params)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    parameter_error(&path, &e.into_inner().to_string())
+                });
+        }
+        let body = Bytes::from_request(request, state).await.map_err(|e| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETER_VALUE",
+                &e.to_string(),
+            )
+        })?;
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
         } else {
-            let body = Bytes::from_request(request, state).await.map_err(|e| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_PARAMETER_VALUE",
-                    &e.to_string(),
-                )
-            })?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                Value::Object(Map::new())
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| invalid(&format!("the request body is not valid JSON: {e}")))?
-            }
+            &body
         };
-        serde_path_to_error::deserialize(value)
-            .map(Params)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                if path == "." {
-                    invalid(&inner)
-                } else {
-                    invalid(&format!("invalid value for parameter '{path}': {inner}"))
-                }
-            })
+        // Straight from the bytes: a 1,000-metric batch is not built as a JSON tree first.
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let parsed = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                invalid(&format!("the request body is not valid JSON: {inner}"))
+            } else {
+                parameter_error(&path, &inner.to_string())
+            }
+        })?;
+        json.end()
+            .map_err(|e| invalid(&format!("the request body is not valid JSON: {e}")))?;
+        Ok(Params(parsed))
+    }
+}
+
+fn parameter_error(path: &str, message: &str) -> Response {
+    if path == "." || path.is_empty() {
+        invalid(message)
+    } else {
+        invalid(&format!("invalid value for parameter '{path}': {message}"))
     }
 }
 

@@ -30,7 +30,7 @@ const CHANGES: &[SchemaChange] = &[
 ];
 
 /// Rows per multi-row INSERT: well under every backend's limit on bound parameters.
-const ROWS_PER_INSERT: usize = 500;
+const ROWS_PER_INSERT: usize = 1000;
 pub const DEFAULT_MAX_RESULTS: u32 = 1000;
 pub const MAX_RESULTS_LIMIT: u32 = 50_000;
 
@@ -757,22 +757,29 @@ impl TrackingStore {
                 None => newest.push(m),
             }
         }
-        let q = keyed_query(
-            "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN",
-            run_id,
-            newest.iter().map(|m| m.key.as_str()),
-        );
-        let stored: HashMap<String, Metric> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(metric_from_row)
-            .map(|m| m.map(|m| (m.key.clone(), m)))
-            .collect::<Result<_, _>>()?;
-        let changed: Vec<&Metric> = newest
-            .into_iter()
-            .filter(|m| stored.get(&m.key).is_none_or(|s| later(m, s)))
-            .collect();
+        // SQLite and PostgreSQL keep the newer row in the upsert itself; MySQL cannot compare
+        // with the existing row there, so it reads the stored values first.
+        let changed: Vec<&Metric> = if db.dialect() == Dialect::MySql {
+            let q = keyed_query(
+                "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN",
+                run_id,
+                newest.iter().map(|m| m.key.as_str()),
+            );
+            let stored: HashMap<String, Metric> =
+                bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(metric_from_row)
+                    .map(|m| m.map(|m| (m.key.clone(), m)))
+                    .collect::<Result<_, _>>()?;
+            newest
+                .into_iter()
+                .filter(|m| stored.get(&m.key).is_none_or(|s| later(m, s)))
+                .collect()
+        } else {
+            newest
+        };
         for chunk in changed.chunks(ROWS_PER_INSERT) {
             let rows = value_rows(chunk.len(), 6);
             let text = match db.dialect() {
@@ -781,10 +788,16 @@ impl TrackingStore {
                      ON DUPLICATE KEY UPDATE step = VALUES(step), ts = VALUES(ts), \
                      value = VALUES(value), is_nan = VALUES(is_nan)"
                 ),
+                // The same order as `later`: step, then timestamp, then value, NaN lowest.
                 Dialect::Sqlite | Dialect::Postgres => format!(
                     "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
                      ON CONFLICT (run_id, metric_key) DO UPDATE SET step = excluded.step, \
-                     ts = excluded.ts, value = excluded.value, is_nan = excluded.is_nan"
+                     ts = excluded.ts, value = excluded.value, is_nan = excluded.is_nan \
+                     WHERE (excluded.step, excluded.ts, \
+                            CASE WHEN excluded.is_nan = 1 THEN {lowest:e} ELSE excluded.value END) \
+                         > (latest_metrics.step, latest_metrics.ts, \
+                            CASE WHEN latest_metrics.is_nan = 1 THEN {lowest:e} ELSE latest_metrics.value END)",
+                    lowest = f64::MIN
                 ),
             };
             let mut query = sqlx::query(db.dynamic(&text));
