@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Guard;
+use crate::etl::model::EtlError;
+use crate::etl::runner::Runner;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{self, HostFacts, Sample};
@@ -32,6 +34,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The tracking role's state, when the agent runs that role.
     pub tracking: Option<Tracking>,
+    /// The ETL role's DAG runner, when the agent runs that role.
+    pub etl: Option<Runner>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -75,6 +79,8 @@ pub enum ServeError {
     Tracking(#[from] TrackingError),
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
+    #[error("cannot start the DAG runner: {0}")]
+    Etl(#[from] EtlError),
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("a server task failed: {0}")]
@@ -136,8 +142,14 @@ async fn shared(
     } else {
         None
     };
+    let etl = if settings.roles.contains(&Role::Etl) {
+        Some(start_etl(&settings, &shutdown).await?)
+    } else {
+        None
+    };
     Ok(Arc::new(Shared {
         tracking,
+        etl,
         grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
         http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
         host: HostFacts::read(),
@@ -150,6 +162,22 @@ async fn shared(
         shutdown,
         settings,
     }))
+}
+
+/// Opens the RawData database, loads the DAG files and starts the runner.
+async fn start_etl(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<Runner, ServeError> {
+    use crate::etl::{dag, store::EtlStore, tasks::TaskKinds};
+    let db = db::Db::connect(&settings.raw_db).await?;
+    tracing::info!(db = db.url(), "ETL store open");
+    let store = EtlStore::open(db).await?;
+    let kinds = TaskKinds::builtin();
+    let (dags, errors) = dag::load_dir(&settings.dags_dir, &kinds.names());
+    tracing::info!(dir = %settings.dags_dir.display(), dags = dags.len(), refused = errors.len(), "DAG files loaded");
+    let runs_dir = settings.data_dir.join("runs");
+    Ok(Runner::start(store, dags, errors, kinds, runs_dir, shutdown.clone()).await?)
 }
 
 async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Result<(), ServeError> {

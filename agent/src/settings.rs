@@ -12,7 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::roles::Role;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 13] = [
+    "raw_db",
+    "dags_dir",
     "tracking_db",
     "artifact_root",
     "roles",
@@ -50,6 +52,11 @@ pub struct RawSettings {
     pub insecure: bool,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The ETL role's RawData database (and the DAG runner's state); empty for SQLite under
+    /// the data dir.
+    pub raw_db: String,
+    /// Where operators' DAG files are read from; empty for `<data_dir>/dags`.
+    pub dags_dir: String,
     /// The tracking store's database URL; empty for SQLite under the data dir.
     pub tracking_db: String,
     /// Where artifacts go: a directory or `s3://bucket/prefix`; empty for the data dir.
@@ -68,6 +75,8 @@ impl Default for RawSettings {
             insecure: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            raw_db: String::new(),
+            dags_dir: String::new(),
             tracking_db: String::new(),
             artifact_root: String::new(),
         }
@@ -118,6 +127,15 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// RawData database (and DAG runs): sqlite:PATH, mysql://, mariadb:// or postgres:// URL
+    /// [default: sqlite under the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_db: Option<String>,
+    /// Directory of DAG files (*.toml) [default: <data-dir>/dags]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dags_dir: Option<String>,
     /// Tracking database: sqlite:PATH, mysql://, mariadb:// or postgres:// URL
     /// [default: sqlite under the data dir]
     #[arg(long)]
@@ -140,6 +158,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub raw_db: String,
+    pub dags_dir: PathBuf,
     pub tracking_db: String,
     pub artifact_root: String,
 }
@@ -154,6 +174,8 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("raw_db", &crate::db::redact(&self.raw_db))
+            .field("dags_dir", &self.dags_dir)
             .field("tracking_db", &crate::db::redact(&self.tracking_db))
             .field("artifact_root", &self.artifact_root)
             .finish()
@@ -234,7 +256,17 @@ impl RawSettings {
             "" => crate::db::sqlite_url(&self.data_dir.join("tracking.db")),
             url => url.to_owned(),
         };
+        let raw_db = match self.raw_db.trim() {
+            "" => crate::db::sqlite_url(&self.data_dir.join("raw.db")),
+            url => url.to_owned(),
+        };
+        let dags_dir = match self.dags_dir.trim() {
+            "" => self.data_dir.join("dags"),
+            dir => PathBuf::from(dir),
+        };
         Ok(Settings {
+            raw_db,
+            dags_dir,
             tracking_db,
             artifact_root: self.artifact_root.trim().to_owned(),
             roles,

@@ -40,8 +40,22 @@ fn status_message(shared: &Shared, sample: &Sample) -> v1::AgentStatus {
         process_cpu_percent: sample.process_cpu_percent,
         process_rss_bytes: sample.process_rss_bytes,
         ready: shared.is_ready(),
-        gauges: Vec::new(),
+        gauges: role_gauges(shared),
     }
+}
+
+/// What each role reports about its own work.
+fn role_gauges(shared: &Shared) -> Vec<v1::RoleGauge> {
+    let mut gauges = Vec::new();
+    if let Some(runner) = &shared.etl {
+        gauges.push(v1::RoleGauge {
+            role: "etl".into(),
+            name: "active_runs".into(),
+            value: runner.active_runs() as f64,
+            unit: "runs".into(),
+        });
+    }
+    gauges
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<v1::AgentStatus, Status>> + Send>>;

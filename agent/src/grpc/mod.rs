@@ -2,6 +2,7 @@
 //! behind the metrics and token layers. Handlers convert and delegate; they hold no logic.
 
 mod agent;
+mod etl;
 mod layers;
 mod tracking;
 
@@ -45,8 +46,13 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .tracking
         .clone()
         .map(|t| tracking::server(t, shared.shutdown.clone()));
+    let etl = shared
+        .etl
+        .clone()
+        .map(|r| etl::server(r, shared.shutdown.clone()));
     let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
         .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
+        .chain(etl.is_some().then_some("readmit.v1.Etl"))
         .collect();
     set_health(&health, &served, ServingStatus::Serving).await;
 
@@ -59,6 +65,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .add_service(reflection_v1alpha)
         .add_service(agent)
         .add_optional_service(tracking)
+        .add_optional_service(etl)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.cancelled().await;
             // Tell health watchers first, so balancers stop sending new calls.

@@ -1,6 +1,7 @@
 //! The command line: global connection flags and one module per subcommand group.
 
 mod agents;
+mod dags;
 mod models;
 mod runs;
 #[cfg(feature = "embedded")]
@@ -45,6 +46,9 @@ pub struct Global {
 pub enum Command {
     /// Show each agent's roles, version, host, uptime, CPU and memory.
     Agents,
+    /// DAGs and their runs: list, trigger (and wait), runs, logs (and follow), pause, cancel.
+    #[command(subcommand)]
+    Dags(dags::DagsCommand),
     /// Tracked runs: list with MLflow filters, compare side by side.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -70,6 +74,7 @@ impl Global {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agents => agents::run(&cli.global).await,
+        Command::Dags(command) => dags::run(&cli.global, &command).await,
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]

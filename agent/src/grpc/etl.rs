@@ -1,0 +1,329 @@
+//! The `Etl` gRPC service: DAGs, runs, logs and the live event stream over the DAG runner.
+//! Handlers convert and delegate; the runner holds the logic.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use readmit_proto::v1;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::etl::model::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
+use crate::etl::runner::{DagStatus, Runner};
+
+pub struct EtlService {
+    runner: Runner,
+    shutdown: CancellationToken,
+}
+
+/// The one mapping from ETL errors to gRPC status codes.
+pub fn status(error: EtlError) -> Status {
+    let message = error.to_string();
+    match error {
+        EtlError::NotFound { .. } => Status::not_found(message),
+        EtlError::Conflict(_) => Status::failed_precondition(message),
+        EtlError::Invalid { .. } => Status::invalid_argument(message),
+        EtlError::Db(_) | EtlError::Setup(_) | EtlError::Corrupt(_) => {
+            tracing::error!(error = %message, "ETL call failed");
+            Status::internal(message)
+        }
+    }
+}
+
+fn state_out(s: RunState) -> i32 {
+    (match s {
+        RunState::Queued => v1::RunState::Queued,
+        RunState::Running => v1::RunState::Running,
+        RunState::Succeeded => v1::RunState::Succeeded,
+        RunState::Failed => v1::RunState::Failed,
+        RunState::Cancelled => v1::RunState::Cancelled,
+        RunState::UpForRetry => v1::RunState::UpForRetry,
+        RunState::UpstreamFailed => v1::RunState::UpstreamFailed,
+        RunState::Skipped => v1::RunState::Skipped,
+    }) as i32
+}
+
+fn seconds(start: Option<i64>, end: Option<i64>) -> f64 {
+    match (start, end) {
+        (Some(s), Some(e)) => (e - s) as f64 / 1000.0,
+        (Some(s), None) => (crate::now_ms() - s) as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
+fn task_out(t: TaskInstance) -> v1::TaskInstance {
+    v1::TaskInstance {
+        duration_s: seconds(t.started_at, t.ended_at),
+        task_id: t.task_id,
+        kind: t.kind,
+        state: state_out(t.state),
+        attempt: t.attempt,
+        max_attempts: t.max_attempts,
+        started_at_ms: t.started_at.unwrap_or_default(),
+        ended_at_ms: t.ended_at.unwrap_or_default(),
+        error: t.error.unwrap_or_default(),
+    }
+}
+
+fn run_out(r: DagRun) -> v1::DagRun {
+    v1::DagRun {
+        duration_s: seconds(r.started_at, r.ended_at),
+        run_id: r.run_id,
+        dag: r.dag,
+        state: state_out(r.state),
+        trigger: r.trigger,
+        params: r.params.into_iter().collect(),
+        queued_at_ms: r.queued_at,
+        started_at_ms: r.started_at.unwrap_or_default(),
+        ended_at_ms: r.ended_at.unwrap_or_default(),
+        tasks: r.tasks.into_iter().map(task_out).collect(),
+        error: r.error.unwrap_or_default(),
+    }
+}
+
+fn dag_out(d: DagStatus) -> v1::Dag {
+    v1::Dag {
+        name: d.def.name,
+        description: d.def.description,
+        schedule: d.def.schedule.unwrap_or_default(),
+        paused: d.paused,
+        max_active_runs: d.def.max_active_runs,
+        params: d.def.params.into_iter().collect(),
+        tasks: d
+            .def
+            .tasks
+            .into_iter()
+            .map(|t| v1::TaskSpec {
+                id: t.id,
+                kind: t.kind,
+                depends_on: t.depends_on,
+                retries: t.retries,
+                retry_delay_ms: t.retry_delay.as_millis() as u64,
+                timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
+                params: t.params.into_iter().collect(),
+            })
+            .collect(),
+        source: d
+            .def
+            .source
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        next_run_at_ms: d.next_run_at.unwrap_or_default(),
+    }
+}
+
+fn log_out(l: LogLine) -> v1::LogLine {
+    v1::LogLine {
+        seq: l.seq,
+        timestamp_ms: l.timestamp,
+        task_id: l.task_id,
+        attempt: l.attempt,
+        level: l.level,
+        message: l.message,
+    }
+}
+
+/// The RawData and CleanData calls arrive with the data tasks; until then they say so.
+fn data_not_yet(call: &str) -> Status {
+    Status::unimplemented(format!(
+        "{call}: RawData and CleanData ingestion is not in this agent yet; the DAG runner is"
+    ))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
+type Reply<T> = Result<Response<T>, Status>;
+
+impl EtlService {
+    pub fn new(runner: Runner, shutdown: CancellationToken) -> Self {
+        Self { runner, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::etl_server::Etl for EtlService {
+    async fn ingest(&self, _r: Request<v1::IngestRequest>) -> Reply<v1::IngestReply> {
+        Err(data_not_yet("Ingest"))
+    }
+
+    async fn ingest_upload(
+        &self,
+        _r: Request<Streaming<v1::IngestChunk>>,
+    ) -> Reply<v1::IngestReply> {
+        Err(data_not_yet("IngestUpload"))
+    }
+
+    async fn get_data_status(
+        &self,
+        _r: Request<v1::GetDataStatusRequest>,
+    ) -> Reply<v1::DataStatus> {
+        Err(data_not_yet("GetDataStatus"))
+    }
+
+    async fn append_batch(
+        &self,
+        _r: Request<v1::AppendBatchRequest>,
+    ) -> Reply<v1::AppendBatchReply> {
+        Err(data_not_yet("AppendBatch"))
+    }
+
+    async fn fetch_dataset(
+        &self,
+        _r: Request<v1::FetchDatasetRequest>,
+    ) -> Reply<v1::FetchDatasetReply> {
+        Err(data_not_yet("FetchDataset"))
+    }
+
+    async fn synthesize_dataset(
+        &self,
+        _r: Request<v1::SynthesizeDatasetRequest>,
+    ) -> Reply<v1::SynthesizeDatasetReply> {
+        Err(data_not_yet("SynthesizeDataset"))
+    }
+
+    async fn list_dags(&self, _r: Request<v1::ListDagsRequest>) -> Reply<v1::ListDagsReply> {
+        let dags = self.runner.list_dags().await.map_err(status)?;
+        Ok(Response::new(v1::ListDagsReply {
+            dags: dags.into_iter().map(dag_out).collect(),
+            errors: self
+                .runner
+                .load_errors()
+                .iter()
+                .map(|e| v1::DagLoadError {
+                    file: e.file.clone(),
+                    line: e.line,
+                    reason: e.reason.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn set_dag_paused(&self, r: Request<v1::SetDagPausedRequest>) -> Reply<v1::Dag> {
+        let r = r.into_inner();
+        Ok(Response::new(dag_out(
+            self.runner
+                .set_paused(&r.dag, r.paused)
+                .await
+                .map_err(status)?,
+        )))
+    }
+
+    async fn trigger_dag(&self, r: Request<v1::TriggerDagRequest>) -> Reply<v1::DagRun> {
+        let r = r.into_inner();
+        let params: BTreeMap<String, String> = r.params.into_iter().collect();
+        Ok(Response::new(run_out(
+            self.runner.trigger(&r.dag, params).await.map_err(status)?,
+        )))
+    }
+
+    async fn list_dag_runs(
+        &self,
+        r: Request<v1::ListDagRunsRequest>,
+    ) -> Reply<v1::ListDagRunsReply> {
+        let r = r.into_inner();
+        let dag = Some(r.dag.as_str()).filter(|d| !d.is_empty());
+        let runs = self
+            .runner
+            .store()
+            .list_runs(dag, r.limit)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListDagRunsReply {
+            runs: runs.into_iter().map(run_out).collect(),
+        }))
+    }
+
+    async fn get_dag_run(&self, r: Request<v1::GetDagRunRequest>) -> Reply<v1::DagRun> {
+        let id = r.into_inner().run_id;
+        Ok(Response::new(run_out(
+            self.runner.store().get_run(&id).await.map_err(status)?,
+        )))
+    }
+
+    async fn cancel_dag_run(&self, r: Request<v1::CancelDagRunRequest>) -> Reply<v1::DagRun> {
+        let id = r.into_inner().run_id;
+        Ok(Response::new(run_out(
+            self.runner.cancel(&id).await.map_err(status)?,
+        )))
+    }
+
+    async fn get_run_logs(&self, r: Request<v1::GetRunLogsRequest>) -> Reply<v1::GetRunLogsReply> {
+        let r = r.into_inner();
+        let task = Some(r.task_id.as_str()).filter(|t| !t.is_empty());
+        let lines = self
+            .runner
+            .store()
+            .logs(&r.run_id, task, r.after_seq)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetRunLogsReply {
+            lines: lines.into_iter().map(log_out).collect(),
+        }))
+    }
+
+    type WatchRunsStream = EventStream;
+
+    async fn watch_runs(&self, r: Request<v1::WatchRunsRequest>) -> Reply<EventStream> {
+        let only = Some(r.into_inner().run_id).filter(|id| !id.is_empty());
+        if let Some(id) = &only {
+            self.runner.store().get_run(id).await.map_err(status)?;
+        }
+        let events = self.runner.subscribe();
+        let stream = futures_util::stream::unfold(events, |mut events| async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => return Some((Ok(e), events)),
+                    // A slow watcher misses events rather than slowing the runner; it is told.
+                    Err(RecvError::Lagged(n)) => {
+                        return Some((
+                            Err(Status::resource_exhausted(format!(
+                                "{n} events were dropped: read faster"
+                            ))),
+                            events,
+                        ));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter_map(move |item| {
+            let only = only.clone();
+            async move {
+                match item {
+                    Ok(e) if only.as_ref().is_some_and(|id| *id != e.run_id) => None,
+                    Ok(e) => Some(Ok(v1::RunEvent {
+                        timestamp_ms: e.timestamp,
+                        run_id: e.run_id,
+                        dag: e.dag,
+                        event: Some(match e.kind {
+                            RunEventKind::State {
+                                task_id,
+                                state,
+                                attempt,
+                                error,
+                            } => v1::run_event::Event::State(v1::StateChange {
+                                task_id,
+                                state: state_out(state),
+                                attempt,
+                                error: error.unwrap_or_default(),
+                            }),
+                            RunEventKind::Log(line) => v1::run_event::Event::Log(log_out(line)),
+                        }),
+                    })),
+                    Err(s) => Some(Err(s)),
+                }
+            }
+        })
+        .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+pub fn server(
+    runner: Runner,
+    shutdown: CancellationToken,
+) -> v1::etl_server::EtlServer<EtlService> {
+    v1::etl_server::EtlServer::new(EtlService::new(runner, shutdown))
+        .max_decoding_message_size(64 * 1024 * 1024)
+}

@@ -1,0 +1,141 @@
+//! `readmit dags` against a real agent running the etl role with DAG files on disk.
+
+use std::process::Command;
+
+use readmit_agent::RunningAgent;
+use readmit_agent::settings::RawSettings;
+
+async fn readmit(url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut full = vec!["--agent".to_owned(), url.to_owned()];
+    full.extend(args.iter().map(|s| (*s).to_owned()));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_readmit"))
+            .env_remove("READMIT_TOKEN")
+            .args(full)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dags_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(
+        dags.join("hello.toml"),
+        r#"
+name = "hello"
+[[tasks]]
+id = "write"
+kind = "shell"
+params = { command = "echo rows=$READMIT_PARAM_BATCH > out.txt" }
+[[tasks]]
+id = "read"
+kind = "shell"
+depends_on = ["write"]
+params = { command = "cat out.txt" }
+"#,
+    )
+    .unwrap();
+    std::fs::write(dags.join("fails.toml"), "name = \"fails\"\n[[tasks]]\nid = \"x\"\nkind = \"shell\"\nparams = { command = \"echo bad >&2; exit 2\" }\n").unwrap();
+    std::fs::write(dags.join("sleepy.toml"), "name = \"sleepy\"\n[[tasks]]\nid = \"z\"\nkind = \"shell\"\nparams = { command = \"sleep 30\" }\n").unwrap();
+    std::fs::write(
+        dags.join("typo.toml"),
+        "name = \"typo\"\n[[tasks]]\nid = \"x\"\nkind = \"shel\"\n",
+    )
+    .unwrap();
+    let settings = RawSettings {
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        roles: vec![readmit_agent::Role::Etl],
+        data_dir: dir.path().to_owned(),
+        ..RawSettings::default()
+    }
+    .validate()
+    .unwrap();
+    let agent = RunningAgent::start(settings).await.unwrap();
+    let url = agent.grpc_url();
+
+    let (ok, out, _) = readmit(&url, &["--output", "json", "dags", "list"]).await;
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = list["dags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fails", "hello", "sleepy"]);
+    assert!(
+        list["errors"][0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("typo.toml")
+    );
+    assert_eq!(list["errors"][0]["line"], 4);
+
+    let (ok, out, err) = readmit(
+        &url,
+        &[
+            "dags",
+            "trigger",
+            "hello",
+            "--param",
+            "batch=15000",
+            "--wait",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("rows=15000") && out.contains("run succeeded"),
+        "{out}"
+    );
+
+    let (ok, out, _) = readmit(&url, &["dags", "trigger", "fails", "--wait"]).await;
+    assert!(!ok, "a failed run fails the command");
+    assert!(
+        out.contains("failed") && out.contains("exited with"),
+        "{out}"
+    );
+
+    let (ok, out, _) = readmit(&url, &["--output", "json", "dags", "runs", "hello"]).await;
+    assert!(ok);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(runs[0]["state"], "succeeded");
+    let (ok, out, _) = readmit(&url, &["dags", "logs", &run_id, "--task", "read"]).await;
+    assert!(
+        ok && out.contains("rows=15000") && !out.contains("write#"),
+        "{out}"
+    );
+
+    let (ok, out, _) = readmit(&url, &["--output", "json", "dags", "trigger", "sleepy"]).await;
+    assert!(ok);
+    let sleepy: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let sleepy_id = sleepy["run_id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = readmit(&url, &["dags", "trigger", "sleepy"]).await;
+    assert!(!ok && err.contains("max_active_runs"), "{err}");
+    let (ok, out, _) = readmit(&url, &["--output", "json", "dags", "cancel", &sleepy_id]).await;
+    assert!(ok, "{out}");
+    let cancelled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+
+    let (ok, out, _) = readmit(&url, &["dags", "pause", "hello"]).await;
+    assert!(ok && out.contains("paused"), "{out}");
+    let (ok, out, _) = readmit(&url, &["dags", "unpause", "hello"]).await;
+    assert!(ok && out.contains("active"), "{out}");
+    let (ok, _, err) = readmit(&url, &["dags", "trigger", "nope"]).await;
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    let (ok, _, err) = readmit(&url, &["dags", "trigger", "hello", "--param", "novalue"]).await;
+    assert!(!ok && err.contains("key=value"), "{err}");
+    agent.stop().await.unwrap();
+}
