@@ -23,7 +23,7 @@ pub fn status(error: EtlError) -> Status {
     let message = error.to_string();
     match error {
         EtlError::NotFound { .. } => Status::not_found(message),
-        EtlError::Conflict(_) => Status::failed_precondition(message),
+        EtlError::Conflict(reason) => Status::failed_precondition(reason),
         EtlError::Invalid { .. } => Status::invalid_argument(message),
         EtlError::Db(_) | EtlError::Setup(_) | EtlError::Corrupt(_) => {
             tracing::error!(error = %message, "ETL call failed");
@@ -271,20 +271,16 @@ impl v1::etl_server::Etl for EtlService {
         }
         let events = self.runner.subscribe();
         let stream = futures_util::stream::unfold(events, |mut events| async move {
-            loop {
-                match events.recv().await {
-                    Ok(e) => return Some((Ok(e), events)),
-                    // A slow watcher misses events rather than slowing the runner; it is told.
-                    Err(RecvError::Lagged(n)) => {
-                        return Some((
-                            Err(Status::resource_exhausted(format!(
-                                "{n} events were dropped: read faster"
-                            ))),
-                            events,
-                        ));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
+            match events.recv().await {
+                Ok(e) => Some((Ok(e), events)),
+                // A slow watcher misses events rather than slowing the runner; it is told.
+                Err(RecvError::Lagged(n)) => Some((
+                    Err(Status::resource_exhausted(format!(
+                        "{n} events were dropped: read faster"
+                    ))),
+                    events,
+                )),
+                Err(RecvError::Closed) => None,
             }
         })
         .filter_map(move |item| {
