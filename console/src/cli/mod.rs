@@ -57,7 +57,7 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Run the whole system locally: one agent with every role, until Ctrl-C.
     #[cfg(feature = "embedded")]
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
 }
 
 impl Global {
