@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the configured roles (what the agent does when no subcommand is given).
-    Serve(SettingsFlags),
+    Serve(Box<SettingsFlags>),
     /// Measure a role and print one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -39,7 +39,7 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let flags = match cli.command {
-        Some(Command::Serve(flags)) => flags,
+        Some(Command::Serve(flags)) => *flags,
         Some(Command::Bench(bench)) => return run_bench(bench),
         None => cli.serve,
     };
