@@ -51,11 +51,27 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
         output: global.output,
     };
     super::agents::run(&shown).await?;
-    println!("Serving until Ctrl-C.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
+    println!("Serving until Ctrl-C (or SIGTERM).");
+    stop_signal().await?;
     println!("Stopping…");
     agent.stop().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
 }
