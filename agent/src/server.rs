@@ -143,7 +143,7 @@ async fn shared(
         None
     };
     let etl = if settings.roles.contains(&Role::Etl) {
-        Some(start_etl(&settings, &shutdown).await?)
+        Some(start_etl(&settings, &shutdown, metrics.registry()).await?)
     } else {
         None
     };
@@ -168,8 +168,9 @@ async fn shared(
 async fn start_etl(
     settings: &Settings,
     shutdown: &CancellationToken,
+    registry: &prometheus::Registry,
 ) -> Result<Runner, ServeError> {
-    use crate::etl::{dag, store::EtlStore, tasks::TaskKinds};
+    use crate::etl::{dag, metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds};
     let db = db::Db::connect(&settings.raw_db).await?;
     tracing::info!(db = db.url(), "ETL store open");
     let store = EtlStore::open(db).await?;
@@ -177,7 +178,17 @@ async fn start_etl(
     let (dags, errors) = dag::load_dir(&settings.dags_dir, &kinds.names());
     tracing::info!(dir = %settings.dags_dir.display(), dags = dags.len(), refused = errors.len(), "DAG files loaded");
     let runs_dir = settings.data_dir.join("runs");
-    Ok(Runner::start(store, dags, errors, kinds, runs_dir, shutdown.clone()).await?)
+    let metrics = EtlMetrics::new(registry)?;
+    Ok(Runner::start(
+        store,
+        dags,
+        errors,
+        kinds,
+        runs_dir,
+        shutdown.clone(),
+        metrics,
+    )
+    .await?)
 }
 
 async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Result<(), ServeError> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use readmit_agent::db::Db;
 use readmit_agent::etl::dag::{self, DagDef};
+use readmit_agent::etl::metrics::EtlMetrics;
 use readmit_agent::etl::model::{EtlError, RunEventKind, RunState};
 use readmit_agent::etl::runner::Runner;
 use readmit_agent::etl::store::EtlStore;
@@ -28,6 +29,7 @@ async fn start_runner(
         .await
         .unwrap();
     let shutdown = CancellationToken::new();
+    let metrics = EtlMetrics::new(&prometheus::Registry::new()).unwrap();
     let runner = Runner::start(
         store,
         dags,
@@ -35,6 +37,7 @@ async fn start_runner(
         TaskKinds::builtin(),
         runs_dir.to_owned(),
         shutdown.clone(),
+        metrics,
     )
     .await
     .unwrap();

@@ -129,6 +129,23 @@ params = { command = "cat out.txt" }
     let cancelled: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cancelled["state"], "cancelled");
 
+    let metrics = reqwest::get(format!("{}/metrics", agent.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "readmit_dag_runs_total{dag=\"hello\",state=\"succeeded\"} 1",
+        "readmit_dag_runs_total{dag=\"fails\",state=\"failed\"} 1",
+        "readmit_task_attempts_total{dag=\"hello\",state=\"succeeded\",task=\"read\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from /metrics"
+        );
+    }
+
     let (ok, out, _) = readmit(&url, &["dags", "pause", "hello"]).await;
     assert!(ok && out.contains("paused"), "{out}");
     let (ok, out, _) = readmit(&url, &["dags", "unpause", "hello"]).await;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dag::{DagDef, DagError, TaskDef, cron_schedule};
+use super::metrics::EtlMetrics;
 use super::model::*;
 use super::store::EtlStore;
 use super::tasks::{TaskContext, TaskKinds};
@@ -75,6 +76,7 @@ struct Inner {
     runs_dir: PathBuf,
     shutdown: CancellationToken,
     started_at: i64,
+    metrics: EtlMetrics,
 }
 
 impl Runner {
@@ -86,6 +88,7 @@ impl Runner {
         kinds: TaskKinds,
         runs_dir: PathBuf,
         shutdown: CancellationToken,
+        metrics: EtlMetrics,
     ) -> Result<Self> {
         let interrupted = store
             .fail_interrupted("the agent stopped while this run was active")
@@ -108,6 +111,7 @@ impl Runner {
                 runs_dir,
                 shutdown,
                 started_at: now_ms(),
+                metrics,
             }),
         };
         tokio::spawn(runner.clone().schedule());
@@ -323,6 +327,7 @@ impl Runner {
     }
 
     async fn execute(self, run: DagRun, dag: DagDef, cancel: CancellationToken) {
+        let started = std::time::Instant::now();
         let outcome = self.drive(&run, &dag, &cancel).await;
         let (state, error) = match outcome {
             Ok(()) => (RunState::Succeeded, None),
@@ -339,6 +344,9 @@ impl Runner {
         if let Ok(mut active) = self.inner.active.lock() {
             active.remove(&run.run_id);
         }
+        self.inner
+            .metrics
+            .run_ended(&run.dag, state.as_str(), started.elapsed().as_secs_f64());
         tracing::info!(run = %run.run_id, state = %state, "DAG run ended");
         self.emit(&run.run_id, &run.dag, String::new(), state, 0, error);
     }
@@ -507,6 +515,14 @@ impl Runner {
                 None => kind.run(ctx).await,
             };
             let took = started.elapsed().as_secs_f64();
+            let result = if outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            self.inner
+                .metrics
+                .attempt_ended(&run.dag, &task.id, result, took);
             match outcome {
                 Ok(()) => {
                     logger
