@@ -303,12 +303,8 @@ pub async fn tracking(args: TrackingBenchArgs) -> anyhow::Result<Value> {
         None => tempfile::tempdir()?,
     };
     let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![crate::Role::Tracking],
-        data_dir: scratch.path().join("readmit"),
         log_level: "warn".into(),
-        ..RawSettings::default()
+        ..RawSettings::loopback(&scratch.path().join("readmit"), &[crate::Role::Tracking])
     }
     .validate()?;
     let agent = RunningAgent::start(settings).await?;

@@ -63,6 +63,20 @@ pub struct RawSettings {
     pub artifact_root: String,
 }
 
+impl RawSettings {
+    /// An agent on free loopback ports (port 0) with its files under `data_dir`: what tests,
+    /// benchmarks and embedded uses start.
+    pub fn loopback(data_dir: &Path, roles: &[Role]) -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_owned(),
+            roles: roles.to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for RawSettings {
     fn default() -> Self {
         Self {

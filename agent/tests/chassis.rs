@@ -16,11 +16,8 @@ use readmit_proto::v1;
 async fn start(token: Option<&str>) -> (RunningAgent, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_owned(),
         token: token.map(str::to_owned),
-        ..RawSettings::default()
+        ..RawSettings::loopback(dir.path(), &readmit_agent::Role::ALL)
     }
     .validate()
     .unwrap();

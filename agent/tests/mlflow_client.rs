@@ -13,15 +13,9 @@ async fn the_mlflow_client_works_unchanged() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![readmit_agent::Role::Tracking],
-        data_dir: dir.path().to_owned(),
-        ..RawSettings::default()
-    }
-    .validate()
-    .unwrap();
+    let settings = RawSettings::loopback(dir.path(), &[readmit_agent::Role::Tracking])
+        .validate()
+        .unwrap();
     let agent = RunningAgent::start(settings).await.unwrap();
     let url = agent.http_url();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mlflow/scenario.py");

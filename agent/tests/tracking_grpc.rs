@@ -17,12 +17,8 @@ async fn start(backend: Backend) -> Option<(RunningAgent, support::TestDb, tempf
     let db = support::fresh(backend).await?;
     let dir = tempfile::tempdir().unwrap();
     let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![readmit_agent::Role::Tracking],
-        data_dir: dir.path().to_owned(),
         tracking_db: db.url.clone(),
-        ..RawSettings::default()
+        ..RawSettings::loopback(dir.path(), &[readmit_agent::Role::Tracking])
     }
     .validate()
     .unwrap();

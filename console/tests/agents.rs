@@ -9,12 +9,8 @@ async fn start(token: Option<&str>) -> RunningAgent {
     // The agent keeps its files in a directory that outlives the test's use of it.
     let dir = tempfile::tempdir().unwrap().keep();
     let settings = RawSettings {
-        data_dir: dir,
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![readmit_agent::Role::Tracking],
         token: token.map(str::to_owned),
-        ..RawSettings::default()
+        ..RawSettings::loopback(&dir, &[readmit_agent::Role::Tracking])
     }
     .validate()
     .unwrap();

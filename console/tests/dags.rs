@@ -52,15 +52,9 @@ params = { command = "cat out.txt" }
         "name = \"typo\"\n[[tasks]]\nid = \"x\"\nkind = \"shel\"\n",
     )
     .unwrap();
-    let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![readmit_agent::Role::Etl],
-        data_dir: dir.path().to_owned(),
-        ..RawSettings::default()
-    }
-    .validate()
-    .unwrap();
+    let settings = RawSettings::loopback(dir.path(), &[readmit_agent::Role::Etl])
+        .validate()
+        .unwrap();
     let agent = RunningAgent::start(settings).await.unwrap();
     let url = agent.grpc_url();
 

@@ -29,15 +29,9 @@ async fn readmit(url: String, args: &[&str]) -> (bool, serde_json::Value, String
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_and_models_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = RawSettings {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        roles: vec![readmit_agent::Role::Tracking],
-        data_dir: dir.path().to_owned(),
-        ..RawSettings::default()
-    }
-    .validate()
-    .unwrap();
+    let settings = RawSettings::loopback(dir.path(), &[readmit_agent::Role::Tracking])
+        .validate()
+        .unwrap();
     let agent = RunningAgent::start(settings).await.unwrap();
     let url = agent.grpc_url();
     let client = Client::connect(&url, None).await.unwrap();

@@ -154,6 +154,16 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
+/// A page of a listing, with MLflow's `next_page_token` when there is more.
+fn paged(key: &str, items: Vec<Value>, next: Option<String>) -> Json<Value> {
+    let mut page = serde_json::Map::new();
+    page.insert(key.to_owned(), Value::Array(items));
+    if let Some(token) = next {
+        page.insert("next_page_token".into(), json!(token));
+    }
+    Json(Value::Object(page))
+}
+
 fn ok() -> ApiResult {
     Ok(Json(json!({})))
 }
@@ -375,12 +385,11 @@ async fn search_experiments(
     let (experiments, next) = s
         .search_experiments(view, r.max_results, r.page_token.as_deref())
         .await?;
-    let mut v =
-        json!({ "experiments": experiments.into_iter().map(experiment_json).collect::<Vec<_>>() });
-    if let Some(token) = next {
-        v["next_page_token"] = json!(token);
-    }
-    Ok(Json(v))
+    Ok(paged(
+        "experiments",
+        experiments.into_iter().map(experiment_json).collect(),
+        next,
+    ))
 }
 
 async fn delete_experiment(
@@ -657,17 +666,12 @@ async fn search_runs(State(s): State<TrackingStore>, Params(r): Params<SearchRun
         page_token: r.page_token,
     };
     let (runs, next) = s.search_runs(&query).await?;
-    let mut v = serde_json::Map::new();
-    if !runs.is_empty() {
-        v.insert(
-            "runs".into(),
-            json!(runs.into_iter().map(run_json).collect::<Vec<_>>()),
-        );
+    // MLflow leaves `runs` out when nothing matched.
+    let Json(mut page) = paged("runs", runs.into_iter().map(run_json).collect(), next);
+    if page["runs"].as_array().is_some_and(Vec::is_empty) {
+        page.as_object_mut().map(|p| p.remove("runs"));
     }
-    if let Some(token) = next {
-        v.insert("next_page_token".into(), json!(token));
-    }
-    Ok(Json(Value::Object(v)))
+    Ok(Json(page))
 }
 
 #[derive(Deserialize)]
@@ -891,11 +895,11 @@ async fn search_logged_models(
         page_token: r.page_token,
     };
     let (models, next) = s.search_logged_models(&query).await?;
-    let mut v = json!({ "models": models.into_iter().map(logged_model_json).collect::<Vec<_>>() });
-    if let Some(token) = next {
-        v["next_page_token"] = json!(token);
-    }
-    Ok(Json(v))
+    Ok(paged(
+        "models",
+        models.into_iter().map(logged_model_json).collect(),
+        next,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -1089,11 +1093,11 @@ async fn search_registered_models(
             r.page_token.as_deref(),
         )
         .await?;
-    let mut v = json!({ "registered_models": models.into_iter().map(registered_model_json).collect::<Vec<_>>() });
-    if let Some(token) = next {
-        v["next_page_token"] = json!(token);
-    }
-    Ok(Json(v))
+    Ok(paged(
+        "registered_models",
+        models.into_iter().map(registered_model_json).collect(),
+        next,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -1277,11 +1281,11 @@ async fn search_model_versions(
             r.page_token.as_deref(),
         )
         .await?;
-    let mut v = json!({ "model_versions": versions.into_iter().map(model_version_json).collect::<Vec<_>>() });
-    if let Some(token) = next {
-        v["next_page_token"] = json!(token);
-    }
-    Ok(Json(v))
+    Ok(paged(
+        "model_versions",
+        versions.into_iter().map(model_version_json).collect(),
+        next,
+    ))
 }
 
 async fn download_uri(State(s): State<TrackingStore>, Params(r): Params<Describe>) -> ApiResult {
