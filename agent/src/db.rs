@@ -114,17 +114,21 @@ impl Db {
             // SQLite serialises writers anyway; a few readers beside the writer are plenty.
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
+            // A pooled connection to a local file cannot have gone stale; pinging it before
+            // every use would add a round trip to the database thread per call.
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the writer; NORMAL syncs the WAL at
-                        // checkpoints, so a committed write survives a crash of the process
-                        // (not necessarily a power loss). busy_timeout queues writers instead
-                        // of failing them.
-                        // LIKE is case-sensitive in MLflow's filters and on PostgreSQL.
+                        // busy_timeout comes first: switching to WAL takes a lock, and a
+                        // connection opened while another one writes must wait for it rather
+                        // than fail with "database is locked". WAL lets readers run beside the
+                        // writer; NORMAL syncs the WAL at checkpoints, so a committed write
+                        // survives a crash of the process (not necessarily a power loss). LIKE
+                        // is case-sensitive in MLflow's filters and on PostgreSQL.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                              PRAGMA case_sensitive_like = ON;",
                         )
                         .await?;

@@ -3,6 +3,8 @@
 //!
 //! Invariant: this crate does no network or database I/O; it reads and writes files only.
 
+#[cfg(feature = "runtime")]
+pub mod bundle;
 #[cfg(feature = "data")]
 pub mod data;
 pub mod matrix;

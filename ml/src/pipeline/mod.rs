@@ -348,6 +348,16 @@ impl Pipeline {
         inputs
     }
 
+    /// The levels of a raw column that got their own one-hot column in training (those seen in
+    /// at least `min_level_rows` rows), sorted; `None` for a column that is not one-hot encoded.
+    /// Input forms offer these; any other level still scores, through the "other" bucket.
+    pub fn levels(&self, column: &str) -> Option<&[String]> {
+        self.state.encoders.iter().find_map(|e| match &e.encoding {
+            Encoding::OneHot { levels, .. } if e.source.name() == column => Some(&levels[..]),
+            _ => None,
+        })
+    }
+
     /// One record's features, without polars: what serving calls.
     pub fn transform_record(&self, record: &RawRecord) -> Vec<f32> {
         let mut out = self.zero_row.clone();
