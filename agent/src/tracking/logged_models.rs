@@ -225,23 +225,14 @@ impl TrackingStore {
     pub async fn delete_logged_model_tag(&self, model_id: &str, key: &str) -> Result<()> {
         self.get_logged_model(model_id, false).await?;
         let db = self.db();
-        let mut w = db.begin_write().await?;
-        let done = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             db,
             "DELETE FROM logged_model_tags WHERE model_id = ? AND tag_key = ?"
         ))
         .bind(model_id)
-        .bind(key)
-        .execute(&mut *w.tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(TrackingError::NotFound {
-                what: "tag",
-                id: format!("{key:?} of model {model_id}"),
-            });
-        }
-        w.commit().await?;
-        Ok(())
+        .bind(key);
+        self.delete_tag_row(query, format!("{key:?} of model {model_id}"))
+            .await
     }
 
     /// Params are write-once, as on runs.

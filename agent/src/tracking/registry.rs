@@ -484,23 +484,14 @@ impl TrackingStore {
 
     pub async fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()> {
         let db = self.db();
-        let mut w = db.begin_write().await?;
-        let done = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             db,
             "DELETE FROM registered_model_tags WHERE name = ? AND tag_key = ?"
         ))
         .bind(name)
-        .bind(key)
-        .execute(&mut *w.tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(TrackingError::NotFound {
-                what: "tag",
-                id: format!("{key:?} of model {name:?}"),
-            });
-        }
-        w.commit().await?;
-        Ok(())
+        .bind(key);
+        self.delete_tag_row(query, format!("{key:?} of model {name:?}"))
+            .await
     }
 
     // ---- versions ----------------------------------------------------------------------
@@ -668,24 +659,15 @@ impl TrackingStore {
         key: &str,
     ) -> Result<()> {
         let db = self.db();
-        let mut w = db.begin_write().await?;
-        let done = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             db,
             "DELETE FROM model_version_tags WHERE name = ? AND version = ? AND tag_key = ?"
         ))
         .bind(name)
         .bind(version)
-        .bind(key)
-        .execute(&mut *w.tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(TrackingError::NotFound {
-                what: "tag",
-                id: format!("{key:?} of {name:?} version {version}"),
-            });
-        }
-        w.commit().await?;
-        Ok(())
+        .bind(key);
+        self.delete_tag_row(query, format!("{key:?} of {name:?} version {version}"))
+            .await
     }
 
     pub async fn search_model_versions(

@@ -816,6 +816,16 @@ impl TrackingStore {
         Ok(())
     }
 
+    /// Runs a tag's DELETE in its own write transaction: `NotFound` when there was no such tag.
+    pub(super) async fn delete_tag_row(&self, query: Query<'_>, id: String) -> Result<()> {
+        let mut w = self.db.begin_write().await?;
+        if query.execute(&mut *w.tx).await?.rows_affected() == 0 {
+            return Err(TrackingError::NotFound { what: "tag", id });
+        }
+        w.commit().await?;
+        Ok(())
+    }
+
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
         let db = &self.db;
         let mut w = db.begin_write().await?;
