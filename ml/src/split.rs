@@ -90,30 +90,36 @@ fn test_size(n: usize, fraction: f64) -> usize {
     size.min(n)
 }
 
-/// The grouped split: a seeded permutation of rows orders the patients (by their first row in
-/// it); whole patients fill test up to `ceil(0.2 n)` rows, then validation up to 25% of the
-/// rest, and the remainder is the pool. Rows in each split keep permutation order, so pool
-/// batches are random samples rather than runs of one patient.
+/// The grouped split: a seeded permutation of the distinct patients (each patient equally
+/// likely to come early, however many encounters they have) orders them; whole patients fill
+/// test up to `ceil(0.2 n)` rows, then validation up to 25% of the rest, and the remainder is
+/// the pool. Rows in each split keep the order of a seeded permutation of rows, so pool batches
+/// are random samples rather than runs of one patient.
+///
+/// Ordering patients by their first row in a permutation of rows instead would favour patients
+/// with many encounters, who are also readmitted more often, and pile them into test.
 pub fn split_grouped(patients: &[i64], seed: u32) -> SplitIndices {
     let n = patients.len();
     let permutation = legacy_permutation(n, seed);
     let test_target = test_size(n, TEST_FRACTION);
 
-    // Rows per patient, to know a patient's weight before placing them.
+    // Distinct patients in order of first appearance in the data, with their row counts.
     let mut rows_of: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut distinct: Vec<i64> = Vec::new();
     for &p in patients {
-        *rows_of.entry(p).or_default() += 1;
+        let count = rows_of.entry(p).or_default();
+        if *count == 0 {
+            distinct.push(p);
+        }
+        *count += 1;
     }
     // 0 = test, 1 = validation, 2 = pool.
     let mut assigned: std::collections::HashMap<i64, u8> =
         std::collections::HashMap::with_capacity(rows_of.len());
     let (mut test_rows, mut validation_rows) = (0usize, 0usize);
     let mut validation_target = None;
-    for &row in &permutation {
-        let patient = patients[row];
-        if assigned.contains_key(&patient) {
-            continue;
-        }
+    for i in legacy_permutation(distinct.len(), seed) {
+        let patient = distinct[i];
         let rows = rows_of[&patient];
         let part = if test_rows < test_target {
             test_rows += rows;
