@@ -8,9 +8,7 @@ use sqlx::any::AnyRow;
 
 use super::model::*;
 use super::search::{self, Bind};
-use super::store::{
-    TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
-};
+use super::store::{TrackingStore, fetch_rows, page_size, parse_page_token};
 use crate::db::Dialect;
 use crate::{now_ms, sql};
 
@@ -327,27 +325,17 @@ impl TrackingStore {
             .collect::<Result<_>>()?;
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
-        let db = self.db();
-        let q = search::ids_query(
-            db.dialect(),
-            &search::IdsQuery {
+        let (ids, next) = self
+            .page_of_ids(search::IdsQuery {
                 target,
                 experiment_ids: &query.experiment_ids,
                 stages: ViewType::ActiveOnly.stages(),
                 clauses: &clauses,
                 order: &order,
-                limit: limit + 1,
+                limit,
                 offset,
-            },
-        )?;
-        let mut ids: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(db.pool())
-            .await?
-            .iter()
-            .map(|r| r.try_get("model_id"))
-            .collect::<Result<_, _>>()?;
-        let next = (ids.len() as i64 > limit).then(|| page_token_for(offset + limit));
-        ids.truncate(limit as usize);
+            })
+            .await?;
         Ok((self.load_logged_models(&ids).await?, next))
     }
 

@@ -886,28 +886,42 @@ impl TrackingStore {
             .collect::<Result<_>>()?;
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
-        let db = &self.db;
-        let q = search::ids_query(
-            db.dialect(),
-            &search::IdsQuery {
+        let (ids, next) = self
+            .page_of_ids(search::IdsQuery {
                 target,
                 experiment_ids: &query.experiment_ids,
                 stages: query.view.stages(),
                 clauses: &clauses,
                 order: &order,
-                limit: limit + 1,
+                limit,
                 offset,
+            })
+            .await?;
+        Ok((self.load_runs(&ids).await?, next))
+    }
+
+    /// One page of a search's ids (`query.limit` of them), and the token of the next page if
+    /// there is one: one more row than the page is asked for to know.
+    pub(super) async fn page_of_ids(
+        &self,
+        query: search::IdsQuery<'_>,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let (limit, offset) = (query.limit, query.offset);
+        let q = search::ids_query(
+            self.db.dialect(),
+            &search::IdsQuery {
+                limit: limit + 1,
+                ..query
             },
         )?;
-        let mut ids: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(db.pool())
+        let mut ids: Vec<String> = fetch_rows(&self.db, q.text, &q.binds)
             .await?
             .iter()
-            .map(|r| r.try_get("run_id"))
+            .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()?;
         let next = (ids.len() as i64 > limit).then(|| page_token_for(offset + limit));
         ids.truncate(limit as usize);
-        Ok((self.load_runs(&ids).await?, next))
+        Ok((ids, next))
     }
 
     /// Whole runs, in the order of `ids`; unknown ids are left out.
