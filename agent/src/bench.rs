@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -247,8 +248,17 @@ struct MlflowServer {
 }
 
 impl Drop for MlflowServer {
+    /// `mlflow server` starts uvicorn and job consumers as children: stop its whole process
+    /// group, or they outlive the bench.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let stopped = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -257,6 +267,7 @@ async fn start_mlflow(python: &Path, dir: &Path) -> anyhow::Result<MlflowServer>
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mlflow = python.with_file_name("mlflow");
     let child = Command::new(&mlflow)
+        .process_group(0)
         .args([
             "server",
             "--host",
