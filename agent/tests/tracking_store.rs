@@ -4,7 +4,7 @@ mod support;
 
 use readmit_agent::db::Db;
 use readmit_agent::tracking::model::*;
-use readmit_agent::tracking::{RunQuery, TrackingError, TrackingStore};
+use readmit_agent::tracking::{ExperimentQuery, RunQuery, TrackingError, TrackingStore};
 use support::Backend;
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
@@ -102,24 +102,62 @@ async fn experiments(store: &TrackingStore) {
         .await
         .unwrap();
 
-    let (all, next) = store
-        .search_experiments(ViewType::ActiveOnly, 2, None)
-        .await
-        .unwrap();
+    let page = |max_results, page_token: Option<&str>| ExperimentQuery {
+        max_results,
+        page_token: page_token.map(str::to_owned),
+        ..ExperimentQuery::default()
+    };
+    let (all, next) = store.search_experiments(&page(2, None)).await.unwrap();
     assert_eq!(all.len(), 2);
     let token = next.expect("a third experiment is on the next page");
     let (rest, next) = store
-        .search_experiments(ViewType::ActiveOnly, 2, Some(&token))
+        .search_experiments(&page(2, Some(&token)))
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);
     assert!(next.is_none());
     assert!(
         store
-            .search_experiments(ViewType::ActiveOnly, 2, Some("bogus"))
+            .search_experiments(&page(2, Some("bogus")))
             .await
             .is_err()
     );
+
+    // MLflow's experiment filters: names, tags, times; ordered as asked.
+    let filtered = |filter: &str, order_by: &[&str]| ExperimentQuery {
+        filter: filter.to_owned(),
+        order_by: order_by.iter().map(|o| (*o).to_owned()).collect(),
+        ..ExperimentQuery::default()
+    };
+    let names = |found: Vec<Experiment>| found.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    let (found, _) = store
+        .search_experiments(&filtered("name LIKE 'diabetes%'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(names(found), ["diabetes_readmission_training"]);
+    let (found, _) = store
+        .search_experiments(&filtered("name ILIKE 'DIABETES%'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(names(found), ["diabetes_readmission_training"]);
+    let (found, _) = store
+        .search_experiments(&filtered("tags.team = 'ml'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(names(found), ["diabetes_readmission_training"]);
+    let (found, _) = store
+        .search_experiments(&filtered("creation_time > 0", &["name ASC"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(found),
+        ["Default", "diabetes_readmission_training", "renamed"]
+    );
+    let err = store
+        .search_experiments(&filtered("params.C = '1'", &[]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("params"), "{err}");
 }
 
 async fn runs_and_batches(store: &TrackingStore) {

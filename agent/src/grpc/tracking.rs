@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::tracking::artifacts::ArtifactError;
 use crate::tracking::model::{self as m, TrackingError};
-use crate::tracking::{Compared, RunQuery, Tracking};
+use crate::tracking::{Compared, ExperimentQuery, RunQuery, Tracking};
 
 /// Chunks of artifact downloads.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -284,10 +284,15 @@ impl v1::tracking_server::Tracking for TrackingService {
         let mut experiments = Vec::new();
         let mut token: Option<String> = None;
         loop {
+            let query = ExperimentQuery {
+                view,
+                page_token: token.clone(),
+                ..ExperimentQuery::default()
+            };
             let (page, next) = self
                 .tracking
                 .store
-                .search_experiments(view, 1000, token.as_deref())
+                .search_experiments(&query)
                 .await
                 .map_err(status)?;
             experiments.extend(page.into_iter().map(experiment_out));

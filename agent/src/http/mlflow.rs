@@ -17,7 +17,7 @@ use super::wire::{
 use crate::tracking::artifacts::ArtifactError;
 use crate::tracking::logged_models::LoggedModelQuery;
 use crate::tracking::model::{self as m, Lifecycle, TrackingError, ViewType};
-use crate::tracking::{RunQuery, Tracking, TrackingStore};
+use crate::tracking::{ExperimentQuery, RunQuery, Tracking, TrackingStore};
 
 impl axum::extract::FromRef<Tracking> for TrackingStore {
     fn from_ref(tracking: &Tracking) -> Self {
@@ -366,6 +366,8 @@ struct SearchExperiments {
     page_token: Option<String>,
     #[serde(default)]
     filter: Option<String>,
+    #[serde(default, deserialize_with = "strings_lenient")]
+    order_by: Vec<String>,
     #[serde(default)]
     view_type: Option<String>,
 }
@@ -374,17 +376,14 @@ async fn search_experiments(
     State(s): State<TrackingStore>,
     Params(r): Params<SearchExperiments>,
 ) -> ApiResult {
-    if r.filter.as_deref().is_some_and(|f| !f.trim().is_empty()) {
-        return Err(TrackingError::invalid(
-            "filter",
-            "experiment search filters are not supported yet",
-        )
-        .into());
-    }
-    let view = view_type(r.view_type.as_deref())?;
-    let (experiments, next) = s
-        .search_experiments(view, r.max_results, r.page_token.as_deref())
-        .await?;
+    let query = ExperimentQuery {
+        view: view_type(r.view_type.as_deref())?,
+        filter: r.filter.unwrap_or_default(),
+        order_by: r.order_by,
+        max_results: r.max_results,
+        page_token: r.page_token,
+    };
+    let (experiments, next) = s.search_experiments(&query).await?;
     Ok(paged(
         "experiments",
         experiments.into_iter().map(experiment_json).collect(),

@@ -326,7 +326,7 @@ impl TrackingStore {
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
         let (ids, next) = self
-            .page_of_ids(search::IdsQuery {
+            .page_of_ids::<String>(search::IdsQuery {
                 target,
                 experiment_ids: &query.experiment_ids,
                 stages: ViewType::ActiveOnly.stages(),

@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use artifacts::{ArtifactEntry, ArtifactError, ArtifactKey, ArtifactStore, Scope};
 pub use model::TrackingError;
 use model::{Lifecycle, Result};
-pub use store::{RunQuery, TrackingStore};
+pub use store::{ExperimentQuery, RunQuery, TrackingStore};
 
 /// The tracking role's state: metadata in SQL, files in the artifact store.
 #[derive(Clone, Debug)]

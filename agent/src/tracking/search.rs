@@ -18,6 +18,7 @@ pub enum Entity {
 pub enum Target {
     Runs,
     LoggedModels,
+    Experiments,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,9 @@ impl Attribute {
                 Attribute::CreationTime
             }
             (Target::LoggedModels, "last_updated_timestamp") => Attribute::LastUpdatedTime,
+            (Target::Experiments, "name") => Attribute::Name,
+            (Target::Experiments, "creation_time") => Attribute::CreationTime,
+            (Target::Experiments, "last_update_time") => Attribute::LastUpdatedTime,
             _ => {
                 let known = match target {
                     Target::Runs => {
@@ -67,6 +71,7 @@ impl Attribute {
                         "model_id, name, model_type, status, source_run_id, creation_timestamp, \
                          last_updated_timestamp or experiment_id"
                     }
+                    Target::Experiments => "name, creation_time, last_update_time or experiment_id",
                 };
                 return Err(invalid(format!("unknown attribute {name:?}; use {known}")));
             }
@@ -89,6 +94,9 @@ impl Attribute {
             (Target::LoggedModels, Attribute::SourceRunId) => "r.source_run_id",
             (Target::LoggedModels, Attribute::CreationTime) => "r.creation_time",
             (Target::LoggedModels, Attribute::LastUpdatedTime) => "r.last_updated_time",
+            (Target::Experiments, Attribute::Name) => "r.name",
+            (Target::Experiments, Attribute::CreationTime) => "r.creation_time",
+            (Target::Experiments, Attribute::LastUpdatedTime) => "r.last_update_time",
             (_, Attribute::Status) => "r.status",
             (_, Attribute::ExperimentId) => "r.experiment_id",
             // `Attribute::parse` only hands out attributes the target has.
@@ -517,7 +525,7 @@ impl SqlParts {
 struct Tables {
     main: &'static str,
     id: &'static str,
-    params: &'static str,
+    params: Option<&'static str>,
     tags: &'static str,
     metrics: Option<&'static str>,
     newest_first: &'static str,
@@ -529,7 +537,7 @@ impl Target {
             Target::Runs => Tables {
                 main: "runs",
                 id: "run_id",
-                params: "params",
+                params: Some("params"),
                 tags: "tags",
                 metrics: Some("latest_metrics"),
                 newest_first: "r.start_time DESC, r.run_id ASC",
@@ -537,10 +545,18 @@ impl Target {
             Target::LoggedModels => Tables {
                 main: "logged_models",
                 id: "model_id",
-                params: "logged_model_params",
+                params: Some("logged_model_params"),
                 tags: "logged_model_tags",
                 metrics: None,
                 newest_first: "r.creation_time DESC, r.model_id ASC",
+            },
+            Target::Experiments => Tables {
+                main: "experiments",
+                id: "experiment_id",
+                params: None,
+                tags: "experiment_tags",
+                metrics: None,
+                newest_first: "r.creation_time DESC, r.experiment_id DESC",
             },
         }
     }
@@ -569,7 +585,12 @@ pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
                 })?;
                 Some((table, "metric_key", k.clone()))
             }
-            Entity::Param(k) => Some((t.params, "param_key", k.clone())),
+            Entity::Param(k) => {
+                let table = t.params.ok_or_else(|| {
+                    invalid(format!("params.{k}: this search does not look at params"))
+                })?;
+                Some((table, "param_key", k.clone()))
+            }
             Entity::Tag(k) => Some((t.tags, "tag_key", k.clone())),
             Entity::Attribute(_) => None,
         })
@@ -589,8 +610,13 @@ pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
             q.bind(Bind::Text(key));
         }
     }
-    q.push(" WHERE r.experiment_id IN ");
-    q.list(query.experiment_ids.iter().map(|id| Bind::Int(*id)));
+    // Experiments are what the other searches are scoped to; they are searched whole.
+    if target == Target::Experiments {
+        q.push(" WHERE 1 = 1");
+    } else {
+        q.push(" WHERE r.experiment_id IN ");
+        q.list(query.experiment_ids.iter().map(|id| Bind::Int(*id)));
+    }
     q.push(" AND r.lifecycle_stage IN ");
     q.list(query.stages.iter().map(|s| Bind::Text((*s).to_owned())));
     for clause in query.clauses {

@@ -322,35 +322,36 @@ impl TrackingStore {
     }
 
     /// Experiments in a view, newest first, a page at a time.
+    /// Experiments in a view matching an MLflow filter (`name LIKE 'diabetes%'`,
+    /// `tags.team = 'ml'`, `creation_time > 1700000000000`), ordered (newest first by default),
+    /// a page at a time.
     pub async fn search_experiments(
         &self,
-        view: ViewType,
-        max_results: u32,
-        page_token: Option<&str>,
+        query: &ExperimentQuery,
     ) -> Result<(Vec<Experiment>, Option<String>)> {
-        let limit = page_size(max_results)?;
-        let offset = parse_page_token(page_token)?;
-        let db = &self.db;
-        let mut q = search::SqlParts::default();
-        q.text.push_str(
-            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
-             last_update_time FROM experiments WHERE lifecycle_stage IN (",
-        );
-        let stages = view.stages();
-        q.text.push_str(&vec!["?"; stages.len()].join(", "));
-        q.text
-            .push_str(") ORDER BY creation_time DESC, experiment_id DESC LIMIT ? OFFSET ?");
-        q.binds
-            .extend(stages.iter().map(|s| Bind::Text((*s).to_owned())));
-        q.binds.extend([Bind::Int(limit + 1), Bind::Int(offset)]);
-        let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(db.pool())
+        let target = search::Target::Experiments;
+        let clauses = search::parse_filter(&query.filter, target)?;
+        let order: Vec<search::OrderBy> = query
+            .order_by
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| search::parse_order_by(o, target))
+            .collect::<Result<_>>()?;
+        let (ids, next) = self
+            .page_of_ids::<i64>(search::IdsQuery {
+                target,
+                experiment_ids: &[],
+                stages: query.view.stages(),
+                clauses: &clauses,
+                order: &order,
+                limit: page_size(query.max_results)?,
+                offset: parse_page_token(query.page_token.as_deref())?,
+            })
             .await?;
-        let mut experiments = Vec::with_capacity(rows.len());
-        for row in rows.iter().take(limit as usize) {
-            experiments.push(self.experiment_from_row(row).await?);
+        let mut experiments = Vec::with_capacity(ids.len());
+        for id in ids {
+            experiments.push(self.get_experiment(id).await?);
         }
-        let next = (rows.len() as i64 > limit).then(|| page_token_for(offset + limit));
         Ok((experiments, next))
     }
 
@@ -887,7 +888,7 @@ impl TrackingStore {
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
         let (ids, next) = self
-            .page_of_ids(search::IdsQuery {
+            .page_of_ids::<String>(search::IdsQuery {
                 target,
                 experiment_ids: &query.experiment_ids,
                 stages: query.view.stages(),
@@ -902,10 +903,13 @@ impl TrackingStore {
 
     /// One page of a search's ids (`query.limit` of them), and the token of the next page if
     /// there is one: one more row than the page is asked for to know.
-    pub(super) async fn page_of_ids(
+    pub(super) async fn page_of_ids<T>(
         &self,
         query: search::IdsQuery<'_>,
-    ) -> Result<(Vec<String>, Option<String>)> {
+    ) -> Result<(Vec<T>, Option<String>)>
+    where
+        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+    {
         let (limit, offset) = (query.limit, query.offset);
         let q = search::ids_query(
             self.db.dialect(),
@@ -914,10 +918,10 @@ impl TrackingStore {
                 ..query
             },
         )?;
-        let mut ids: Vec<String> = fetch_rows(&self.db, q.text, &q.binds)
+        let mut ids: Vec<T> = fetch_rows(&self.db, q.text, &q.binds)
             .await?
             .iter()
-            .map(|r| r.try_get::<String, _>(0))
+            .map(|r| r.try_get::<T, _>(0))
             .collect::<Result<_, _>>()?;
         let next = (ids.len() as i64 > limit).then(|| page_token_for(offset + limit));
         ids.truncate(limit as usize);
@@ -984,6 +988,28 @@ impl TrackingStore {
             }
         }
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+}
+
+/// What `search_experiments` looks for.
+#[derive(Clone, Debug)]
+pub struct ExperimentQuery {
+    pub view: ViewType,
+    pub filter: String,
+    pub order_by: Vec<String>,
+    pub max_results: u32,
+    pub page_token: Option<String>,
+}
+
+impl Default for ExperimentQuery {
+    fn default() -> Self {
+        Self {
+            view: ViewType::ActiveOnly,
+            filter: String::new(),
+            order_by: Vec::new(),
+            max_results: DEFAULT_MAX_RESULTS,
+            page_token: None,
+        }
     }
 }
 

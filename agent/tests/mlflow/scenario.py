@@ -129,6 +129,8 @@ def tracking_details(client):
     client.restore_experiment(experiment_id)
     check("restore_experiment", client.get_experiment(experiment_id).lifecycle_stage == "active")
 
+    found = [e.name for e in client.search_experiments(filter_string="name LIKE 'diabetes%'")]
+    check("search_experiments with a filter", found == [EXPERIMENT], str(found))
     expect_error("unknown run is RESOURCE_DOES_NOT_EXIST", "RESOURCE_DOES_NOT_EXIST", lambda: client.get_run("0" * 32))
     expect_error("duplicate experiment is RESOURCE_ALREADY_EXISTS", "RESOURCE_ALREADY_EXISTS", lambda: client.create_experiment("details"))
     expect_error("a bad filter is INVALID_PARAMETER_VALUE", "INVALID_PARAMETER_VALUE", lambda: client.search_runs([experiment_id], "metrics.loss > 'high'"))
