@@ -8,7 +8,9 @@ use sqlx::any::AnyRow;
 
 use super::model::*;
 use super::search::{self, Bind};
-use super::store::{TrackingStore, fetch_rows, page_size, parse_page_token};
+use super::store::{
+    KeyValues, TrackingStore, fetch_rows, page_size, parse_page_token, write_key_values,
+};
 use crate::db::Dialect;
 use crate::{now_ms, sql};
 
@@ -90,62 +92,28 @@ impl TrackingStore {
         .bind(model.lifecycle_stage.as_str())
         .execute(&mut *w.tx)
         .await?;
-        self.upsert_model_rows(
+        let rows: Vec<(&str, &str)> = model.tags.iter().map(Tag::pair).collect();
+        write_key_values(
+            self.db(),
             &mut w.tx,
-            "logged_model_tags",
-            "tag_key",
+            KeyValues::MODEL_TAGS,
             &model.model_id,
-            model.tags.iter().map(|t| (&t.key, &t.value)),
+            &rows,
+            true,
         )
         .await?;
-        self.upsert_model_rows(
+        let rows: Vec<(&str, &str)> = model.params.iter().map(Param::pair).collect();
+        write_key_values(
+            self.db(),
             &mut w.tx,
-            "logged_model_params",
-            "param_key",
+            KeyValues::MODEL_PARAMS,
             &model.model_id,
-            model.params.iter().map(|p| (&p.key, &p.value)),
+            &rows,
+            true,
         )
         .await?;
         w.commit().await?;
         Ok(model)
-    }
-
-    /// Key-value rows of a logged model (tags or params); the last value of a key wins.
-    async fn upsert_model_rows<'a>(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        table: &'static str,
-        key_column: &'static str,
-        model_id: &str,
-        rows: impl Iterator<Item = (&'a String, &'a String)>,
-    ) -> Result<()> {
-        let mut last: Vec<(&String, &String)> = Vec::new();
-        for (k, v) in rows {
-            match last.iter_mut().find(|(lk, _)| *lk == k) {
-                Some(entry) => entry.1 = v,
-                None => last.push((k, v)),
-            }
-        }
-        let db = self.db();
-        for (k, v) in last {
-            let text = match db.dialect() {
-                Dialect::MySql => format!(
-                    "INSERT INTO {table} (model_id, {key_column}, value) VALUES (?, ?, ?) \
-                     ON DUPLICATE KEY UPDATE value = VALUES(value)"
-                ),
-                Dialect::Sqlite | Dialect::Postgres => format!(
-                    "INSERT INTO {table} (model_id, {key_column}, value) VALUES (?, ?, ?) \
-                     ON CONFLICT (model_id, {key_column}) DO UPDATE SET value = excluded.value"
-                ),
-            };
-            sqlx::query(db.dynamic(&text))
-                .bind(model_id)
-                .bind(k)
-                .bind(v)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
     }
 
     pub async fn get_logged_model(
@@ -208,12 +176,14 @@ impl TrackingStore {
         }
         self.get_logged_model(model_id, false).await?;
         let mut w = self.db().begin_write().await?;
-        self.upsert_model_rows(
+        let rows: Vec<(&str, &str)> = tags.iter().map(Tag::pair).collect();
+        write_key_values(
+            self.db(),
             &mut w.tx,
-            "logged_model_tags",
-            "tag_key",
+            KeyValues::MODEL_TAGS,
             model_id,
-            tags.iter().map(|t| (&t.key, &t.value)),
+            &rows,
+            true,
         )
         .await?;
         w.commit().await?;
@@ -253,12 +223,14 @@ impl TrackingStore {
             }
         }
         let mut w = self.db().begin_write().await?;
-        self.upsert_model_rows(
+        let rows: Vec<(&str, &str)> = params.iter().map(Param::pair).collect();
+        write_key_values(
+            self.db(),
             &mut w.tx,
-            "logged_model_params",
-            "param_key",
+            KeyValues::MODEL_PARAMS,
             model_id,
-            params.iter().map(|p| (&p.key, &p.value)),
+            &rows,
+            true,
         )
         .await?;
         w.commit().await?;

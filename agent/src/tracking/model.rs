@@ -194,6 +194,18 @@ pub struct Param {
     pub value: String,
 }
 
+impl Tag {
+    pub fn pair(&self) -> (&str, &str) {
+        (&self.key, &self.value)
+    }
+}
+
+impl Param {
+    pub fn pair(&self) -> (&str, &str) {
+        (&self.key, &self.value)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
     pub key: String,

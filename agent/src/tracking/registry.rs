@@ -728,9 +728,9 @@ impl TrackingStore {
         let db = self.db();
         let now = now_ms();
         let mut w = db.begin_write().await?;
-        let mut archived = Vec::new();
+        let mut archived: Vec<i64> = Vec::new();
         if archive_existing && matches!(stage, Stage::Staging | Stage::Production) {
-            let others: Vec<i64> = sqlx::query_scalar(sql!(
+            archived = sqlx::query_scalar(sql!(
                 db,
                 "SELECT version FROM model_versions WHERE name = ? AND current_stage = ? AND version <> ?"
             ))
@@ -739,39 +739,13 @@ impl TrackingStore {
             .bind(version)
             .fetch_all(&mut *w.tx)
             .await?;
-            for other in others {
-                sqlx::query(sql!(
-                    db,
-                    "UPDATE model_versions SET current_stage = ?, last_updated_time = ? WHERE name = ? AND version = ?"
-                ))
-                .bind(Stage::Archived.as_str())
-                .bind(now)
-                .bind(name)
-                .bind(other)
-                .execute(&mut *w.tx)
-                .await?;
-                self.record_event(
-                    &mut w.tx,
-                    RegistryEventKind::StageChanged,
-                    name,
-                    other,
-                    Some(stage),
-                    None,
-                )
-                .await?;
-                archived.push(other);
+            for &other in &archived {
+                self.move_stage(&mut w.tx, name, other, Stage::Archived, stage, now)
+                    .await?;
             }
         }
-        sqlx::query(sql!(
-            db,
-            "UPDATE model_versions SET current_stage = ?, last_updated_time = ? WHERE name = ? AND version = ?"
-        ))
-        .bind(stage.as_str())
-        .bind(now)
-        .bind(name)
-        .bind(version)
-        .execute(&mut *w.tx)
-        .await?;
+        self.move_stage(&mut w.tx, name, version, stage, current.stage, now)
+            .await?;
         sqlx::query(sql!(
             db,
             "UPDATE registered_models SET last_updated_time = ? WHERE name = ?"
@@ -779,15 +753,6 @@ impl TrackingStore {
         .bind(now)
         .bind(name)
         .execute(&mut *w.tx)
-        .await?;
-        self.record_event(
-            &mut w.tx,
-            RegistryEventKind::StageChanged,
-            name,
-            version,
-            Some(current.stage),
-            None,
-        )
         .await?;
         w.commit().await?;
         let mut archived_versions = Vec::with_capacity(archived.len());
@@ -798,6 +763,38 @@ impl TrackingStore {
             self.get_model_version(name, version).await?,
             archived_versions,
         ))
+    }
+
+    /// One version's stage change and its registry event, inside the caller's transaction.
+    async fn move_stage(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        name: &str,
+        version: i64,
+        to: Stage,
+        from: Stage,
+        now: i64,
+    ) -> Result<()> {
+        let db = self.db();
+        sqlx::query(sql!(
+            db,
+            "UPDATE model_versions SET current_stage = ?, last_updated_time = ? WHERE name = ? AND version = ?"
+        ))
+        .bind(to.as_str())
+        .bind(now)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?;
+        self.record_event(
+            conn,
+            RegistryEventKind::StageChanged,
+            name,
+            version,
+            Some(from),
+            None,
+        )
+        .await
     }
 
     pub async fn set_alias(&self, name: &str, alias: &str, version: i64) -> Result<()> {

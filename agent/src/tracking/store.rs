@@ -52,6 +52,103 @@ pub(super) fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
     q
 }
 
+/// A table of (owner, key, value) rows: params and tags of runs and of logged models.
+pub(super) struct KeyValues {
+    table: &'static str,
+    owner: &'static str,
+    key: &'static str,
+}
+
+impl KeyValues {
+    pub(super) const RUN_PARAMS: KeyValues = KeyValues {
+        table: "params",
+        owner: "run_id",
+        key: "param_key",
+    };
+    pub(super) const RUN_TAGS: KeyValues = KeyValues {
+        table: "tags",
+        owner: "run_id",
+        key: "tag_key",
+    };
+    pub(super) const MODEL_PARAMS: KeyValues = KeyValues {
+        table: "logged_model_params",
+        owner: "model_id",
+        key: "param_key",
+    };
+    pub(super) const MODEL_TAGS: KeyValues = KeyValues {
+        table: "logged_model_tags",
+        owner: "model_id",
+        key: "tag_key",
+    };
+}
+
+/// Inserts `rows` for `owner`. With `upsert` an existing key takes the new value and, within
+/// `rows`, the last value of a key wins (PostgreSQL refuses to touch a row twice in one
+/// statement, so duplicates are dropped first); without it a key must be new.
+pub(super) async fn write_key_values(
+    db: &Db,
+    conn: &mut sqlx::AnyConnection,
+    kv: KeyValues,
+    owner: &str,
+    rows: &[(&str, &str)],
+    upsert: bool,
+) -> Result<()> {
+    let mut unique: Vec<(&str, &str)> = Vec::with_capacity(rows.len());
+    for &(k, v) in rows.iter().rev() {
+        if !unique.iter().any(|(u, _)| *u == k) {
+            unique.push((k, v));
+        }
+    }
+    let KeyValues {
+        table,
+        owner: owner_col,
+        key,
+    } = kv;
+    for chunk in unique.chunks(ROWS_PER_INSERT) {
+        let values = value_rows(chunk.len(), 3);
+        let insert = format!("INSERT INTO {table} ({owner_col}, {key}, value) VALUES {values}");
+        let text = match (upsert, db.dialect()) {
+            (false, _) => insert,
+            (true, Dialect::MySql) => {
+                format!("{insert} ON DUPLICATE KEY UPDATE value = VALUES(value)")
+            }
+            (true, Dialect::Sqlite | Dialect::Postgres) => {
+                format!(
+                    "{insert} ON CONFLICT ({owner_col}, {key}) DO UPDATE SET value = excluded.value"
+                )
+            }
+        };
+        let mut query = sqlx::query(db.dynamic(&text));
+        for &(k, v) in chunk {
+            query = query
+                .bind(owner.to_owned())
+                .bind(k.to_owned())
+                .bind(v.to_owned());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Binds metric rows as `(run_id, metric_key, step, ts, value, is_nan)`, in order.
+fn bind_metric_rows<'q, M: std::borrow::Borrow<Metric>>(
+    mut query: Query<'q>,
+    run_id: &str,
+    metrics: &[M],
+) -> Query<'q> {
+    for m in metrics.iter().map(std::borrow::Borrow::borrow) {
+        let (value, is_nan) = stored_value(m.value);
+        query = query
+            .bind(run_id.to_owned())
+            .bind(m.key.clone())
+            .bind(m.step)
+            .bind(m.timestamp)
+            .bind(value)
+            .bind(is_nan);
+    }
+    query
+}
+
 /// The rows of generated SQL whose `?`s are bound to `binds`, in order, on the pool.
 pub(super) async fn fetch_rows(
     db: &Db,
@@ -655,21 +752,8 @@ impl TrackingStore {
                 None => fresh.push(p),
             }
         }
-        for chunk in fresh.chunks(ROWS_PER_INSERT) {
-            let text = format!(
-                "INSERT INTO params (run_id, param_key, value) VALUES {}",
-                value_rows(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(db.dynamic(&text));
-            for p in chunk {
-                query = query
-                    .bind(run_id.to_owned())
-                    .bind(p.key.clone())
-                    .bind(p.value.clone());
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
+        let rows: Vec<(&str, &str)> = fresh.iter().map(|p| p.pair()).collect();
+        write_key_values(&self.db, conn, KeyValues::RUN_PARAMS, run_id, &rows, false).await
     }
 
     async fn upsert_tags(
@@ -678,37 +762,8 @@ impl TrackingStore {
         run_id: &str,
         tags: &[Tag],
     ) -> Result<()> {
-        // The last value given for a key wins; PostgreSQL refuses to touch a row twice in one
-        // statement, so duplicates go first.
-        let mut last: Vec<&Tag> = Vec::with_capacity(tags.len());
-        for t in tags.iter().rev() {
-            if !last.iter().any(|u| u.key == t.key) {
-                last.push(t);
-            }
-        }
-        let db = &self.db;
-        for chunk in last.chunks(ROWS_PER_INSERT) {
-            let rows = value_rows(chunk.len(), 3);
-            let text = match db.dialect() {
-                Dialect::MySql => format!(
-                    "INSERT INTO tags (run_id, tag_key, value) VALUES {rows} \
-                     ON DUPLICATE KEY UPDATE value = VALUES(value)"
-                ),
-                Dialect::Sqlite | Dialect::Postgres => format!(
-                    "INSERT INTO tags (run_id, tag_key, value) VALUES {rows} \
-                     ON CONFLICT (run_id, tag_key) DO UPDATE SET value = excluded.value"
-                ),
-            };
-            let mut query = sqlx::query(db.dynamic(&text));
-            for t in chunk {
-                query = query
-                    .bind(run_id.to_owned())
-                    .bind(t.key.clone())
-                    .bind(t.value.clone());
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
+        let rows: Vec<(&str, &str)> = tags.iter().map(Tag::pair).collect();
+        write_key_values(&self.db, conn, KeyValues::RUN_TAGS, run_id, &rows, true).await
     }
 
     async fn insert_metrics(
@@ -735,18 +790,9 @@ impl TrackingStore {
                      ON CONFLICT DO NOTHING"
                 ),
             };
-            let mut query = sqlx::query(db.dynamic(&text));
-            for m in chunk {
-                let (value, is_nan) = stored_value(m.value);
-                query = query
-                    .bind(run_id.to_owned())
-                    .bind(m.key.clone())
-                    .bind(m.step)
-                    .bind(m.timestamp)
-                    .bind(value)
-                    .bind(is_nan);
-            }
-            query.execute(&mut *conn).await?;
+            bind_metric_rows(sqlx::query(db.dynamic(&text)), run_id, chunk)
+                .execute(&mut *conn)
+                .await?;
         }
 
         // The newest value per key in this batch, against the newest already stored.
@@ -801,18 +847,9 @@ impl TrackingStore {
                     lowest = f64::MIN
                 ),
             };
-            let mut query = sqlx::query(db.dynamic(&text));
-            for m in chunk {
-                let (value, is_nan) = stored_value(m.value);
-                query = query
-                    .bind(run_id.to_owned())
-                    .bind(m.key.clone())
-                    .bind(m.step)
-                    .bind(m.timestamp)
-                    .bind(value)
-                    .bind(is_nan);
-            }
-            query.execute(&mut *conn).await?;
+            bind_metric_rows(sqlx::query(db.dynamic(&text)), run_id, chunk)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }
