@@ -680,22 +680,13 @@ impl v1::tracking_server::Tracking for TrackingService {
         r: Request<v1::ListModelVersionsRequest>,
     ) -> Reply<v1::ListModelVersionsReply> {
         let name = r.into_inner().name;
-        let store = &self.tracking.store;
-        store.get_registered_model(&name).await.map_err(status)?;
-        let filter = format!("name = '{}'", name.replace('\'', ""));
-        let mut versions = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let (page, next) = store
-                .search_model_versions(&filter, 1000, token.as_deref())
-                .await
-                .map_err(status)?;
-            versions.extend(page.into_iter().map(version_out));
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
+        let versions = self
+            .tracking
+            .store
+            .model_versions(&name)
+            .await
+            .map_err(status)?;
+        let versions = versions.into_iter().map(version_out).collect();
         Ok(Response::new(v1::ListModelVersionsReply { versions }))
     }
 
@@ -788,13 +779,7 @@ impl v1::tracking_server::Tracking for TrackingService {
                     .collect(),
             };
             for name in names {
-                let filter = format!("name = '{}'", name.replace('\'', ""));
-                for v in store
-                    .search_model_versions(&filter, 0, None)
-                    .await
-                    .map_err(status)?
-                    .0
-                {
+                for v in store.model_versions(&name).await.map_err(status)? {
                     current.push(Ok(v1::RegistryEvent {
                         timestamp_ms: crate::now_ms(),
                         kind: v1::RegistryEventKind::Current as i32,

@@ -132,6 +132,29 @@ impl TrackingStore {
         Ok(model)
     }
 
+    /// The newest active logged model named `name` that run `run_id` produced.
+    pub async fn logged_model_of_run(
+        &self,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Option<LoggedModel>> {
+        let db = self.db();
+        let id: Option<String> = sqlx::query_scalar(sql!(
+            db,
+            "SELECT model_id FROM logged_models WHERE source_run_id = ? AND name = ? AND lifecycle_stage = ? \
+             ORDER BY creation_time DESC LIMIT 1"
+        ))
+        .bind(run_id)
+        .bind(name)
+        .bind(Lifecycle::Active.as_str())
+        .fetch_optional(db.pool())
+        .await?;
+        match id {
+            Some(id) => Ok(self.load_logged_models(&[id]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
     pub async fn finalize_logged_model(
         &self,
         model_id: &str,

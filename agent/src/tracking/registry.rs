@@ -575,6 +575,12 @@ impl TrackingStore {
         self.get_model_version(&new.name, version).await
     }
 
+    /// Every version of a registered model, oldest first.
+    pub async fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        self.get_registered_model(name).await?;
+        self.load_versions(&[name.to_owned()], None).await
+    }
+
     pub async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
         self.load_versions(&[name.to_owned()], Some(version))
             .await?
@@ -901,17 +907,10 @@ impl TrackingStore {
             && let Some((run_id, path)) = rest.split_once('/')
         {
             let run = self.get_run(run_id).await?;
-            let filter = format!(
-                "name = '{}' AND source_run_id = '{run_id}'",
-                path.trim_end_matches('/').replace('\'', "")
-            );
-            let query = super::logged_models::LoggedModelQuery {
-                experiment_ids: vec![run.info.experiment_id],
-                filter,
-                max_results: 1,
-                ..Default::default()
-            };
-            if let Some(model) = self.search_logged_models(&query).await?.0.pop() {
+            if let Some(model) = self
+                .logged_model_of_run(run_id, path.trim_end_matches('/'))
+                .await?
+            {
                 return Ok(model.artifact_location);
             }
             return Ok(format!("{}/{}", run.info.artifact_uri, path));
