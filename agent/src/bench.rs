@@ -85,7 +85,9 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
     let exp = target
         .post("experiments/create", &json!({"name": name}))
         .await?["experiment_id"]
-        .clone();
+        .as_str()
+        .context("experiment id")?
+        .to_owned();
     let run = target
         .post(
             "runs/create",
@@ -215,8 +217,7 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
         let url = format!(
             "{}/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts/blob{i}.bin",
             target.base
-        )
-        .replace('"', "");
+        );
         let response = target.http.put(url).body(blob.clone()).send().await?;
         anyhow::ensure!(
             response.status().is_success(),

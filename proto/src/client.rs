@@ -131,7 +131,8 @@ impl Client {
     }
 }
 
-fn normalize_url(url: &str) -> Result<String, ClientError> {
+/// An agent URL with its scheme: `127.0.0.1:50051` becomes `http://127.0.0.1:50051`.
+pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(ClientError::InvalidUrl {

@@ -1042,15 +1042,10 @@ async fn rename_registered_model(
 #[derive(Deserialize)]
 struct Describe {
     name: String,
-    #[serde(default, deserialize_with = "opt_version")]
+    #[serde(default, deserialize_with = "opt_i64_lenient")]
     version: Option<i64>,
     #[serde(default)]
     description: String,
-}
-
-/// A version number as MLflow sends it: a string (or a number from hand-written clients).
-fn opt_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    opt_i64_lenient(d)
 }
 
 async fn update_registered_model(
@@ -1124,7 +1119,7 @@ async fn latest_versions(
 #[derive(Deserialize)]
 struct RegistryTag {
     name: String,
-    #[serde(default, deserialize_with = "opt_version")]
+    #[serde(default, deserialize_with = "opt_i64_lenient")]
     version: Option<i64>,
     key: String,
     #[serde(default)]
@@ -1189,7 +1184,7 @@ async fn delete_model_version_tag(
 struct Alias {
     name: String,
     alias: String,
-    #[serde(default, deserialize_with = "opt_version")]
+    #[serde(default, deserialize_with = "opt_i64_lenient")]
     version: Option<i64>,
 }
 

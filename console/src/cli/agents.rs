@@ -81,7 +81,7 @@ pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
 
 async fn query(url: &str, token: Option<&str>) -> AgentView {
     let mut view = AgentView {
-        agent: with_scheme(url),
+        agent: readmit_proto::normalize_url(url).unwrap_or_else(|_| url.to_owned()),
         info: None,
         status: None,
         error: None,
@@ -117,14 +117,6 @@ async fn fetch(url: &str, token: Option<&str>) -> Result<(InfoView, StatusView),
     tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .unwrap_or_else(|_| Err(format!("agent at {url} did not answer within 10 s")))
-}
-
-fn with_scheme(url: &str) -> String {
-    if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    }
 }
 
 fn info_view(i: v1::AgentInfo) -> InfoView {
