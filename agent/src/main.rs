@@ -34,6 +34,8 @@ enum Command {
 enum BenchCommand {
     /// The tracking role against a real `mlflow server` on the same disk.
     Tracking(readmit_agent::bench::TrackingBenchArgs),
+    /// The ETL role's data path: ingest, every batch appended, the preprocessing DAG.
+    Etl(readmit_agent::bench::EtlBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +62,7 @@ fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
     let report = runtime.block_on(async {
         match bench {
             BenchCommand::Tracking(args) => readmit_agent::bench::tracking(args).await,
+            BenchCommand::Etl(args) => readmit_agent::bench::etl(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Guard;
+use crate::etl::Etl;
 use crate::etl::model::EtlError;
-use crate::etl::runner::Runner;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{self, HostFacts, Sample};
@@ -34,8 +34,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The tracking role's state, when the agent runs that role.
     pub tracking: Option<Tracking>,
-    /// The ETL role's DAG runner, when the agent runs that role.
-    pub etl: Option<Runner>,
+    /// The ETL role's data and DAG runner, when the agent runs that role.
+    pub etl: Option<Etl>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -143,7 +143,8 @@ async fn shared(
         None
     };
     let etl = if settings.roles.contains(&Role::Etl) {
-        Some(start_etl(&settings, &shutdown, metrics.registry()).await?)
+        let own = grpc.local_addr().map_err(ServeError::LocalAddr)?;
+        Some(start_etl(&settings, own, &shutdown, metrics.registry()).await?)
     } else {
         None
     };
@@ -164,22 +165,46 @@ async fn shared(
     }))
 }
 
-/// Opens the RawData database, loads the DAG files and starts the runner.
-async fn start_etl(
+/// Opens RawData and CleanData, loads the DAG files and starts the runner.
+pub(crate) async fn start_etl(
     settings: &Settings,
+    own_grpc: SocketAddr,
     shutdown: &CancellationToken,
     registry: &prometheus::Registry,
-) -> Result<Runner, ServeError> {
-    use crate::etl::{dag, metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds};
+) -> Result<Etl, ServeError> {
+    use crate::etl::{
+        dag, data::DataService, data_tasks, metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds,
+        train_tasks,
+    };
     let db = db::Db::connect(&settings.raw_db).await?;
-    tracing::info!(db = db.url(), "ETL store open");
+    tracing::info!(db = db.url(), "RawData and ETL store open");
+    let clean_db = db::Db::connect(&settings.clean_db).await?;
+    tracing::info!(db = clean_db.url(), "CleanData open");
+    let data = DataService::open(db.clone(), clean_db, &settings.data_dir).await?;
     let store = EtlStore::open(db).await?;
-    let kinds = TaskKinds::builtin();
-    let (dags, errors) = dag::load_dir(&settings.dags_dir, &kinds.names());
+    let mut kinds = TaskKinds::builtin();
+    data_tasks::add_data_kinds(&mut kinds, &data);
+    // Training logs to the configured tracking role, else to this agent's own.
+    let tracking_url = if !settings.tracking_url.is_empty() {
+        settings.tracking_url.clone()
+    } else if settings.roles.contains(&Role::Tracking) {
+        format!("http://{own_grpc}")
+    } else {
+        String::new()
+    };
+    train_tasks::add_train_kinds(
+        &mut kinds,
+        &data,
+        &train_tasks::TrackingTarget {
+            url: tracking_url,
+            token: settings.token.clone(),
+        },
+    );
+    let (dags, errors) = dag::load_all(&settings.dags_dir, &kinds.names());
     tracing::info!(dir = %settings.dags_dir.display(), dags = dags.len(), refused = errors.len(), "DAG files loaded");
     let runs_dir = settings.data_dir.join("runs");
     let metrics = EtlMetrics::new(registry)?;
-    Ok(Runner::start(
+    let runner = crate::etl::runner::Runner::start(
         store,
         dags,
         errors,
@@ -188,7 +213,8 @@ async fn start_etl(
         shutdown.clone(),
         metrics,
     )
-    .await?)
+    .await?;
+    Ok(Etl { data, runner })
 }
 
 async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Result<(), ServeError> {

@@ -12,8 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::roles::Role;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 15] = [
     "raw_db",
+    "clean_db",
+    "tracking_url",
     "dags_dir",
     "tracking_db",
     "artifact_root",
@@ -55,8 +57,13 @@ pub struct RawSettings {
     /// The ETL role's RawData database (and the DAG runner's state); empty for SQLite under
     /// the data dir.
     pub raw_db: String,
+    /// The ETL role's CleanData database; empty for SQLite under the data dir.
+    pub clean_db: String,
     /// Where operators' DAG files are read from; empty for `<data_dir>/dags`.
     pub dags_dir: String,
+    /// The tracking role the ETL role logs training runs to (a gRPC URL); empty for this
+    /// agent's own, when it runs the tracking role.
+    pub tracking_url: String,
     /// The tracking store's database URL; empty for SQLite under the data dir.
     pub tracking_db: String,
     /// Where artifacts go: a directory or `s3://bucket/prefix`; empty for the data dir.
@@ -90,7 +97,9 @@ impl Default for RawSettings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             raw_db: String::new(),
+            clean_db: String::new(),
             dags_dir: String::new(),
+            tracking_url: String::new(),
             tracking_db: String::new(),
             artifact_root: String::new(),
         }
@@ -146,6 +155,15 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_db: Option<String>,
+    /// CleanData database: sqlite:PATH, mysql://, mariadb:// or postgres:// URL
+    /// [default: sqlite under the data dir]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean_db: Option<String>,
+    /// The tracking role's gRPC URL, for the training DAG [default: this agent's own]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_url: Option<String>,
     /// Directory of DAG files (*.toml) [default: <data-dir>/dags]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,7 +191,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub raw_db: String,
+    pub clean_db: String,
     pub dags_dir: PathBuf,
+    pub tracking_url: String,
     pub tracking_db: String,
     pub artifact_root: String,
 }
@@ -189,7 +209,9 @@ impl fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("raw_db", &crate::db::redact(&self.raw_db))
+            .field("clean_db", &crate::db::redact(&self.clean_db))
             .field("dags_dir", &self.dags_dir)
+            .field("tracking_url", &self.tracking_url)
             .field("tracking_db", &crate::db::redact(&self.tracking_db))
             .field("artifact_root", &self.artifact_root)
             .finish()
@@ -266,21 +288,22 @@ impl RawSettings {
         let mut roles = self.roles;
         roles.sort();
         roles.dedup();
-        let tracking_db = match self.tracking_db.trim() {
-            "" => crate::db::sqlite_url(&self.data_dir.join("tracking.db")),
+        let under_data_dir = |url: &str, file: &str| match url.trim() {
+            "" => crate::db::sqlite_url(&self.data_dir.join(file)),
             url => url.to_owned(),
         };
-        let raw_db = match self.raw_db.trim() {
-            "" => crate::db::sqlite_url(&self.data_dir.join("raw.db")),
-            url => url.to_owned(),
-        };
+        let raw_db = under_data_dir(&self.raw_db, "raw.db");
+        let clean_db = under_data_dir(&self.clean_db, "clean.db");
+        let tracking_db = under_data_dir(&self.tracking_db, "tracking.db");
         let dags_dir = match self.dags_dir.trim() {
             "" => self.data_dir.join("dags"),
             dir => PathBuf::from(dir),
         };
         Ok(Settings {
             raw_db,
+            clean_db,
             dags_dir,
+            tracking_url: self.tracking_url.trim().to_owned(),
             tracking_db,
             artifact_root: self.artifact_root.trim().to_owned(),
             roles,

@@ -38,10 +38,13 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// A gRPC failure as one line naming the agent, with a hint where the cause is the caller's.
 pub fn status_error(url: &str, status: &tonic::Status) -> String {
+    use std::error::Error as _;
     let hint = match status.code() {
         tonic::Code::Unauthenticated => " (pass --token or set READMIT_TOKEN)",
         tonic::Code::Unimplemented => " (the agent does not run the role that serves this)",
-        tonic::Code::Unavailable => " (is the agent running?)",
+        // Only when the connection failed (tonic then carries the transport error): an agent
+        // that answers Unavailable is running, and its message says what it could not reach.
+        tonic::Code::Unavailable if status.source().is_some() => " (is the agent running?)",
         _ => "",
     };
     format!(

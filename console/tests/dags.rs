@@ -67,7 +67,18 @@ params = { command = "cat out.txt" }
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fails", "hello", "sleepy"]);
+    // The built-in DAGs beside the DAG directory's files, by name.
+    assert_eq!(
+        names,
+        [
+            "append_batch",
+            "fails",
+            "hello",
+            "ingest_raw",
+            "preprocess_incremental",
+            "sleepy"
+        ]
+    );
     assert!(
         list["errors"][0]["file"]
             .as_str()

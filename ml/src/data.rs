@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polars::prelude::{
-    Column as PlColumn, CsvReadOptions, DataFrame, DataType, Field, IdxCa, IdxSize, Schema,
-    SerReader,
+    ArrowSchema, Column as PlColumn, CompatLevel, CsvReadOptions, DataFrame, DataType, Field,
+    IdxCa, IdxSize, Schema, SerReader,
 };
+use polars_arrow::io::ipc;
 
 use crate::pipeline::{Cells, PipelineError, Source};
 use crate::record::{FieldValue, RawRecord};
@@ -88,20 +89,25 @@ pub fn read_csv(path: &Path) -> Result<DataFrame, DataError> {
     read_csv_bytes(bytes, path)
 }
 
+/// The CSV text of a file's content: gzip (detected by its magic bytes) is inflated, anything
+/// else is returned as it is. `path` only names the file in errors.
+pub fn decompress(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 7);
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .map_err(|source| DataError::Gzip {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(out)
+}
+
 /// Reads and validates CSV content (plain or gzip); `path` only names it in errors.
 pub fn read_csv_bytes(bytes: Vec<u8>, path: &Path) -> Result<DataFrame, DataError> {
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(bytes.len() * 7);
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_owned(),
-                source,
-            })?;
-        out
-    } else {
-        bytes
-    };
+    let bytes = decompress(bytes, path)?;
     let header = check_layout(&bytes, path)?;
 
     // Every field as a string: parsing and validating is ours, so errors can name the line.
@@ -402,6 +408,82 @@ pub fn split_frame(df: &DataFrame, method: SplitMethod, seed: u32) -> Result<Spl
         test: take_rows(df, &indices.test)?,
         indices,
     })
+}
+
+/// Writes a frame as an Arrow IPC file, atomically: a reader sees the old file or the whole new
+/// one, so a task retried after a crash never reads half a hand-off.
+pub fn write_ipc(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let polars = |source| DataError::Polars {
+        path: path.to_owned(),
+        source,
+    };
+    df.rechunk_mut_par();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let schema = Arc::new(
+        df.columns()
+            .iter()
+            .map(|c| c.field().to_arrow(CompatLevel::newest()))
+            .collect::<ArrowSchema>(),
+    );
+    let mut writer = ipc::write::FileWriter::try_new(
+        std::io::BufWriter::new(file.as_file()),
+        schema,
+        None,
+        ipc::write::WriteOptions { compression: None },
+    )
+    .map_err(polars)?;
+    for batch in df.iter_chunks(CompatLevel::newest(), false) {
+        writer.write(&batch, None).map_err(polars)?;
+    }
+    writer.finish().map_err(polars)?;
+    let mut buffered = writer.into_inner();
+    std::io::Write::flush(&mut buffered).map_err(io)?;
+    drop(buffered);
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Reads an Arrow IPC file written by [`write_ipc`].
+pub fn read_ipc(path: &Path) -> Result<DataFrame, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let polars = |source| DataError::Polars {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let metadata = ipc::read::read_file_metadata(&mut file).map_err(polars)?;
+    let schema = Arc::clone(&metadata.schema);
+    let mut frame: Option<DataFrame> = None;
+    for batch in ipc::read::FileReader::new(file, metadata, None, None) {
+        let part = DataFrame::from(batch.map_err(polars)?);
+        match &mut frame {
+            Some(df) => {
+                df.vstack_mut_owned(part).map_err(polars)?;
+            }
+            None => frame = Some(part),
+        }
+    }
+    match frame {
+        Some(mut df) => {
+            df.rechunk_mut_par();
+            Ok(df)
+        }
+        // No batches: an empty frame with the file's columns.
+        None => Ok(DataFrame::empty_with_schema(&Schema::from_iter(
+            schema.iter_values().map(Field::from),
+        ))),
+    }
 }
 
 /// The split fingerprint of a frame: SHA-256 of its encounter ids joined by commas.

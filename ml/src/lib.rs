@@ -18,5 +18,6 @@ pub mod record;
 pub mod runtime;
 pub mod schema;
 pub mod split;
+pub mod synth;
 #[cfg(feature = "train")]
 pub mod training;

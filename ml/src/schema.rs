@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// How a missing value is written in the CSV.
 pub const MISSING: &str = "?";
 
+/// The longest text value any column accepts: open columns take new levels, but not essays, and
+/// stores size their text columns by it.
+pub const MAX_TEXT_LEN: usize = 64;
+
 /// The column the model predicts.
 pub const TARGET: &str = "readmitted";
 
@@ -382,6 +386,8 @@ pub enum ValueError {
         value: String,
         levels: &'static [&'static str],
     },
+    #[error("a value of {len} characters is longer than the {max} this column accepts")]
+    TooLong { len: usize, max: usize },
     #[error("{value:?} is not an ICD-9 code (like 250.83, V57 or E909)")]
     NotIcd9 { value: String },
 }
@@ -404,7 +410,12 @@ impl Column {
                 self.check_integer(value)
             }
             Kind::Categorical { levels, closed } => {
-                if closed && !levels.contains(&raw) || raw.is_empty() {
+                if raw.chars().count() > MAX_TEXT_LEN {
+                    Err(ValueError::TooLong {
+                        len: raw.chars().count(),
+                        max: MAX_TEXT_LEN,
+                    })
+                } else if closed && !levels.contains(&raw) || raw.is_empty() {
                     Err(ValueError::UnknownLevel {
                         value: raw.to_owned(),
                         levels,

@@ -268,6 +268,48 @@ fn topological(tasks: &[TaskDef]) -> Result<Vec<TaskDef>, String> {
     Ok(ordered)
 }
 
+/// The DAGs every ETL agent has, as DAG files compiled in (`agent/dags`).
+const BUILTIN: [(&str, &str); 4] = [
+    (
+        "ingest_raw.toml",
+        include_str!("../../dags/ingest_raw.toml"),
+    ),
+    (
+        "append_batch.toml",
+        include_str!("../../dags/append_batch.toml"),
+    ),
+    (
+        "preprocess_incremental.toml",
+        include_str!("../../dags/preprocess_incremental.toml"),
+    ),
+    (
+        "train_and_register.toml",
+        include_str!("../../dags/train_and_register.toml"),
+    ),
+];
+
+/// The built-in DAGs, then `dir`'s files; a file naming a built-in DAG replaces it, so
+/// operators can retune one (retries, schedule, parameters) without recompiling.
+pub fn load_all(dir: &Path, known_kinds: &[&str]) -> (Vec<DagDef>, Vec<DagError>) {
+    let (files, errors) = load_dir(dir, known_kinds);
+    let mut dags: Vec<DagDef> = BUILTIN
+        .iter()
+        .filter_map(
+            |(file, text)| match parse(&format!("<built-in>/{file}"), text, known_kinds) {
+                Ok(dag) => Some(dag),
+                Err(e) => {
+                    // The built-in files are tested; an agent built without a kind loses the DAG.
+                    tracing::error!(file = %e.file, reason = %e.reason, "built-in DAG refused");
+                    None
+                }
+            },
+        )
+        .filter(|d| !files.iter().any(|f| f.name == d.name))
+        .collect();
+    dags.extend(files);
+    (dags, errors)
+}
+
 /// Every `*.toml` file of `dir`: the DAGs that load and the errors of those that do not.
 pub fn load_dir(dir: &Path, known_kinds: &[&str]) -> (Vec<DagDef>, Vec<DagError>) {
     let mut dags = Vec::new();

@@ -44,6 +44,30 @@ pub enum EtlError {
     Setup(#[from] crate::db::DbError),
     #[error("ETL store holds a value it cannot read: {0}")]
     Corrupt(String),
+    /// A data file that cannot be read or fails validation; names the file, line and column.
+    #[error(transparent)]
+    Data(#[from] readmit_ml::data::DataError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A service this call needs (the network, another role) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Feature fitting, training or export failed on data that was valid to read.
+    #[error("{0}")]
+    Ml(String),
+}
+
+impl EtlError {
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EtlError + '_ {
+        move |source| EtlError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 impl From<crate::text_enum::UnknownValue> for EtlError {

@@ -47,11 +47,11 @@ fn status_message(shared: &Shared, sample: &Sample) -> v1::AgentStatus {
 /// What each role reports about its own work.
 fn role_gauges(shared: &Shared) -> Vec<v1::RoleGauge> {
     let mut gauges = Vec::new();
-    if let Some(runner) = &shared.etl {
+    if let Some(etl) = &shared.etl {
         gauges.push(v1::RoleGauge {
             role: "etl".into(),
             name: "active_runs".into(),
-            value: runner.active_runs() as f64,
+            value: etl.runner.active_runs() as f64,
             unit: "runs".into(),
         });
     }

@@ -10,13 +10,21 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::etl::Etl;
+use crate::etl::data::{DataService, IngestReport, TableCount};
 use crate::etl::model::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
+use crate::etl::raw::{self, DEFAULT_BATCH_SIZE};
 use crate::etl::runner::{DagStatus, Runner};
+use readmit_ml::split::SplitMethod;
 
 pub struct EtlService {
     runner: Runner,
+    data: DataService,
     shutdown: CancellationToken,
 }
+
+/// The largest CSV a client may stream (the real file is 18 MB, 3.3 MB gzipped).
+const MAX_UPLOAD_BYTES: usize = 1 << 30;
 
 /// The one mapping from ETL errors to gRPC status codes.
 pub fn status(error: EtlError) -> Status {
@@ -25,7 +33,13 @@ pub fn status(error: EtlError) -> Status {
         EtlError::NotFound { .. } => Status::not_found(message),
         EtlError::Conflict(reason) => Status::failed_precondition(reason),
         EtlError::Invalid { .. } => Status::invalid_argument(message),
-        EtlError::Db(_) | EtlError::Setup(_) | EtlError::Corrupt(_) => {
+        EtlError::Data(_) => Status::invalid_argument(message),
+        EtlError::Unavailable(_) => Status::unavailable(message),
+        EtlError::Db(_)
+        | EtlError::Setup(_)
+        | EtlError::Corrupt(_)
+        | EtlError::Io { .. }
+        | EtlError::Ml(_) => {
             tracing::error!(error = %message, "ETL call failed");
             Status::internal(message)
         }
@@ -125,61 +139,238 @@ fn log_out(l: LogLine) -> v1::LogLine {
     }
 }
 
-/// The RawData and CleanData calls arrive with the data tasks; until then they say so.
-fn data_not_yet(call: &str) -> Status {
-    Status::unimplemented(format!(
-        "{call}: RawData and CleanData ingestion is not in this agent yet; the DAG runner is"
-    ))
+fn split_in(split: i32) -> Result<SplitMethod, Status> {
+    match v1::SplitKind::try_from(split) {
+        Ok(v1::SplitKind::Unspecified | v1::SplitKind::Original) => Ok(SplitMethod::Original),
+        Ok(v1::SplitKind::Grouped) => Ok(SplitMethod::Grouped),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "split: unknown value {split}"
+        ))),
+    }
+}
+
+fn split_out(split: SplitMethod) -> i32 {
+    (match split {
+        SplitMethod::Original => v1::SplitKind::Original,
+        SplitMethod::Grouped => v1::SplitKind::Grouped,
+    }) as i32
+}
+
+fn tables_out(tables: Vec<TableCount>) -> Vec<v1::TableCount> {
+    tables
+        .into_iter()
+        .map(|t| v1::TableCount {
+            database: t.database.into(),
+            table: t.table.into(),
+            rows: t.rows,
+        })
+        .collect()
+}
+
+fn ingest_out(r: IngestReport) -> v1::IngestReply {
+    v1::IngestReply {
+        changed: r.changed,
+        sha256: r.dataset.sha256,
+        split: split_out(r.dataset.split),
+        tables: tables_out(r.tables),
+        duration_s: r.duration_s,
+        message: r.message,
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
 type Reply<T> = Result<Response<T>, Status>;
 
 impl EtlService {
-    pub fn new(runner: Runner, shutdown: CancellationToken) -> Self {
-        Self { runner, shutdown }
+    pub fn new(etl: Etl, shutdown: CancellationToken) -> Self {
+        Self {
+            runner: etl.runner,
+            data: etl.data,
+            shutdown,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl v1::etl_server::Etl for EtlService {
-    async fn ingest(&self, _r: Request<v1::IngestRequest>) -> Reply<v1::IngestReply> {
-        Err(data_not_yet("Ingest"))
+    async fn ingest(&self, r: Request<v1::IngestRequest>) -> Reply<v1::IngestReply> {
+        let r = r.into_inner();
+        if r.path.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "path: give the CSV's path on the agent",
+            ));
+        }
+        let report = self
+            .data
+            .ingest_file(std::path::Path::new(&r.path), split_in(r.split)?, r.replace)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ingest_out(report)))
     }
 
     async fn ingest_upload(
         &self,
-        _r: Request<Streaming<v1::IngestChunk>>,
+        r: Request<Streaming<v1::IngestChunk>>,
     ) -> Reply<v1::IngestReply> {
-        Err(data_not_yet("IngestUpload"))
+        let mut chunks = r.into_inner();
+        let header = match chunks.message().await? {
+            Some(v1::IngestChunk {
+                chunk: Some(v1::ingest_chunk::Chunk::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of an upload must be its header",
+                ));
+            }
+        };
+        let name = if header.file_name.trim().is_empty() {
+            "<upload>".to_owned()
+        } else {
+            header.file_name.clone()
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            match chunk.chunk {
+                Some(v1::ingest_chunk::Chunk::Data(data)) => {
+                    if bytes.len() + data.len() > MAX_UPLOAD_BYTES {
+                        return Err(Status::invalid_argument(format!(
+                            "{name}: larger than {MAX_UPLOAD_BYTES} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "{name}: only data may follow the header"
+                    )));
+                }
+            }
+        }
+        let report = self
+            .data
+            .ingest_bytes(bytes, &name, split_in(header.split)?, header.replace)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ingest_out(report)))
     }
 
     async fn get_data_status(
         &self,
         _r: Request<v1::GetDataStatusRequest>,
     ) -> Reply<v1::DataStatus> {
-        Err(data_not_yet("GetDataStatus"))
+        let s = self.data.status().await.map_err(status)?;
+        let tables = tables_out(s.tables);
+        Ok(Response::new(match s.dataset {
+            None => v1::DataStatus {
+                tables,
+                batch_size: i64::from(DEFAULT_BATCH_SIZE),
+                ..Default::default()
+            },
+            Some(d) => v1::DataStatus {
+                dataset_sha256: d.sha256,
+                split: split_out(d.split),
+                ingested_at_ms: d.ingested_at,
+                tables,
+                pool_rows: d.pool_rows,
+                train_rows: d.train_rows,
+                pool_remaining: d.pool_rows - d.train_rows,
+                batches_appended: d.batches,
+                batch_size: i64::from(DEFAULT_BATCH_SIZE),
+            },
+        }))
     }
 
     async fn append_batch(
         &self,
-        _r: Request<v1::AppendBatchRequest>,
+        r: Request<v1::AppendBatchRequest>,
     ) -> Reply<v1::AppendBatchReply> {
-        Err(data_not_yet("AppendBatch"))
+        let r = r.into_inner();
+        let size = if r.batch_size == 0 {
+            DEFAULT_BATCH_SIZE
+        } else {
+            r.batch_size
+        };
+        let request_id = if r.request_id.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            r.request_id
+        };
+        let a = self
+            .data
+            .append_batch(size, &request_id)
+            .await
+            .map_err(status)?;
+        let message = if a.exhausted {
+            format!(
+                "the training pool is exhausted: train_data already holds all {} pool rows",
+                a.train_rows
+            )
+        } else {
+            let again = if a.replayed {
+                " (this request had already done it; nothing new appended)"
+            } else {
+                ""
+            };
+            format!(
+                "batch {}: {} rows appended to {}{again}; {} rows in train_data, {} left in the pool",
+                a.batch_number,
+                a.rows,
+                raw::TRAIN_DATA,
+                a.train_rows,
+                a.pool_remaining
+            )
+        };
+        Ok(Response::new(v1::AppendBatchReply {
+            appended: a.rows,
+            train_rows: a.train_rows,
+            pool_remaining: a.pool_remaining,
+            exhausted: a.exhausted,
+            batch_number: a.batch_number,
+            message,
+            replayed: a.replayed,
+        }))
     }
 
     async fn fetch_dataset(
         &self,
-        _r: Request<v1::FetchDatasetRequest>,
+        r: Request<v1::FetchDatasetRequest>,
     ) -> Reply<v1::FetchDatasetReply> {
-        Err(data_not_yet("FetchDataset"))
+        let r = r.into_inner();
+        let url = Some(r.url.trim()).filter(|u| !u.is_empty());
+        let f = self.data.fetch(url, r.force).await.map_err(status)?;
+        Ok(Response::new(v1::FetchDatasetReply {
+            path: f.path.display().to_string(),
+            sha256: f.sha256,
+            bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
+            cached: f.cached,
+        }))
     }
 
     async fn synthesize_dataset(
         &self,
-        _r: Request<v1::SynthesizeDatasetRequest>,
+        r: Request<v1::SynthesizeDatasetRequest>,
     ) -> Reply<v1::SynthesizeDatasetReply> {
-        Err(data_not_yet("SynthesizeDataset"))
+        let r = r.into_inner();
+        const MAX_ROWS: u64 = 10_000_000;
+        if r.rows > MAX_ROWS {
+            return Err(Status::invalid_argument(format!(
+                "rows: at most {MAX_ROWS}"
+            )));
+        }
+        let path = Some(r.path.trim())
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
+        let rows = usize::try_from(r.rows).unwrap_or(usize::MAX);
+        let (path, sha256) = self
+            .data
+            .synthesize(rows, r.seed, path)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SynthesizeDatasetReply {
+            path: path.display().to_string(),
+            rows: r.rows,
+            sha256,
+        }))
     }
 
     async fn list_dags(&self, _r: Request<v1::ListDagsRequest>) -> Reply<v1::ListDagsReply> {
@@ -316,10 +507,7 @@ impl v1::etl_server::Etl for EtlService {
     }
 }
 
-pub fn server(
-    runner: Runner,
-    shutdown: CancellationToken,
-) -> v1::etl_server::EtlServer<EtlService> {
-    v1::etl_server::EtlServer::new(EtlService::new(runner, shutdown))
+pub fn server(etl: Etl, shutdown: CancellationToken) -> v1::etl_server::EtlServer<EtlService> {
+    v1::etl_server::EtlServer::new(EtlService::new(etl, shutdown))
         .max_decoding_message_size(64 * 1024 * 1024)
 }

@@ -49,7 +49,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     let etl = shared
         .etl
         .clone()
-        .map(|r| etl::server(r, shared.shutdown.clone()));
+        .map(|e| etl::server(e, shared.shutdown.clone()));
     let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
         .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
         .chain(etl.is_some().then_some("readmit.v1.Etl"))

@@ -2,6 +2,7 @@
 
 mod agents;
 mod dags;
+mod data;
 mod models;
 mod runs;
 #[cfg(feature = "embedded")]
@@ -49,6 +50,9 @@ pub enum Command {
     /// DAGs and their runs: list, trigger (and wait), runs, logs (and follow), pause, cancel.
     #[command(subcommand)]
     Dags(dags::DagsCommand),
+    /// RawData and CleanData: ingest a CSV, status, append a batch, fetch the UCI file, synthesize records.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Tracked runs: list with MLflow filters, compare side by side.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -75,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agents => agents::run(&cli.global).await,
         Command::Dags(command) => dags::run(&cli.global, &command).await,
+        Command::Data(command) => data::run(&cli.global, &command).await,
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]

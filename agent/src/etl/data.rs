@@ -1,0 +1,266 @@
+//! The ETL role's data operations, shared by the gRPC service and the DAG tasks: ingesting a
+//! CSV into RawData, appending batches, fetching and synthesising data sets, and status.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use readmit_ml::data::{decompress, read_csv_bytes, split_frame};
+use readmit_ml::split::{ORIGINAL_SEED, SplitMethod};
+use sha2::{Digest, Sha256};
+
+use super::clean::CleanStore;
+use super::fetch::{FetchError, Fetched, fetch_dataset};
+use super::model::{EtlError, Result};
+use super::raw::{self, Appended, Dataset, NewDataset, RawStore};
+use crate::db::Db;
+
+/// Rows in one table of RawData or CleanData.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableCount {
+    pub database: &'static str,
+    pub table: &'static str,
+    pub rows: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct IngestReport {
+    /// False when this very file was already ingested with this split: nothing changed.
+    pub changed: bool,
+    pub dataset: Dataset,
+    pub tables: Vec<TableCount>,
+    pub duration_s: f64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DataStatus {
+    pub dataset: Option<Dataset>,
+    pub tables: Vec<TableCount>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DataService {
+    raw: RawStore,
+    clean: CleanStore,
+    data_dir: PathBuf,
+}
+
+impl DataService {
+    /// Opens RawData (applying its migrations) and CleanData.
+    pub async fn open(raw_db: Db, clean_db: Db, data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            raw: RawStore::open(raw_db).await?,
+            clean: CleanStore::new(clean_db),
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    pub fn raw(&self) -> &RawStore {
+        &self.raw
+    }
+
+    pub fn clean(&self) -> &CleanStore {
+        &self.clean
+    }
+
+    /// Where fetched and synthesised data sets are kept.
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.data_dir.join("datasets")
+    }
+
+    /// Ingests a CSV (plain or gzip) on this machine.
+    pub async fn ingest_file(
+        &self,
+        path: &Path,
+        split: SplitMethod,
+        replace: bool,
+    ) -> Result<IngestReport> {
+        let bytes = tokio::fs::read(path).await.map_err(EtlError::io(path))?;
+        self.ingest_bytes(bytes, &path.display().to_string(), split, replace)
+            .await
+    }
+
+    /// Validates a CSV's content against the schema, splits it and writes RawData in one
+    /// transaction. The same file again changes nothing; another file is refused unless
+    /// `replace`. `name` names the file in errors.
+    pub async fn ingest_bytes(
+        &self,
+        bytes: Vec<u8>,
+        name: &str,
+        split: SplitMethod,
+        replace: bool,
+    ) -> Result<IngestReport> {
+        let start = Instant::now();
+        let path = PathBuf::from(name);
+        let (text, sha256) = blocking({
+            let path = path.clone();
+            move || {
+                let text = decompress(bytes, &path)?;
+                let sha256 = hex(&Sha256::digest(&text));
+                Ok((text, sha256))
+            }
+        })
+        .await?;
+        if let Some(old) = self.raw.dataset().await? {
+            if old.sha256 == sha256 && old.split == split {
+                return Ok(IngestReport {
+                    changed: false,
+                    message: format!(
+                        "{name} is already ingested (sha256 {sha256}, {}): nothing changed",
+                        crate::format_ms(old.ingested_at)
+                    ),
+                    tables: self.counts().await?,
+                    dataset: old,
+                    duration_s: start.elapsed().as_secs_f64(),
+                });
+            }
+            if !replace {
+                return Err(raw::refuse_other(&old, &sha256, split));
+            }
+        }
+        let splits = blocking(move || {
+            let frame = read_csv_bytes(text, &path)?;
+            Ok(split_frame(&frame, split, ORIGINAL_SEED)?)
+        })
+        .await?;
+        let dataset = self
+            .raw
+            .ingest(
+                &NewDataset {
+                    sha256: &sha256,
+                    file_name: name,
+                    split,
+                    seed: ORIGINAL_SEED,
+                    train_pool: &splits.train_pool,
+                    validation: &splits.validation,
+                    test: &splits.test,
+                },
+                replace,
+            )
+            .await?;
+        let duration_s = start.elapsed().as_secs_f64();
+        Ok(IngestReport {
+            changed: true,
+            message: format!(
+                "ingested {name}: {} pool, {} validation, {} test rows ({} split) in {duration_s:.2} s",
+                dataset.pool_rows,
+                dataset.validation_rows,
+                dataset.test_rows,
+                raw::split_name(split)
+            ),
+            tables: self.counts().await?,
+            dataset,
+            duration_s,
+        })
+    }
+
+    /// Downloads the UCI archive (or `url`), checks the CSV's digest and caches it under the
+    /// data dir; a verified cached copy is returned without network unless `force`.
+    pub async fn fetch(&self, url: Option<&str>, force: bool) -> Result<Fetched> {
+        fetch_dataset(&self.datasets_dir(), url, force)
+            .await
+            .map_err(|e| match e {
+                FetchError::Io { path, source } => EtlError::Io { path, source },
+                other => EtlError::Unavailable(other.to_string()),
+            })
+    }
+
+    /// Writes `rows` synthetic records with the real schema to `path` (default: under the data
+    /// dir, named by rows and seed), atomically; returns the path and its SHA-256.
+    pub async fn synthesize(
+        &self,
+        rows: usize,
+        seed: u64,
+        path: Option<PathBuf>,
+    ) -> Result<(PathBuf, String)> {
+        if rows == 0 {
+            return Err(EtlError::Invalid {
+                field: "rows".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let path = path.unwrap_or_else(|| {
+            self.datasets_dir()
+                .join(format!("synthetic_{rows}_seed{seed}.csv"))
+        });
+        blocking(move || {
+            let bytes = readmit_ml::synth::csv_bytes(rows, seed);
+            let sha256 = hex(&Sha256::digest(&bytes));
+            write_atomic(&path, &bytes)?;
+            Ok((path, sha256))
+        })
+        .await
+    }
+
+    pub async fn append_batch(&self, size: u32, request_id: &str) -> Result<Appended> {
+        self.raw.append_batch(size, request_id).await
+    }
+
+    /// Rows in every RawData and CleanData table.
+    pub async fn counts(&self) -> Result<Vec<TableCount>> {
+        let raw = self
+            .raw
+            .counts()
+            .await?
+            .into_iter()
+            .map(|(table, rows)| TableCount {
+                database: "raw",
+                table,
+                rows,
+            });
+        let clean = self
+            .clean
+            .counts()
+            .await?
+            .into_iter()
+            .map(|(table, rows)| TableCount {
+                database: "clean",
+                table,
+                rows,
+            });
+        Ok(raw.chain(clean).collect())
+    }
+
+    pub async fn status(&self) -> Result<DataStatus> {
+        Ok(DataStatus {
+            dataset: self.raw.dataset().await?,
+            tables: self.counts().await?,
+        })
+    }
+}
+
+/// CPU-bound work off the async threads.
+pub async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EtlError::Ml(format!("a worker thread failed: {e}")))?
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(EtlError::io(dir))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(EtlError::io(dir))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(EtlError::io(path))?;
+    file.as_file().sync_all().map_err(EtlError::io(path))?;
+    file.persist(path).map_err(|e| EtlError::Io {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,538 @@
+//! RawData in SQL: the ingested data set split into the original system's tables, and the
+//! batches appended from the training pool.
+//!
+//! Tables keep the original names (`train_pool`, `train_data`, `validation_data`, `test_data`)
+//! and the CSV's column names, so existing queries keep working. Each also has
+//! `split_position`, the row's place in its split (the pool's order is the order batches are
+//! appended in), and `train_data` has `batch_number`. `raw_dataset` holds the one ingested
+//! data set, `raw_batches` every append with the request that made it, which is what makes an
+//! append exactly-once: a retried request finds its batch instead of appending another.
+
+use std::sync::LazyLock;
+
+use futures_util::TryStreamExt;
+use polars::prelude::{Column as PlColumn, DataFrame};
+use readmit_ml::schema::{self, COLUMNS, Kind, MAX_TEXT_LEN};
+use readmit_ml::split::SplitMethod;
+use sqlx::Row;
+
+use super::model::{EtlError, Result};
+use crate::db::{BulkInsert, Db, Dialect, Literal, SchemaChange};
+use crate::{now_ms, sql};
+
+pub const TRAIN_POOL: &str = "train_pool";
+pub const TRAIN_DATA: &str = "train_data";
+pub const VALIDATION_DATA: &str = "validation_data";
+pub const TEST_DATA: &str = "test_data";
+/// Every RawData table, in the order they are listed.
+pub const TABLES: [&str; 4] = [TRAIN_POOL, TRAIN_DATA, VALIDATION_DATA, TEST_DATA];
+
+/// Rows an append moves when the request does not say: the original's batch size.
+pub const DEFAULT_BATCH_SIZE: u32 = 15_000;
+
+const SPLIT_POSITION: &str = "split_position";
+const BATCH_NUMBER: &str = "batch_number";
+
+/// The RawData columns every table has: the CSV's, then the engineered prior-encounter count.
+pub fn data_columns() -> impl Iterator<Item = (&'static str, bool, bool)> {
+    COLUMNS
+        .iter()
+        .map(|c| {
+            let integer = matches!(c.kind, Kind::Integer { .. });
+            (c.name, integer, c.missing_allowed)
+        })
+        .chain([(schema::PRIOR_ENCOUNTERS, true, false)])
+}
+
+/// The tables' DDL, generated from `ml::schema` so the two can never disagree.
+fn schema_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let mut sql = String::from(
+            "-- RawData: the ingested data set's splits, generated from ml::schema.\n",
+        );
+        for table in TABLES {
+            sql.push_str(&format!("CREATE TABLE \"{table}\" (\n"));
+            for (name, integer, nullable) in data_columns() {
+                let ty = if integer {
+                    "BIGINT".to_owned()
+                } else {
+                    format!("VARCHAR({MAX_TEXT_LEN})")
+                };
+                let null = if nullable { "" } else { " NOT NULL" };
+                sql.push_str(&format!("    \"{name}\" {ty}{null},\n"));
+            }
+            sql.push_str(&format!("    \"{SPLIT_POSITION}\" BIGINT NOT NULL,\n"));
+            if table == TRAIN_DATA {
+                sql.push_str(&format!("    \"{BATCH_NUMBER}\" BIGINT NOT NULL,\n"));
+            }
+            sql.push_str(&format!(
+                "    PRIMARY KEY (\"{}\")\n);\n",
+                schema::ENCOUNTER_ID
+            ));
+            sql.push_str(&format!(
+                "CREATE UNIQUE INDEX \"{table}_by_position\" ON \"{table}\" (\"{SPLIT_POSITION}\");\n"
+            ));
+        }
+        sql.push_str(
+            "CREATE TABLE raw_dataset (
+    id              SMALLINT PRIMARY KEY,
+    ingest_id       VARCHAR(64) NOT NULL,
+    sha256          VARCHAR(64) NOT NULL,
+    file_name       VARCHAR(1000) NOT NULL,
+    split           VARCHAR(20) NOT NULL,
+    seed            BIGINT NOT NULL,
+    ingested_at     BIGINT NOT NULL,
+    pool_rows       BIGINT NOT NULL,
+    validation_rows BIGINT NOT NULL,
+    test_rows       BIGINT NOT NULL,
+    train_rows      BIGINT NOT NULL,
+    batches         BIGINT NOT NULL
+);
+CREATE TABLE raw_batches (
+    ingest_id      VARCHAR(64) NOT NULL,
+    batch_number   BIGINT NOT NULL,
+    request_id     VARCHAR(200) NOT NULL,
+    first_position BIGINT NOT NULL,
+    rows_appended  BIGINT NOT NULL,
+    appended_at    BIGINT NOT NULL,
+    PRIMARY KEY (ingest_id, batch_number)
+);
+CREATE UNIQUE INDEX raw_batches_by_request ON raw_batches (ingest_id, request_id);
+",
+        );
+        sql
+    });
+    &SQL
+}
+
+/// The data set RawData holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// Changes with every ingest, even of the same file after a replace.
+    pub ingest_id: String,
+    /// SHA-256 of the CSV text (after gzip, if it was compressed).
+    pub sha256: String,
+    pub file_name: String,
+    pub split: SplitMethod,
+    pub seed: u32,
+    pub ingested_at: i64,
+    pub pool_rows: i64,
+    pub validation_rows: i64,
+    pub test_rows: i64,
+    /// Pool rows appended to `train_data` so far.
+    pub train_rows: i64,
+    pub batches: i64,
+}
+
+/// What an append did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    pub rows: i64,
+    pub batch_number: i64,
+    pub train_rows: i64,
+    pub pool_remaining: i64,
+    /// The pool was already empty: nothing was appended.
+    pub exhausted: bool,
+    /// The request had already been carried out: this is its recorded result.
+    pub replayed: bool,
+}
+
+/// The splits of a data set to ingest, frames as `ml::data::read_csv` returns them.
+pub struct NewDataset<'a> {
+    pub sha256: &'a str,
+    pub file_name: &'a str,
+    pub split: SplitMethod,
+    pub seed: u32,
+    pub train_pool: &'a DataFrame,
+    pub validation: &'a DataFrame,
+    pub test: &'a DataFrame,
+}
+
+pub fn split_name(split: SplitMethod) -> &'static str {
+    match split {
+        SplitMethod::Original => "original",
+        SplitMethod::Grouped => "grouped",
+    }
+}
+
+fn parse_split(text: &str) -> Result<SplitMethod> {
+    match text {
+        "original" => Ok(SplitMethod::Original),
+        "grouped" => Ok(SplitMethod::Grouped),
+        other => Err(EtlError::Corrupt(format!("unknown split {other:?}"))),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RawStore {
+    db: Db,
+}
+
+impl RawStore {
+    pub async fn open(db: Db) -> Result<Self> {
+        db.migrate(
+            "raw",
+            &[SchemaChange {
+                version: 1,
+                description: "RawData splits, the data set, appended batches",
+                sql: schema_sql(),
+            }],
+        )
+        .await?;
+        Ok(Self { db })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn dataset(&self) -> Result<Option<Dataset>> {
+        read_dataset(&self.db, self.db.pool(), false).await
+    }
+
+    /// Rows in every RawData table, in [`TABLES`] order.
+    pub async fn counts(&self) -> Result<Vec<(&'static str, i64)>> {
+        let mut out = Vec::with_capacity(TABLES.len());
+        for table in TABLES {
+            let text = format!("SELECT COUNT(*) FROM \"{table}\"");
+            let n: i64 = sqlx::query_scalar(self.db.dynamic(&quoted(self.db.dialect(), &text)))
+                .fetch_one(self.db.pool())
+                .await?;
+            out.push((table, n));
+        }
+        Ok(out)
+    }
+
+    /// Writes a new data set in one transaction. Refused when another one is present, unless
+    /// `replace`: then the old one goes in the same transaction, so readers see one or the
+    /// other, never a mix.
+    pub async fn ingest(&self, new: &NewDataset<'_>, replace: bool) -> Result<Dataset> {
+        let db = &self.db;
+        let dialect = db.dialect();
+        let mut w = db.begin_write().await?;
+        if let Some(old) = read_dataset(db, &mut *w.tx, true).await? {
+            if !replace {
+                return Err(refuse_other(&old, new.sha256, new.split));
+            }
+            for table in ["raw_batches", "raw_dataset"].into_iter().chain(TABLES) {
+                let text = quoted(dialect, &format!("DELETE FROM \"{table}\""));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(text))
+                    .execute(&mut *w.tx)
+                    .await?;
+            }
+        }
+        for (table, frame) in [
+            (TRAIN_POOL, new.train_pool),
+            (VALIDATION_DATA, new.validation),
+            (TEST_DATA, new.test),
+        ] {
+            insert_frame(dialect, &mut w.tx, table, frame).await?;
+        }
+        let dataset = Dataset {
+            ingest_id: uuid::Uuid::new_v4().simple().to_string(),
+            sha256: new.sha256.to_owned(),
+            file_name: new.file_name.to_owned(),
+            split: new.split,
+            seed: new.seed,
+            ingested_at: now_ms(),
+            pool_rows: height(new.train_pool),
+            validation_rows: height(new.validation),
+            test_rows: height(new.test),
+            train_rows: 0,
+            batches: 0,
+        };
+        sqlx::query(sql!(
+            db,
+            "INSERT INTO raw_dataset (id, ingest_id, sha256, file_name, split, seed, ingested_at, \
+             pool_rows, validation_rows, test_rows, train_rows, batches) \
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)"
+        ))
+        .bind(&dataset.ingest_id)
+        .bind(&dataset.sha256)
+        .bind(&dataset.file_name)
+        .bind(split_name(dataset.split))
+        .bind(i64::from(dataset.seed))
+        .bind(dataset.ingested_at)
+        .bind(dataset.pool_rows)
+        .bind(dataset.validation_rows)
+        .bind(dataset.test_rows)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(dataset)
+    }
+
+    /// Appends the next `size` pool rows not yet in `train_data`, in pool order, as one batch.
+    /// `request_id` makes it exactly-once: the same request again returns the batch it made.
+    pub async fn append_batch(&self, size: u32, request_id: &str) -> Result<Appended> {
+        if size == 0 {
+            return Err(EtlError::Invalid {
+                field: "batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if request_id.is_empty() || request_id.len() > 200 {
+            return Err(EtlError::Invalid {
+                field: "request_id".into(),
+                reason: "must be 1 to 200 characters".into(),
+            });
+        }
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
+        // Locks the data set's row on MySQL and PostgreSQL, so concurrent appends queue here;
+        // SQLite's writers already queue in begin_write.
+        let dataset = read_dataset(db, &mut *w.tx, true).await?.ok_or_else(|| {
+            EtlError::Conflict(
+                "RawData is empty: ingest a file first (readmit data ingest FILE)".into(),
+            )
+        })?;
+        let recorded = sqlx::query(sql!(
+            db,
+            "SELECT batch_number, first_position, rows_appended FROM raw_batches \
+             WHERE ingest_id = ? AND request_id = ?"
+        ))
+        .bind(&dataset.ingest_id)
+        .bind(request_id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        if let Some(row) = recorded {
+            let rows: i64 = row.try_get("rows_appended")?;
+            let first: i64 = row.try_get("first_position")?;
+            return Ok(Appended {
+                rows,
+                batch_number: row.try_get("batch_number")?,
+                train_rows: first + rows,
+                pool_remaining: dataset.pool_rows - dataset.train_rows,
+                exhausted: false,
+                replayed: true,
+            });
+        }
+        let remaining = dataset.pool_rows - dataset.train_rows;
+        if remaining <= 0 {
+            return Ok(Appended {
+                rows: 0,
+                batch_number: dataset.batches,
+                train_rows: dataset.train_rows,
+                pool_remaining: 0,
+                exhausted: true,
+                replayed: false,
+            });
+        }
+        let rows = remaining.min(i64::from(size));
+        let first = dataset.train_rows;
+        let batch_number = dataset.batches + 1;
+        let columns: Vec<String> = data_columns()
+            .map(|(name, _, _)| format!("\"{name}\""))
+            .chain([format!("\"{SPLIT_POSITION}\"")])
+            .collect();
+        let columns = columns.join(", ");
+        let text = format!(
+            "INSERT INTO \"{TRAIN_DATA}\" ({columns}, \"{BATCH_NUMBER}\") \
+             SELECT {columns}, ? FROM \"{TRAIN_POOL}\" \
+             WHERE \"{SPLIT_POSITION}\" >= ? AND \"{SPLIT_POSITION}\" < ?"
+        );
+        let moved = sqlx::query(db.dynamic(&quoted(db.dialect(), &text)))
+            .bind(batch_number)
+            .bind(first)
+            .bind(first + rows)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        if i64::try_from(moved).ok() != Some(rows) {
+            return Err(EtlError::Corrupt(format!(
+                "train_pool positions {first}..{} hold {moved} rows, expected {rows}",
+                first + rows
+            )));
+        }
+        sqlx::query(sql!(
+            db,
+            "INSERT INTO raw_batches (ingest_id, batch_number, request_id, first_position, \
+             rows_appended, appended_at) VALUES (?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&dataset.ingest_id)
+        .bind(batch_number)
+        .bind(request_id)
+        .bind(first)
+        .bind(rows)
+        .bind(now_ms())
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query(sql!(
+            db,
+            "UPDATE raw_dataset SET train_rows = ?, batches = ? WHERE id = 1"
+        ))
+        .bind(first + rows)
+        .bind(batch_number)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok(Appended {
+            rows,
+            batch_number,
+            train_rows: first + rows,
+            pool_remaining: remaining - rows,
+            exhausted: false,
+            replayed: false,
+        })
+    }
+
+    /// A RawData table as a frame in `ml::data::read_csv`'s layout, in split order.
+    pub async fn read_table(&self, table: &'static str) -> Result<DataFrame> {
+        let db = &self.db;
+        let columns: Vec<(&'static str, bool, bool)> = data_columns().collect();
+        let list: Vec<String> = columns.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
+        let text = format!(
+            "SELECT {} FROM \"{table}\" ORDER BY \"{SPLIT_POSITION}\"",
+            list.join(", ")
+        );
+        let text = quoted(db.dialect(), &text);
+        let mut ints: Vec<Vec<i64>> = Vec::new();
+        let mut texts: Vec<Vec<Option<String>>> = Vec::new();
+        let slots: Vec<(bool, usize)> = columns
+            .iter()
+            .map(|(_, integer, _)| {
+                if *integer {
+                    ints.push(Vec::new());
+                    (true, ints.len() - 1)
+                } else {
+                    texts.push(Vec::new());
+                    (false, texts.len() - 1)
+                }
+            })
+            .collect();
+        let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(text)).fetch(db.pool());
+        while let Some(row) = rows.try_next().await? {
+            for (i, (integer, slot)) in slots.iter().enumerate() {
+                if *integer {
+                    ints[*slot].push(row.try_get::<i64, _>(i)?);
+                } else {
+                    texts[*slot].push(row.try_get::<Option<String>, _>(i)?);
+                }
+            }
+        }
+        drop(rows);
+        let height = ints.first().map_or(0, Vec::len);
+        let mut ints = ints.into_iter();
+        let mut texts = texts.into_iter();
+        let frame_columns: Vec<PlColumn> = columns
+            .iter()
+            .zip(&slots)
+            .map(|((name, _, _), (integer, _))| {
+                if *integer {
+                    PlColumn::new((*name).into(), ints.next().unwrap_or_default())
+                } else {
+                    PlColumn::new((*name).into(), texts.next().unwrap_or_default())
+                }
+            })
+            .collect();
+        DataFrame::new(height, frame_columns)
+            .map_err(|e| EtlError::Corrupt(format!("table {table}: {e}")))
+    }
+}
+
+fn height(frame: &DataFrame) -> i64 {
+    i64::try_from(frame.height()).unwrap_or(i64::MAX)
+}
+
+/// The conflict when a different data set is already ingested.
+pub fn refuse_other(old: &Dataset, sha256: &str, split: SplitMethod) -> EtlError {
+    let what = if old.sha256 == sha256 {
+        format!(
+            "this file is already ingested with the {} split, not {}",
+            split_name(old.split),
+            split_name(split)
+        )
+    } else {
+        format!(
+            "RawData already holds {} (sha256 {}, ingested {})",
+            old.file_name,
+            &old.sha256,
+            crate::format_ms(old.ingested_at)
+        )
+    };
+    EtlError::Conflict(format!(
+        "{what}; ask to replace it (--replace) to swap it atomically"
+    ))
+}
+
+/// SQL written with `"` around identifiers, in the dialect's quoting.
+fn quoted(dialect: Dialect, text: &str) -> String {
+    match dialect {
+        Dialect::MySql => text.replace('"', "`"),
+        Dialect::Sqlite | Dialect::Postgres => text.to_owned(),
+    }
+}
+
+async fn read_dataset<'e, E>(db: &Db, executor: E, for_update: bool) -> Result<Option<Dataset>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let select = "SELECT ingest_id, sha256, file_name, split, seed, ingested_at, pool_rows, \
+                  validation_rows, test_rows, train_rows, batches FROM raw_dataset WHERE id = 1";
+    let text = match (for_update, db.dialect()) {
+        (true, Dialect::MySql | Dialect::Postgres) => format!("{select} FOR UPDATE"),
+        _ => select.to_owned(),
+    };
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(text))
+        .fetch_optional(executor)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let seed: i64 = row.try_get("seed")?;
+    Ok(Some(Dataset {
+        ingest_id: row.try_get("ingest_id")?,
+        sha256: row.try_get("sha256")?,
+        file_name: row.try_get("file_name")?,
+        split: parse_split(&row.try_get::<String, _>("split")?)?,
+        seed: u32::try_from(seed).map_err(|_| EtlError::Corrupt(format!("seed {seed}")))?,
+        ingested_at: row.try_get("ingested_at")?,
+        pool_rows: row.try_get("pool_rows")?,
+        validation_rows: row.try_get("validation_rows")?,
+        test_rows: row.try_get("test_rows")?,
+        train_rows: row.try_get("train_rows")?,
+        batches: row.try_get("batches")?,
+    }))
+}
+
+/// Inserts a frame in `read_csv`'s layout, its row order as `split_position`.
+async fn insert_frame(
+    dialect: Dialect,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    frame: &DataFrame,
+) -> Result<()> {
+    enum Values<'a> {
+        Int(Vec<Option<i64>>),
+        Text(Vec<Option<&'a str>>),
+    }
+    let corrupt = |name: &str, e: polars::error::PolarsError| {
+        EtlError::Corrupt(format!("frame column {name}: {e}"))
+    };
+    let mut names: Vec<&str> = Vec::new();
+    let mut values: Vec<Values<'_>> = Vec::new();
+    for (name, integer, _) in data_columns() {
+        let column = frame.column(name).map_err(|e| corrupt(name, e))?;
+        values.push(if integer {
+            Values::Int(column.i64().map_err(|e| corrupt(name, e))?.iter().collect())
+        } else {
+            Values::Text(column.str().map_err(|e| corrupt(name, e))?.iter().collect())
+        });
+        names.push(name);
+    }
+    names.push(SPLIT_POSITION);
+    let mut bulk = BulkInsert::new(dialect, table, &names);
+    for row in 0..frame.height() {
+        bulk.row();
+        for column in &values {
+            bulk.value(match column {
+                Values::Int(v) => v[row].map_or(Literal::Null, Literal::Int),
+                Values::Text(v) => v[row].map_or(Literal::Null, Literal::Text),
+            });
+        }
+        bulk.value(Literal::Int(i64::try_from(row).unwrap_or(i64::MAX)));
+        bulk.flush_if_full(tx).await?;
+    }
+    bulk.finish(tx).await?;
+    Ok(())
+}

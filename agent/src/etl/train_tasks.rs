@@ -1,0 +1,507 @@
+//! The training task kinds: `train_models` fits the ml crate's candidates on CleanData and logs
+//! each to the tracking role over gRPC (params, metrics, the model bundle as artifacts);
+//! `select_and_promote` registers the best by validation ROC AUC and moves it to Production,
+//! archiving the version that was there.
+//!
+//! Both are safe to retry: `train_models` records each logged run in the run directory and
+//! skips it on the next attempt; `select_and_promote` reuses a version already registered for
+//! the chosen run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use readmit_ml::bundle::Bundle;
+use readmit_ml::metrics::{Report, best_f1_threshold, report};
+use readmit_ml::training::{Candidate, candidates, fit};
+use readmit_proto::{Client, v1};
+use serde::{Deserialize, Serialize};
+
+use super::data::{DataService, blocking, write_atomic};
+use super::model::EtlError;
+use super::raw;
+use super::tasks::{TaskContext, TaskFuture, TaskKind, TaskKinds};
+
+/// The original system's experiment and registered model names.
+pub const EXPERIMENT: &str = "diabetes_readmission_training";
+pub const REGISTERED_MODEL: &str = "best_diabetes_readmission_model";
+/// Where a run's bundle goes under its artifacts, so versions point at `runs:/<id>/model`.
+const MODEL_PATH: &str = "model";
+const TRAINED_FILE: &str = "trained.json";
+const EXAMPLE_ROWS: usize = 5;
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// How the ETL role reaches the tracking role.
+#[derive(Clone, Debug)]
+pub struct TrackingTarget {
+    /// Empty when no tracking role is configured.
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl TrackingTarget {
+    async fn connect(&self) -> Result<Client, String> {
+        if self.url.is_empty() {
+            return Err(
+                "no tracking role to log to: run this agent with the tracking role or \
+                        set --tracking-url"
+                    .into(),
+            );
+        }
+        Client::connect(&self.url, self.token.as_deref())
+            .await
+            .map_err(|e| format!("tracking at {}: {e}", self.url))
+    }
+}
+
+pub fn add_train_kinds(kinds: &mut TaskKinds, data: &DataService, tracking: &TrackingTarget) {
+    kinds.add(Arc::new(TrainModels {
+        data: data.clone(),
+        tracking: tracking.clone(),
+    }));
+    kinds.add(Arc::new(SelectAndPromote {
+        tracking: tracking.clone(),
+    }));
+}
+
+/// One candidate's result, as `train_models` hands it to `select_and_promote`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Trained {
+    name: String,
+    run_id: String,
+    val_roc_auc: f64,
+    test_roc_auc: f64,
+}
+
+fn grpc(what: &str) -> impl FnOnce(tonic::Status) -> String + '_ {
+    move |s| format!("tracking: {what}: {}", s.message())
+}
+
+fn read_trained(dir: &Path) -> Result<Vec<Trained>, String> {
+    let path = dir.join(TRAINED_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_trained(dir: &Path, trained: &[Trained]) -> Result<(), String> {
+    let text = serde_json::to_vec_pretty(trained).map_err(|e| e.to_string())?;
+    write_atomic(&dir.join(TRAINED_FILE), &text).map_err(|e| e.to_string())
+}
+
+/// Candidates named by the comma-separated `models` parameter, or all of them.
+fn chosen(ctx: &TaskContext) -> Result<Vec<Candidate>, String> {
+    let all = candidates();
+    let Some(list) = ctx.params.get("models").filter(|v| !v.trim().is_empty()) else {
+        return Ok(all);
+    };
+    list.split(',')
+        .map(str::trim)
+        .map(|name| {
+            all.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "parameter \"models\": no candidate {name:?}; there are {}",
+                    names.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+struct TrainModels {
+    data: DataService,
+    tracking: TrackingTarget,
+}
+
+impl TaskKind for TrainModels {
+    fn name(&self) -> &'static str {
+        "train_models"
+    }
+
+    fn run(&self, ctx: TaskContext) -> TaskFuture {
+        let data = self.data.clone();
+        let tracking = self.tracking.clone();
+        Box::pin(async move { train_models(data, tracking, ctx).await })
+    }
+}
+
+/// The metrics logged for each run: the original's four, then the rest of the report.
+fn metric_values(val: &Report, test: &Report) -> Vec<(&'static str, f64)> {
+    vec![
+        ("val_accuracy", val.accuracy),
+        ("val_roc_auc", val.roc_auc),
+        ("test_accuracy", test.accuracy),
+        ("test_roc_auc", test.roc_auc),
+        ("val_pr_auc", val.pr_auc),
+        ("test_pr_auc", test.pr_auc),
+        ("val_log_loss", val.log_loss),
+        ("test_log_loss", test.log_loss),
+        ("val_brier", val.brier),
+        ("test_brier", test.brier),
+        ("val_f1", val.decision.f1),
+        ("test_f1", test.decision.f1),
+        ("test_precision", test.decision.precision),
+        ("test_recall", test.decision.recall),
+    ]
+}
+
+async fn train_models(
+    data: DataService,
+    tracking: TrackingTarget,
+    ctx: TaskContext,
+) -> Result<(), String> {
+    let chosen = chosen(&ctx)?;
+    let experiment = ctx
+        .params
+        .get("experiment")
+        .filter(|v| !v.trim().is_empty())
+        .map_or(EXPERIMENT, String::as_str)
+        .to_owned();
+    let client = tracking.connect().await?;
+    let (splits, pipeline, version) = data.clean().read_all().await.map_err(|e| e.to_string())?;
+    let [train, val, test] = splits;
+    let test_raw = data
+        .raw()
+        .read_table(raw::TEST_DATA)
+        .await
+        .map_err(|e| e.to_string())?;
+    let example =
+        readmit_ml::data::records(&test_raw, 0..EXAMPLE_ROWS).map_err(|e| e.to_string())?;
+    drop(test_raw);
+    ctx.info(&format!(
+        "CleanData version {}: {} train, {} validation, {} test rows, {} features",
+        version.version,
+        train.y.len(),
+        val.y.len(),
+        test.y.len(),
+        pipeline.n_features()
+    ))
+    .await;
+
+    let experiment_id = experiment_id(&client, &experiment).await?;
+    let mut trained = read_trained(&ctx.dir)?;
+    let shared = Arc::new((train, val, test, pipeline, example));
+    for candidate in chosen {
+        if let Some(done) = trained.iter().find(|t| t.name == candidate.name) {
+            ctx.info(&format!(
+                "{}: already logged as run {} by an earlier attempt",
+                done.name, done.run_id
+            ))
+            .await;
+            continue;
+        }
+        let dir = ctx.dir.join("models").join(&candidate.name);
+        let started = std::time::Instant::now();
+        let fitted = {
+            let shared = Arc::clone(&shared);
+            let candidate = candidate.clone();
+            let dir = dir.clone();
+            blocking(move || {
+                let (train, val, test, pipeline, example) = &*shared;
+                let ml =
+                    |e: &dyn std::fmt::Display| EtlError::Ml(format!("{}: {e}", candidate.name));
+                let params = candidate.params.clone().check().map_err(|e| ml(&e))?;
+                let model = fit(&params, &train.x, &train.y).map_err(|e| ml(&e))?;
+                let p_val = model.predict_proba(&val.x).map_err(|e| ml(&e))?;
+                let p_test = model.predict_proba(&test.x).map_err(|e| ml(&e))?;
+                let threshold = best_f1_threshold(&p_val, &val.y)
+                    .map_err(|e| ml(&e))?
+                    .threshold;
+                let val_report = report(&p_val, &val.y, threshold).map_err(|e| ml(&e))?;
+                let test_report = report(&p_test, &test.y, threshold).map_err(|e| ml(&e))?;
+                let metrics: BTreeMap<String, Report> = [
+                    ("validation".to_owned(), val_report),
+                    ("test".to_owned(), test_report),
+                ]
+                .into();
+                let params: BTreeMap<String, String> = candidate
+                    .params
+                    .describe()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(EtlError::io(&dir))?;
+                }
+                Bundle {
+                    name: &candidate.name,
+                    model: &model,
+                    pipeline,
+                    threshold,
+                    metrics: &metrics,
+                    input_example: example,
+                    params: &params,
+                }
+                .write(&dir)
+                .map_err(|e| ml(&e))?;
+                Ok((val_report, test_report, params))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        let (val_report, test_report, params) = fitted;
+        let fit_s = started.elapsed().as_secs_f64();
+        let run_id = log_run(
+            &client,
+            &experiment_id,
+            &candidate,
+            &ctx,
+            &params,
+            &metric_values(&val_report, &test_report),
+            &version.dataset_sha256,
+            &dir,
+        )
+        .await?;
+        ctx.info(&format!(
+            "{}: val ROC AUC {:.4}, test ROC AUC {:.4}, fitted and exported in {fit_s:.1} s; run {run_id}",
+            candidate.name, val_report.roc_auc, test_report.roc_auc
+        ))
+        .await;
+        trained.push(Trained {
+            name: candidate.name.clone(),
+            run_id,
+            val_roc_auc: val_report.roc_auc,
+            test_roc_auc: test_report.roc_auc,
+        });
+        write_trained(&ctx.dir, &trained)?;
+    }
+    Ok(())
+}
+
+async fn experiment_id(client: &Client, name: &str) -> Result<String, String> {
+    let mut t = client.tracking();
+    match t
+        .get_experiment(v1::GetExperimentRequest {
+            key: Some(v1::get_experiment_request::Key::Name(name.to_owned())),
+        })
+        .await
+    {
+        Ok(e) => return Ok(e.into_inner().experiment_id),
+        Err(s) if s.code() == tonic::Code::NotFound => {}
+        Err(s) => return Err(grpc("finding the experiment")(s)),
+    }
+    match t
+        .create_experiment(v1::CreateExperimentRequest {
+            name: name.to_owned(),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(e) => Ok(e.into_inner().experiment_id),
+        // Created by someone else in between.
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            Box::pin(experiment_id(client, name)).await
+        }
+        Err(s) => Err(grpc("creating the experiment")(s)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn log_run(
+    client: &Client,
+    experiment_id: &str,
+    candidate: &Candidate,
+    ctx: &TaskContext,
+    params: &BTreeMap<String, String>,
+    metrics: &[(&'static str, f64)],
+    dataset_sha256: &str,
+    bundle: &Path,
+) -> Result<String, String> {
+    let mut t = client.tracking();
+    let tags: std::collections::HashMap<String, String> = [
+        ("readmit.dag", ctx.dag.clone()),
+        ("readmit.dag_run_id", ctx.run_id.clone()),
+        ("readmit.family", candidate.params.family().to_owned()),
+        ("mlflow.source.name", format!("readmit-agent/{}", ctx.dag)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let run = t
+        .create_run(v1::CreateRunRequest {
+            experiment_id: experiment_id.to_owned(),
+            run_name: candidate.name.clone(),
+            user_id: "readmit-agent".into(),
+            start_time_ms: crate::now_ms(),
+            tags,
+        })
+        .await
+        .map_err(grpc("creating a run"))?
+        .into_inner();
+    let run_id = run.info.map(|i| i.run_id).unwrap_or_default();
+    let now = crate::now_ms();
+    let mut all_params: Vec<v1::Param> = params
+        .iter()
+        .map(|(k, v)| v1::Param {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    all_params.push(v1::Param {
+        key: "dataset_sha256".into(),
+        value: dataset_sha256.to_owned(),
+    });
+    t.log_batch(v1::LogBatchRequest {
+        run_id: run_id.clone(),
+        metrics: metrics
+            .iter()
+            .map(|(k, v)| v1::Metric {
+                key: (*k).to_owned(),
+                value: *v,
+                timestamp_ms: now,
+                step: 0,
+            })
+            .collect(),
+        params: all_params,
+        tags: Default::default(),
+    })
+    .await
+    .map_err(grpc("logging params and metrics"))?;
+    for file in files_under(bundle).map_err(|e| format!("{}: {e}", bundle.display()))? {
+        upload(client, &run_id, bundle, &file).await?;
+    }
+    t.update_run(v1::UpdateRunRequest {
+        run_id: run_id.clone(),
+        status: v1::RunStatus::Finished as i32,
+        end_time_ms: crate::now_ms(),
+        run_name: String::new(),
+    })
+    .await
+    .map_err(grpc("finishing the run"))?;
+    Ok(run_id)
+}
+
+fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn upload(client: &Client, run_id: &str, root: &Path, file: &Path) -> Result<(), String> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let relative = file
+        .strip_prefix(root)
+        .map_err(|e| e.to_string())?
+        .to_string_lossy()
+        .replace('\\', "/");
+    let mut chunks = vec![v1::ArtifactChunk {
+        chunk: Some(v1::artifact_chunk::Chunk::Header(v1::ArtifactHeader {
+            run_id: run_id.to_owned(),
+            path: format!("{MODEL_PATH}/{relative}"),
+            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+        })),
+    }];
+    chunks.extend(bytes.chunks(UPLOAD_CHUNK).map(|c| v1::ArtifactChunk {
+        chunk: Some(v1::artifact_chunk::Chunk::Data(c.to_vec())),
+    }));
+    client
+        .tracking()
+        .upload_artifact(futures_util::stream::iter(chunks))
+        .await
+        .map_err(grpc("uploading the model bundle"))?;
+    Ok(())
+}
+
+struct SelectAndPromote {
+    tracking: TrackingTarget,
+}
+
+impl TaskKind for SelectAndPromote {
+    fn name(&self) -> &'static str {
+        "select_and_promote"
+    }
+
+    fn run(&self, ctx: TaskContext) -> TaskFuture {
+        let tracking = self.tracking.clone();
+        Box::pin(async move { select_and_promote(tracking, ctx).await })
+    }
+}
+
+async fn select_and_promote(tracking: TrackingTarget, ctx: TaskContext) -> Result<(), String> {
+    let name = ctx
+        .params
+        .get("registered_model")
+        .filter(|v| !v.trim().is_empty())
+        .map_or(REGISTERED_MODEL, String::as_str)
+        .to_owned();
+    let trained = read_trained(&ctx.dir)?;
+    let best = trained
+        .iter()
+        .max_by(|a, b| a.val_roc_auc.total_cmp(&b.val_roc_auc))
+        .ok_or("no trained models in this run: train_models logged none")?;
+    ctx.info(&format!(
+        "best by validation ROC AUC: {} ({:.4}; test {:.4}) of {} candidates",
+        best.name,
+        best.val_roc_auc,
+        best.test_roc_auc,
+        trained.len()
+    ))
+    .await;
+    let client = tracking.connect().await?;
+    let mut t = client.tracking();
+    match t
+        .create_registered_model(v1::CreateRegisteredModelRequest {
+            name: name.clone(),
+            description: "The readmission model in production, promoted by train_and_register"
+                .into(),
+            tags: Default::default(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => return Err(grpc("creating the registered model")(s)),
+    }
+    let existing = t
+        .list_model_versions(v1::ListModelVersionsRequest { name: name.clone() })
+        .await
+        .map_err(grpc("listing versions"))?
+        .into_inner()
+        .versions
+        .into_iter()
+        .find(|v| v.run_id == best.run_id);
+    let version = match existing {
+        Some(v) => v,
+        None => t
+            .create_model_version(v1::CreateModelVersionRequest {
+                name: name.clone(),
+                source: format!("runs:/{}/{MODEL_PATH}", best.run_id),
+                run_id: best.run_id.clone(),
+                description: format!("{} from DAG run {}", best.name, ctx.run_id),
+                tags: [("readmit.candidate".to_owned(), best.name.clone())].into(),
+            })
+            .await
+            .map_err(grpc("registering the version"))?
+            .into_inner(),
+    };
+    t.transition_model_version_stage(v1::TransitionStageRequest {
+        name: name.clone(),
+        version: version.version,
+        stage: v1::Stage::Production as i32,
+        archive_existing: true,
+    })
+    .await
+    .map_err(grpc("moving the version to Production"))?;
+    ctx.info(&format!(
+        "{name} version {} ({}) is in Production; the previous one is archived",
+        version.version, best.name
+    ))
+    .await;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! RawData and CleanData end to end through `proto::Client` against a real agent, on SQLite,
+//! MariaDB and PostgreSQL: malformed files refused with the line and column, the real file
+//! ingested (streamed and by path, idempotently), batches appended exactly once until the pool
+//! is empty, and the `preprocess_incremental` DAG writing CleanData fitted on training rows
+//! only.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use readmit_agent::RunningAgent;
+use readmit_agent::settings::RawSettings;
+use readmit_ml::data::{labels, read_csv, split_frame};
+use readmit_ml::pipeline::{Pipeline, PipelineParams};
+use readmit_ml::split::{ORIGINAL_SEED, SplitMethod};
+use readmit_proto::{Client, v1};
+use sqlx::{Connection, Row};
+use support::Backend;
+use tonic::Code;
+
+fn real_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/diabetic_data.csv.gz")
+}
+
+/// Streams `bytes` to IngestUpload in 256 KiB chunks.
+async fn upload(
+    client: &Client,
+    name: &str,
+    bytes: Vec<u8>,
+    replace: bool,
+) -> Result<v1::IngestReply, tonic::Status> {
+    let mut chunks = vec![v1::IngestChunk {
+        chunk: Some(v1::ingest_chunk::Chunk::Header(v1::IngestHeader {
+            file_name: name.into(),
+            split: v1::SplitKind::Original as i32,
+            replace,
+        })),
+    }];
+    for part in bytes.chunks(256 * 1024) {
+        chunks.push(v1::IngestChunk {
+            chunk: Some(v1::ingest_chunk::Chunk::Data(part.to_vec())),
+        });
+    }
+    client
+        .etl()
+        .ingest_upload(futures_util::stream::iter(chunks))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The first lines of the real file, decompressed, with `edit` applied to line `line`
+/// (1 is the header).
+fn small_csv(rows: usize, line: usize, edit: impl Fn(&str) -> String) -> Vec<u8> {
+    let bytes = std::fs::read(real_data()).unwrap();
+    let text = readmit_ml::data::decompress(bytes, &real_data()).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let mut out = String::new();
+    for (i, l) in text.lines().take(rows + 1).enumerate() {
+        if i + 1 == line {
+            out.push_str(&edit(l));
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+async fn wait_for(client: &Client, run_id: &str) -> v1::DagRun {
+    for _ in 0..1200 {
+        let run = client
+            .etl()
+            .get_dag_run(v1::GetDagRunRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let state = v1::RunState::try_from(run.state).unwrap();
+        if !matches!(state, v1::RunState::Queued | v1::RunState::Running) {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run_id} did not finish in 2 minutes");
+}
+
+async fn suite(backend: Backend) {
+    let Some(raw_db) = support::fresh(backend).await else {
+        return;
+    };
+    let Some(clean_db) = support::fresh(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RawSettings {
+        raw_db: raw_db.url.clone(),
+        clean_db: clean_db.url.clone(),
+        ..RawSettings::loopback(dir.path(), &[readmit_agent::Role::Etl])
+    }
+    .validate()
+    .unwrap();
+    let agent = RunningAgent::start(settings).await.unwrap();
+    let client = Client::connect(&agent.grpc_url(), None).await.unwrap();
+    let mut etl = client.etl();
+
+    // Malformed files: refused with the file, line and column, nothing written.
+    let missing_column = small_csv(5, 1, |h| h.replace(",race,", ",ethnicity,"));
+    let e = upload(&client, "no_race.csv", missing_column, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("no_race.csv"), "{}", e.message());
+    let bad_age = small_csv(5, 3, |l| l.replacen("[10-20)", "[10-21)", 1));
+    let e = upload(&client, "bad_age.csv", bad_age, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("bad_age.csv, line 3, column `age`"),
+        "{}",
+        e.message()
+    );
+    let e = etl
+        .append_batch(v1::AppendBatchRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("ingest"), "{}", e.message());
+
+    // The real file, streamed.
+    let reply = upload(
+        &client,
+        "diabetic_data.csv.gz",
+        std::fs::read(real_data()).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(reply.changed);
+    let expected = readmit_ml::split::split_original(101_766);
+    let count = |tables: &[v1::TableCount], name: &str| {
+        tables
+            .iter()
+            .find(|t| t.table == name)
+            .map(|t| t.rows)
+            .unwrap_or(-1)
+    };
+    let pool = expected.train_pool.len() as i64;
+    assert_eq!(count(&reply.tables, "train_pool"), pool);
+    assert_eq!(count(&reply.tables, "train_data"), 0);
+    assert_eq!(
+        count(&reply.tables, "validation_data"),
+        expected.validation.len() as i64
+    );
+    assert_eq!(
+        count(&reply.tables, "test_data"),
+        expected.test.len() as i64
+    );
+
+    // The same file again, by path on the agent: nothing changes. Another file is refused.
+    let again = etl
+        .ingest(v1::IngestRequest {
+            path: real_data().display().to_string(),
+            split: v1::SplitKind::Original as i32,
+            replace: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(again.sha256, reply.sha256);
+    let e = upload(&client, "other.csv", small_csv(50, 0, str::to_owned), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("--replace"), "{}", e.message());
+
+    // Appends: exactly once per request id, until the pool is empty.
+    let first = etl
+        .append_batch(v1::AppendBatchRequest {
+            batch_size: 0,
+            request_id: "first".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (first.appended, first.train_rows, first.batch_number),
+        (15_000, 15_000, 1)
+    );
+    let retried = etl
+        .append_batch(v1::AppendBatchRequest {
+            batch_size: 0,
+            request_id: "first".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retried.replayed);
+    assert_eq!((retried.appended, retried.batch_number), (15_000, 1));
+    let mut batches = 1;
+    loop {
+        let r = etl
+            .append_batch(v1::AppendBatchRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if r.exhausted {
+            assert_eq!(r.appended, 0);
+            assert!(r.message.contains("exhausted"), "{}", r.message);
+            break;
+        }
+        batches += 1;
+        assert_eq!(r.batch_number, batches);
+        assert_eq!(r.train_rows + r.pool_remaining, pool);
+    }
+    assert_eq!(batches, (pool + 14_999) / 15_000);
+    let status = etl
+        .get_data_status(v1::GetDataStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.train_rows, pool);
+    assert_eq!(status.pool_remaining, 0);
+    assert_eq!(status.batches_appended, batches);
+    assert_eq!(count(&status.tables, "train_data"), pool);
+
+    // Preprocessing.
+    let run = etl
+        .trigger_dag(v1::TriggerDagRequest {
+            dag: "preprocess_incremental".into(),
+            params: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let run = wait_for(&client, &run.run_id).await;
+    assert_eq!(run.state, v1::RunState::Succeeded as i32, "{run:?}");
+    let status = etl
+        .get_data_status(v1::GetDataStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(count(&status.tables, "diabetes_train_processed"), pool);
+    assert_eq!(
+        count(&status.tables, "diabetes_validation_processed"),
+        expected.validation.len() as i64
+    );
+    assert_eq!(
+        count(&status.tables, "diabetes_test_processed"),
+        expected.test.len() as i64
+    );
+
+    // CleanData holds 50 features fitted on training rows only: the same pipeline fitted here
+    // on the pool alone gives the stored validation features exactly.
+    let frame = read_csv(&real_data()).unwrap();
+    let splits = split_frame(&frame, SplitMethod::Original, ORIGINAL_SEED).unwrap();
+    let y = labels(&splits.train_pool).unwrap();
+    let pipeline = Pipeline::fit(&splits.train_pool, &y, &PipelineParams::default()).unwrap();
+    assert_eq!(pipeline.n_features(), 50);
+    let x_val = pipeline.transform(&splits.validation).unwrap();
+    let val_ids = readmit_ml::data::int_column(&splits.validation, "encounter_id").unwrap();
+
+    let mut conn = sqlx::AnyConnection::connect(&clean_db.url).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT pipeline FROM clean_version")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let stored = Pipeline::from_json(&stored).unwrap();
+    assert_eq!(stored.names(), pipeline.names());
+    let features: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clean_features")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(features, 50);
+    let columns: Vec<String> =
+        sqlx::query("SELECT column_name FROM clean_features ORDER BY position")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+    let probe = 7;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM diabetes_validation_processed WHERE encounter_id = {}",
+        val_ids[probe]
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    for (c, name) in columns.iter().enumerate() {
+        let stored = row.get::<f64, _>(name.as_str()) as f32;
+        assert_eq!(stored, x_val.row(probe)[c], "feature {name}");
+    }
+    drop(conn);
+
+    agent.stop().await.unwrap();
+    raw_db.cleanup().await;
+    clean_db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_sqlite() {
+    suite(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_mariadb() {
+    suite(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_postgres() {
+    suite(Backend::Postgres).await;
+}
