@@ -261,14 +261,13 @@ impl Db {
     }
 }
 
-/// A value written into generated SQL as a literal, see [`BulkInsert`].
+/// One value of a [`BulkInsert`] row, typed even when NULL: PostgreSQL infers parameter types
+/// from the binds.
 #[derive(Clone, Copy, Debug)]
-pub enum Literal<'a> {
-    Null,
-    Int(i64),
-    /// Written with the digits that read back as the same `f32`; NaN and infinities as NULL.
-    Real(f32),
-    Text(&'a str),
+pub enum BulkValue<'a> {
+    Int(Option<i64>),
+    Real(f64),
+    Text(Option<&'a str>),
 }
 
 impl Dialect {
@@ -290,130 +289,129 @@ impl Dialect {
         out.push(q);
         out
     }
-
-    /// Appends `value` as a SQL literal. Text is quoted with `'` doubled; on MySQL, where a
-    /// backslash escapes unless NO_BACKSLASH_ESCAPES is set, text holding a quote, a backslash
-    /// or a control character is written as a hex literal instead, which reads the same in
-    /// every mode.
-    pub fn push_literal(self, out: &mut String, value: Literal<'_>) {
-        use std::fmt::Write;
-        match value {
-            Literal::Null => out.push_str("NULL"),
-            Literal::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Literal::Real(v) if v.is_finite() => {
-                let _ = write!(out, "{v}");
-            }
-            Literal::Real(_) => out.push_str("NULL"),
-            Literal::Text(t)
-                if self == Dialect::MySql
-                    && t.bytes().any(|b| b == b'\\' || b == b'\'' || b < 0x20) =>
-            {
-                out.push_str("X'");
-                for b in t.bytes() {
-                    let _ = write!(out, "{b:02x}");
-                }
-                out.push('\'');
-            }
-            Literal::Text(t) => {
-                out.push('\'');
-                for c in t.chars() {
-                    if c == '\'' {
-                        out.push('\'');
-                    }
-                    out.push(c);
-                }
-                out.push('\'');
-            }
-        }
-    }
 }
 
-/// Multi-row INSERTs built as SQL text with escaped literals, sent about a mebibyte at a time:
-/// tens of thousands of rows then cost a few dozen round trips and no per-value binding, which
-/// is what makes loading a whole data set fast on every server. Only for values the caller
-/// already validated; text goes through [`Dialect::push_literal`].
-pub struct BulkInsert {
+/// Multi-row INSERTs with bound values: tens of thousands of rows cost a few dozen round trips
+/// of one prepared statement, reused, instead of one statement per row — what makes loading a
+/// whole data set fast on every server, with no value ever spliced into SQL text.
+pub struct BulkInsert<'v> {
     dialect: Dialect,
     head: String,
-    sql: String,
-    row_values: usize,
-    rows_pending: u64,
+    columns: usize,
+    rows_per_statement: usize,
+    /// The statement for a full batch of rows, made once.
+    full: Option<String>,
+    values: Vec<BulkValue<'v>>,
     rows_written: u64,
 }
 
-/// Statements are sent when their text passes this size (MySQL's default packet limit is 16
-/// MiB in MariaDB and 64 MiB in MySQL 8).
-const BULK_STATEMENT_BYTES: usize = 1 << 20;
-
-impl BulkInsert {
+impl<'v> BulkInsert<'v> {
+    /// Statements carry up to 32,000 values on SQLite (its limit is 32,766) and 65,000 on MySQL
+    /// and PostgreSQL (65,535).
     pub fn new(dialect: Dialect, table: &str, columns: &[&str]) -> Self {
-        let columns: Vec<String> = columns.iter().map(|c| dialect.quote_ident(c)).collect();
+        let names: Vec<String> = columns.iter().map(|c| dialect.quote_ident(c)).collect();
         let head = format!(
             "INSERT INTO {} ({}) VALUES ",
             dialect.quote_ident(table),
-            columns.join(", ")
+            names.join(", ")
         );
+        let params = match dialect {
+            Dialect::Sqlite => 32_000,
+            // Each statement costs a round trip that can stall on a delayed ACK (sqlx leaves
+            // Nagle on): the fewer, the better.
+            Dialect::MySql | Dialect::Postgres => 65_000,
+        };
+        let rows_per_statement = (params / columns.len().max(1)).max(1);
         Self {
             dialect,
-            sql: String::with_capacity(BULK_STATEMENT_BYTES + 64 * 1024),
             head,
-            row_values: 0,
-            rows_pending: 0,
+            columns: columns.len(),
+            rows_per_statement,
+            full: None,
+            values: Vec::with_capacity(rows_per_statement * columns.len()),
             rows_written: 0,
         }
     }
 
     /// Starts a row; follow with its values, in column order.
-    pub fn row(&mut self) {
-        if self.sql.is_empty() {
-            self.sql.push_str(&self.head);
-        } else {
-            self.sql.push_str("),");
-        }
-        self.sql.push('(');
-        self.row_values = 0;
-        self.rows_pending += 1;
+    pub fn row(&mut self) {}
+
+    pub fn value(&mut self, value: BulkValue<'v>) {
+        self.values.push(value);
     }
 
-    pub fn value(&mut self, value: Literal<'_>) {
-        if self.row_values > 0 {
-            self.sql.push(',');
+    /// The INSERT text for `rows` rows.
+    fn statement(&self, rows: usize) -> String {
+        let mut sql = String::with_capacity(self.head.len() + rows * self.columns * 6);
+        sql.push_str(&self.head);
+        let mut n = 0;
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ",(" });
+            for c in 0..self.columns {
+                if c > 0 {
+                    sql.push(',');
+                }
+                n += 1;
+                match self.dialect {
+                    Dialect::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                    }
+                    Dialect::Sqlite | Dialect::MySql => sql.push('?'),
+                }
+            }
+            sql.push(')');
         }
-        self.dialect.push_literal(&mut self.sql, value);
-        self.row_values += 1;
+        sql
     }
 
-    /// Sends the statement built so far if it is large enough; call after each row.
+    /// Sends a full batch of rows when there is one; call after each row.
     pub async fn flush_if_full(
         &mut self,
         conn: &mut sqlx::AnyConnection,
     ) -> Result<(), sqlx::Error> {
-        if self.sql.len() >= BULK_STATEMENT_BYTES {
-            self.flush(conn).await?;
+        if self.values.len() >= self.rows_per_statement * self.columns {
+            let text = match &self.full {
+                Some(text) => text.clone(),
+                None => {
+                    let text = self.statement(self.rows_per_statement);
+                    self.full = Some(text.clone());
+                    text
+                }
+            };
+            self.send(conn, text).await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self, conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-        if self.sql.is_empty() {
-            return Ok(());
+    async fn send(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        text: String,
+    ) -> Result<(), sqlx::Error> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+        for value in self.values.drain(..) {
+            query = match value {
+                BulkValue::Int(v) => query.bind(v),
+                BulkValue::Real(v) => query.bind(v),
+                BulkValue::Text(v) => query.bind(v.map(str::to_owned)),
+            };
         }
-        self.sql.push(')');
-        let text = std::mem::take(&mut self.sql);
-        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(text))
-            .execute(&mut *conn)
-            .await;
-        self.sql = String::with_capacity(BULK_STATEMENT_BYTES + 64 * 1024);
-        result?;
-        self.rows_written += std::mem::take(&mut self.rows_pending);
+        query.execute(&mut *conn).await?;
+        self.rows_written += self.rows_per_statement as u64;
         Ok(())
     }
 
     /// Sends what is left; returns the number of rows inserted.
     pub async fn finish(mut self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
-        self.flush(conn).await?;
+        self.flush_if_full(conn).await?;
+        let rows = self.values.len() / self.columns.max(1);
+        if rows > 0 {
+            let text = self.statement(rows);
+            let before = self.rows_written;
+            self.send(conn, text).await?;
+            self.rows_written = before + rows as u64;
+        }
         Ok(self.rows_written)
     }
 }

@@ -173,14 +173,20 @@ pub(crate) async fn start_etl(
     registry: &prometheus::Registry,
 ) -> Result<Etl, ServeError> {
     use crate::etl::{
-        dag, data::DataService, data_tasks, metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds,
-        train_tasks,
+        dag, data::DataService, data_tasks, metrics::DataMetrics, metrics::EtlMetrics,
+        store::EtlStore, tasks::TaskKinds, train_tasks,
     };
     let db = db::Db::connect(&settings.raw_db).await?;
     tracing::info!(db = db.url(), "RawData and ETL store open");
     let clean_db = db::Db::connect(&settings.clean_db).await?;
     tracing::info!(db = clean_db.url(), "CleanData open");
-    let data = DataService::open(db.clone(), clean_db, &settings.data_dir).await?;
+    let data = DataService::open(
+        db.clone(),
+        clean_db,
+        &settings.data_dir,
+        DataMetrics::new(registry)?,
+    )
+    .await?;
     let store = EtlStore::open(db).await?;
     let mut kinds = TaskKinds::builtin();
     data_tasks::add_data_kinds(&mut kinds, &data);

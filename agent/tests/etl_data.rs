@@ -227,6 +227,24 @@ async fn suite(backend: Backend) {
     assert_eq!(status.batches_appended, batches);
     assert_eq!(count(&status.tables, "train_data"), pool);
 
+    // The counts are published for Prometheus too.
+    let metrics = reqwest::get(format!("{}/metrics", agent.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("readmit_etl_rows_ingested_total{{table=\"train_pool\"}} {pool}"),
+        format!("readmit_etl_rows_ingested_total{{table=\"train_data\"}} {pool}"),
+        format!("readmit_etl_table_rows{{database=\"raw\",table=\"train_data\"}} {pool}"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+
     // Preprocessing.
     let run = etl
         .trigger_dag(v1::TriggerDagRequest {

@@ -76,7 +76,8 @@ params = { command = "cat out.txt" }
             "hello",
             "ingest_raw",
             "preprocess_incremental",
-            "sleepy"
+            "sleepy",
+            "train_and_register"
         ]
     );
     assert!(

@@ -18,7 +18,7 @@ use readmit_ml::pipeline::Pipeline;
 use sqlx::Row;
 
 use super::model::{EtlError, Result};
-use crate::db::{BulkInsert, Db, Dialect, Literal};
+use crate::db::{BulkInsert, BulkValue, Db, Dialect};
 use crate::now_ms;
 
 pub const TRAIN_PROCESSED: &str = "diabetes_train_processed";
@@ -108,11 +108,11 @@ impl CleanStore {
             let mut bulk = BulkInsert::new(dialect, &staging, &columns);
             for (row, id) in split.encounter_ids.iter().enumerate() {
                 bulk.row();
-                bulk.value(Literal::Int(*id));
+                bulk.value(BulkValue::Int(Some(*id)));
                 for v in split.x.row(row) {
-                    bulk.value(Literal::Real(*v));
+                    bulk.value(BulkValue::Real(f64::from(*v)));
                 }
-                bulk.value(Literal::Int(i64::from(split.y[row])));
+                bulk.value(BulkValue::Int(Some(i64::from(split.y[row]))));
                 bulk.flush_if_full(conn).await?;
             }
             bulk.finish(conn).await?;
@@ -137,11 +137,10 @@ impl CleanStore {
             .enumerate()
         {
             bulk.row();
-            bulk.value(Literal::Int(i64::try_from(i).unwrap_or(i64::MAX)));
-            bulk.value(Literal::Text(column));
-            bulk.value(Literal::Text(feature));
-            #[allow(clippy::cast_possible_truncation)]
-            bulk.value(Literal::Real(*f as f32));
+            bulk.value(BulkValue::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))));
+            bulk.value(BulkValue::Text(Some(column)));
+            bulk.value(BulkValue::Text(Some(feature)));
+            bulk.value(BulkValue::Real(*f));
         }
         bulk.finish(conn).await?;
         execute(
@@ -169,13 +168,13 @@ impl CleanStore {
             ],
         );
         bulk.row();
-        bulk.value(Literal::Int(version.version));
-        bulk.value(Literal::Text(&version.dag_run_id));
-        bulk.value(Literal::Text(&version.ingest_id));
-        bulk.value(Literal::Text(&version.dataset_sha256));
-        bulk.value(Literal::Int(version.train_rows));
-        bulk.value(Literal::Int(version.created_at));
-        bulk.value(Literal::Text(&json));
+        bulk.value(BulkValue::Int(Some(version.version)));
+        bulk.value(BulkValue::Text(Some(&version.dag_run_id)));
+        bulk.value(BulkValue::Text(Some(&version.ingest_id)));
+        bulk.value(BulkValue::Text(Some(&version.dataset_sha256)));
+        bulk.value(BulkValue::Int(Some(version.train_rows)));
+        bulk.value(BulkValue::Int(Some(version.created_at)));
+        bulk.value(BulkValue::Text(Some(&json)));
         bulk.finish(conn).await?;
 
         // The swap.

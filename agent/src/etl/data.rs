@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::clean::CleanStore;
 use super::fetch::{FetchError, Fetched, fetch_dataset};
+use super::metrics::DataMetrics;
 use super::model::{EtlError, Result};
 use super::raw::{self, Appended, Dataset, NewDataset, RawStore};
 use crate::db::Db;
@@ -38,21 +39,34 @@ pub struct DataStatus {
     pub tables: Vec<TableCount>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DataService {
     raw: RawStore,
     clean: CleanStore,
     data_dir: PathBuf,
+    metrics: DataMetrics,
 }
 
 impl DataService {
     /// Opens RawData (applying its migrations) and CleanData.
-    pub async fn open(raw_db: Db, clean_db: Db, data_dir: &Path) -> Result<Self> {
-        Ok(Self {
+    pub async fn open(
+        raw_db: Db,
+        clean_db: Db,
+        data_dir: &Path,
+        metrics: DataMetrics,
+    ) -> Result<Self> {
+        let data = Self {
             raw: RawStore::open(raw_db).await?,
             clean: CleanStore::new(clean_db),
             data_dir: data_dir.to_owned(),
-        })
+            metrics,
+        };
+        data.counts().await?;
+        Ok(data)
+    }
+
+    pub fn metrics(&self) -> &DataMetrics {
+        &self.metrics
     }
 
     pub fn raw(&self) -> &RawStore {
@@ -139,6 +153,13 @@ impl DataService {
             )
             .await?;
         let duration_s = start.elapsed().as_secs_f64();
+        for (table, rows) in [
+            (raw::TRAIN_POOL, dataset.pool_rows),
+            (raw::VALIDATION_DATA, dataset.validation_rows),
+            (raw::TEST_DATA, dataset.test_rows),
+        ] {
+            self.metrics.rows_written(table, rows);
+        }
         Ok(IngestReport {
             changed: true,
             message: format!(
@@ -193,10 +214,16 @@ impl DataService {
     }
 
     pub async fn append_batch(&self, size: u32, request_id: &str) -> Result<Appended> {
-        self.raw.append_batch(size, request_id).await
+        let appended = self.raw.append_batch(size, request_id).await?;
+        if !appended.replayed {
+            self.metrics.rows_written(raw::TRAIN_DATA, appended.rows);
+            self.metrics
+                .set_table_rows("raw", raw::TRAIN_DATA, appended.train_rows);
+        }
+        Ok(appended)
     }
 
-    /// Rows in every RawData and CleanData table.
+    /// Rows in every RawData and CleanData table (also published as metrics).
     pub async fn counts(&self) -> Result<Vec<TableCount>> {
         let raw = self
             .raw
@@ -218,7 +245,11 @@ impl DataService {
                 table,
                 rows,
             });
-        Ok(raw.chain(clean).collect())
+        let counts: Vec<TableCount> = raw.chain(clean).collect();
+        for t in &counts {
+            self.metrics.set_table_rows(t.database, t.table, t.rows);
+        }
+        Ok(counts)
     }
 
     pub async fn status(&self) -> Result<DataStatus> {

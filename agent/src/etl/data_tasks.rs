@@ -383,6 +383,7 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
         )
         .await
         .map_err(fail)?;
+    data.counts().await.map_err(fail)?;
     ctx.info(&format!(
         "CleanData version {}: {} train, {} validation, {} test rows of {} features",
         version.version,

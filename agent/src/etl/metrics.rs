@@ -1,7 +1,9 @@
 //! The DAG runner's Prometheus metrics: runs and task attempts by outcome, and how long they
 //! took.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Seconds, from a quick shell task to a long training run.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -79,5 +81,57 @@ impl EtlMetrics {
         self.attempt_seconds
             .with_label_values(&[dag, task])
             .observe(seconds);
+    }
+}
+
+/// RawData and CleanData in numbers: rows written by ingests and appends, and every table's
+/// size as of the last change.
+#[derive(Clone)]
+pub struct DataMetrics {
+    rows_written: IntCounterVec,
+    table_rows: IntGaugeVec,
+}
+
+impl DataMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            rows_written: IntCounterVec::new(
+                Opts::new(
+                    "readmit_etl_rows_ingested_total",
+                    "Rows written to RawData by ingests and batch appends, by table.",
+                ),
+                &["table"],
+            )?,
+            table_rows: IntGaugeVec::new(
+                Opts::new(
+                    "readmit_etl_table_rows",
+                    "Rows in each RawData and CleanData table, as of the last change.",
+                ),
+                &["database", "table"],
+            )?,
+        };
+        registry.register(Box::new(m.rows_written.clone()))?;
+        registry.register(Box::new(m.table_rows.clone()))?;
+        Ok(m)
+    }
+
+    pub fn rows_written(&self, table: &str, rows: i64) {
+        self.rows_written
+            .with_label_values(&[table])
+            .inc_by(u64::try_from(rows).unwrap_or_default());
+    }
+
+    pub fn set_table_rows(&self, database: &str, table: &str, rows: i64) {
+        self.table_rows
+            .with_label_values(&[database, table])
+            .set(rows);
+    }
+
+    /// The last known size of a table, if it was ever measured.
+    pub fn table_rows(&self, database: &str, table: &str) -> Option<i64> {
+        self.table_rows
+            .get_metric_with_label_values(&[database, table])
+            .ok()
+            .map(|g| g.get())
     }
 }

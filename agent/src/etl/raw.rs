@@ -17,7 +17,7 @@ use readmit_ml::split::SplitMethod;
 use sqlx::Row;
 
 use super::model::{EtlError, Result};
-use crate::db::{BulkInsert, Db, Dialect, Literal, SchemaChange};
+use crate::db::{BulkInsert, BulkValue, Db, Dialect, SchemaChange};
 use crate::{now_ms, sql};
 
 pub const TRAIN_POOL: &str = "train_pool";
@@ -214,12 +214,7 @@ impl RawStore {
             if !replace {
                 return Err(refuse_other(&old, new.sha256, new.split));
             }
-            for table in ["raw_batches", "raw_dataset"].into_iter().chain(TABLES) {
-                let text = quoted(dialect, &format!("DELETE FROM \"{table}\""));
-                sqlx::raw_sql(sqlx::AssertSqlSafe(text))
-                    .execute(&mut *w.tx)
-                    .await?;
-            }
+            delete_all(dialect, &mut w.tx).await?;
         }
         for (table, frame) in [
             (TRAIN_POOL, new.train_pool),
@@ -260,6 +255,14 @@ impl RawStore {
         .await?;
         w.commit().await?;
         Ok(dataset)
+    }
+
+    /// Empties RawData: the data set, its splits and batches.
+    pub async fn clear(&self) -> Result<()> {
+        let mut w = self.db.begin_write().await?;
+        delete_all(self.db.dialect(), &mut w.tx).await?;
+        w.commit().await?;
+        Ok(())
     }
 
     /// Appends the next `size` pool rows not yet in `train_data`, in pool order, as one batch.
@@ -495,6 +498,19 @@ where
     }))
 }
 
+async fn delete_all(
+    dialect: Dialect,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+) -> Result<()> {
+    for table in ["raw_batches", "raw_dataset"].into_iter().chain(TABLES) {
+        let text = quoted(dialect, &format!("DELETE FROM \"{table}\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(text))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Inserts a frame in `read_csv`'s layout, its row order as `split_position`.
 async fn insert_frame(
     dialect: Dialect,
@@ -526,11 +542,11 @@ async fn insert_frame(
         bulk.row();
         for column in &values {
             bulk.value(match column {
-                Values::Int(v) => v[row].map_or(Literal::Null, Literal::Int),
-                Values::Text(v) => v[row].map_or(Literal::Null, Literal::Text),
+                Values::Int(v) => BulkValue::Int(v[row]),
+                Values::Text(v) => BulkValue::Text(v[row]),
             });
         }
-        bulk.value(Literal::Int(i64::try_from(row).unwrap_or(i64::MAX)));
+        bulk.value(BulkValue::Int(Some(i64::try_from(row).unwrap_or(i64::MAX))));
         bulk.flush_if_full(tx).await?;
     }
     bulk.finish(tx).await?;

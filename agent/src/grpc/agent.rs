@@ -54,6 +54,20 @@ fn role_gauges(shared: &Shared) -> Vec<v1::RoleGauge> {
             value: etl.runner.active_runs() as f64,
             unit: "runs".into(),
         });
+        for (database, table) in [
+            ("raw", "train_pool"),
+            ("raw", "train_data"),
+            ("clean", "diabetes_train_processed"),
+        ] {
+            if let Some(rows) = etl.data.metrics().table_rows(database, table) {
+                gauges.push(v1::RoleGauge {
+                    role: "etl".into(),
+                    name: format!("{table}_rows"),
+                    value: rows as f64,
+                    unit: "rows".into(),
+                });
+            }
+        }
     }
     gauges
 }

@@ -132,6 +132,44 @@ fn time_of(ms: i64) -> String {
     )
 }
 
+pub type EtlClient = v1::etl_client::EtlClient<readmit_proto::Svc>;
+
+/// Follows a run to its end, printing its events when `print` is set; returns it as it ended.
+pub async fn follow(
+    etl: &mut EtlClient,
+    run: v1::DagRun,
+    print: bool,
+) -> Result<v1::DagRun, tonic::Status> {
+    let get = |run_id: String| v1::GetDagRunRequest { run_id };
+    let mut events = etl
+        .watch_runs(v1::WatchRunsRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    // The run may have ended before the watch began: check once after subscribing.
+    let mut current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
+    while !finished(current.state) {
+        match events.next().await {
+            Some(Ok(e)) => {
+                if print {
+                    print_event(&e);
+                }
+                if matches!(&e.event, Some(v1::run_event::Event::State(s)) if s.task_id.is_empty() && finished(s.state))
+                {
+                    current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
+                }
+            }
+            Some(Err(s)) => return Err(s),
+            None => {
+                current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
+                break;
+            }
+        }
+    }
+    Ok(current)
+}
+
 pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
     let mut etl = client.etl();
@@ -200,51 +238,9 @@ pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitC
                 print_run(global, &run)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut events = etl
-                .watch_runs(v1::WatchRunsRequest {
-                    run_id: run.run_id.clone(),
-                })
+            let current = follow(&mut etl, run, global.output == OutputFormat::Table)
                 .await
-                .map_err(call)?
-                .into_inner();
-            // The run may have ended before the watch began: check once after subscribing.
-            let mut current = etl
-                .get_dag_run(v1::GetDagRunRequest {
-                    run_id: run.run_id.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            while !finished(current.state) {
-                match events.next().await {
-                    Some(Ok(e)) => {
-                        if global.output == OutputFormat::Table {
-                            print_event(&e);
-                        }
-                        if matches!(&e.event, Some(v1::run_event::Event::State(s)) if s.task_id.is_empty() && finished(s.state))
-                        {
-                            current = etl
-                                .get_dag_run(v1::GetDagRunRequest {
-                                    run_id: run.run_id.clone(),
-                                })
-                                .await
-                                .map_err(call)?
-                                .into_inner();
-                        }
-                    }
-                    Some(Err(s)) => return Err(call(s)),
-                    None => {
-                        current = etl
-                            .get_dag_run(v1::GetDagRunRequest {
-                                run_id: run.run_id.clone(),
-                            })
-                            .await
-                            .map_err(call)?
-                            .into_inner();
-                        break;
-                    }
-                }
-            }
+                .map_err(call)?;
             print_run(global, &current)?;
             let ok = v1::RunState::try_from(current.state) == Ok(v1::RunState::Succeeded);
             return Ok(if ok {
