@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
-use readmit_ml::data::{labels, read_csv, split_frame};
+use readmit_ml::data::{labels, read_csv, read_csv_bytes, split_frame};
 use readmit_ml::pipeline::{Pipeline, PipelineParams};
 use readmit_ml::split::{ORIGINAL_SEED, SplitMethod};
 use readmit_proto::{Client, v1};
@@ -318,6 +318,75 @@ async fn suite(backend: Backend) {
     agent.stop().await.unwrap();
     raw_db.cleanup().await;
     clean_db.cleanup().await;
+}
+
+/// Text with quotes, commas and backslashes, and missing values, read back from RawData as
+/// written, with each row's stored prior-encounter count.
+async fn round_trip(backend: Backend) {
+    let Some(raw_db) = support::fresh(backend).await else {
+        return;
+    };
+    let Some(clean_db) = support::fresh(backend).await else {
+        return;
+    };
+    let odd_field = r#""Odd ""quoted"", with\back\slash""#;
+    let odd_value = r#"Odd "quoted", with\back\slash"#;
+    let csv = small_csv(300, 2, |l| {
+        let mut fields: Vec<String> = l.split(',').map(str::to_owned).collect();
+        let at = readmit_ml::schema::index_of("medical_specialty").unwrap();
+        fields[at] = odd_field.to_owned();
+        fields.join(",")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let data = readmit_agent::etl::data::DataService::open(
+        readmit_agent::db::Db::connect(&raw_db.url).await.unwrap(),
+        readmit_agent::db::Db::connect(&clean_db.url).await.unwrap(),
+        dir.path(),
+        readmit_agent::etl::metrics::DataMetrics::new(&registry).unwrap(),
+    )
+    .await
+    .unwrap();
+    data.ingest_bytes(csv.clone(), "odd.csv", SplitMethod::Original, false)
+        .await
+        .unwrap();
+    data.append_batch(1000, "all").await.unwrap();
+    let frame = read_csv_bytes(csv, std::path::Path::new("odd.csv")).unwrap();
+    let splits = split_frame(&frame, SplitMethod::Original, ORIGINAL_SEED).unwrap();
+    let mut seen_odd = false;
+    for (table, expected) in [
+        ("train_data", &splits.train_pool),
+        ("validation_data", &splits.validation),
+        ("test_data", &splits.test),
+    ] {
+        let stored = data.raw().read_table(table).await.unwrap();
+        assert_eq!(stored.height(), expected.height(), "{table}");
+        for column in expected.get_column_names() {
+            let a = stored.column(column).unwrap().as_materialized_series();
+            let b = expected.column(column).unwrap().as_materialized_series();
+            assert!(a.equals_missing(b), "{table}.{column}: {a:?} vs {b:?}");
+        }
+        let specialties = stored.column("medical_specialty").unwrap().str().unwrap().clone();
+        seen_odd |= specialties.iter().any(|v| v == Some(odd_value));
+    }
+    assert!(seen_odd, "the odd value never came back");
+    raw_db.cleanup().await;
+    clean_db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_on_sqlite() {
+    round_trip(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_on_mariadb() {
+    round_trip(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_on_postgres() {
+    round_trip(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

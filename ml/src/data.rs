@@ -107,8 +107,18 @@ pub fn decompress(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// Reads and validates CSV content (plain or gzip); `path` only names it in errors.
 pub fn read_csv_bytes(bytes: Vec<u8>, path: &Path) -> Result<DataFrame, DataError> {
-    let bytes = decompress(bytes, path)?;
-    let header = check_layout(&bytes, path)?;
+    read_frame(decompress(bytes, path)?, path, false)
+}
+
+/// Reads a stored split exported as CSV text: the 50 columns validated as in [`read_csv`],
+/// and [`schema::PRIOR_ENCOUNTERS`] taken as stored (it was counted over the whole file at
+/// ingest, which a split alone cannot redo).
+pub fn read_stored_csv(bytes: Vec<u8>, path: &Path) -> Result<DataFrame, DataError> {
+    read_frame(bytes, path, true)
+}
+
+fn read_frame(bytes: Vec<u8>, path: &Path, stored_prior: bool) -> Result<DataFrame, DataError> {
+    let header = check_layout(&bytes, path, stored_prior)?;
 
     // Every field as a string: parsing and validating is ours, so errors can name the line.
     let strings = Schema::from_iter(
@@ -148,7 +158,11 @@ pub fn read_csv_bytes(bytes: Vec<u8>, path: &Path) -> Result<DataFrame, DataErro
     // The left half's error first, so the error named is the same as a sequential pass's.
     let mut columns = left?;
     columns.extend(right?);
-    let prior = prior_encounters(&columns[0], &columns[1], path)?;
+    let prior = if stored_prior {
+        stored_prior_encounters(&raw, path)?
+    } else {
+        prior_encounters(&columns[0], &columns[1], path)?
+    };
     columns.push(PlColumn::new(schema::PRIOR_ENCOUNTERS.into(), prior));
     DataFrame::new(height, columns).map_err(|source| DataError::Polars {
         path: path.to_owned(),
@@ -215,7 +229,36 @@ fn validate_column(
 /// Checks the header against the schema and that every line has as many fields, before polars
 /// sees the bytes: polars would pad short lines with nulls and its errors carry no line number.
 /// Returns the header's column names.
-fn check_layout(bytes: &[u8], path: &Path) -> Result<Vec<String>, DataError> {
+/// The prior-encounter counts of a stored split: whole numbers, never missing or negative.
+fn stored_prior_encounters(raw: &DataFrame, path: &Path) -> Result<Vec<i64>, DataError> {
+    let strings = raw
+        .column(schema::PRIOR_ENCOUNTERS)
+        .and_then(PlColumn::str)
+        .map_err(|source| DataError::Polars {
+            path: path.to_owned(),
+            source,
+        })?;
+    strings
+        .iter()
+        .enumerate()
+        .map(|(row, v)| {
+            let v = v.unwrap_or_default();
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| DataError::BadValue {
+                    path: path.to_owned(),
+                    line: row + 2,
+                    column: schema::PRIOR_ENCOUNTERS,
+                    source: ValueError::NotInteger {
+                        value: v.to_owned(),
+                    },
+                })
+        })
+        .collect()
+}
+
+fn check_layout(bytes: &[u8], path: &Path, stored_prior: bool) -> Result<Vec<String>, DataError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let header_end = bytes
         .iter()
@@ -233,7 +276,8 @@ fn check_layout(bytes: &[u8], path: &Path) -> Result<Vec<String>, DataError> {
         .map(|h| h.trim_matches('"').to_owned())
         .collect();
     for (position, name) in header.iter().enumerate() {
-        let known = schema::index_of(name).is_some();
+        let known =
+            schema::index_of(name).is_some() || (stored_prior && name == schema::PRIOR_ENCOUNTERS);
         let repeated = header[..position].contains(name);
         if !known || repeated {
             return Err(DataError::ExtraColumn {
@@ -247,6 +291,12 @@ fn check_layout(bytes: &[u8], path: &Path) -> Result<Vec<String>, DataError> {
         return Err(DataError::MissingColumn {
             path: path.to_owned(),
             column: missing.name,
+        });
+    }
+    if stored_prior && !header.iter().any(|h| h == schema::PRIOR_ENCOUNTERS) {
+        return Err(DataError::MissingColumn {
+            path: path.to_owned(),
+            column: schema::PRIOR_ENCOUNTERS,
         });
     }
 

@@ -10,8 +10,7 @@
 
 use std::sync::LazyLock;
 
-use futures_util::TryStreamExt;
-use polars::prelude::{Column as PlColumn, DataFrame};
+use polars::prelude::DataFrame;
 use readmit_ml::schema::{self, COLUMNS, Kind, MAX_TEXT_LEN};
 use readmit_ml::split::SplitMethod;
 use sqlx::Row;
@@ -380,57 +379,88 @@ impl RawStore {
     }
 
     /// A RawData table as a frame in `ml::data::read_csv`'s layout, in split order.
+    ///
+    /// The database writes the rows as CSV text, a chunk of positions per query, and the
+    /// validated CSV reader parses it: row-by-row fetching costs a hand-off per row (and on
+    /// SQLite a thread switch), which is most of the time for a whole table.
     pub async fn read_table(&self, table: &'static str) -> Result<DataFrame> {
+        const CHUNK: i64 = 20_000;
         let db = &self.db;
-        let columns: Vec<(&'static str, bool, bool)> = data_columns().collect();
-        let list: Vec<String> = columns.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
-        let text = format!(
-            "SELECT {} FROM \"{table}\" ORDER BY \"{SPLIT_POSITION}\"",
-            list.join(", ")
-        );
-        let text = quoted(db.dialect(), &text);
-        let mut ints: Vec<Vec<i64>> = Vec::new();
-        let mut texts: Vec<Vec<Option<String>>> = Vec::new();
-        let slots: Vec<(bool, usize)> = columns
-            .iter()
-            .map(|(_, integer, _)| {
-                if *integer {
-                    ints.push(Vec::new());
-                    (true, ints.len() - 1)
-                } else {
-                    texts.push(Vec::new());
-                    (false, texts.len() - 1)
+        let dialect = db.dialect();
+        let names: Vec<&str> = data_columns().map(|(name, _, _)| name).collect();
+        let mut text = names.join(",").into_bytes();
+        let mut conn = db.pool().acquire().await?;
+        if dialect == Dialect::MySql {
+            // GROUP_CONCAT stops at 1 KiB by default; a chunk is a few MiB.
+            sqlx::raw_sql("SET SESSION group_concat_max_len = 1073741824")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let end: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(quoted(
+            dialect,
+            &format!("SELECT MAX(\"{SPLIT_POSITION}\") FROM \"{table}\""),
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let query = chunk_query(dialect, table);
+        let mut start = 0;
+        while let Some(end) = end.filter(|end| start <= *end) {
+            let chunk: Option<String> = sqlx::query_scalar(db.dynamic(&query))
+                .bind(start)
+                .bind(start + CHUNK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if let Some(chunk) = chunk {
+                text.push(b'\n');
+                text.extend_from_slice(chunk.as_bytes());
+            }
+            start = (start + CHUNK).min(end + 1);
+        }
+        drop(conn);
+        text.push(b'\n');
+        let name = std::path::PathBuf::from(format!("{}#{table}", db.url()));
+        super::data::blocking(move || Ok(readmit_ml::data::read_stored_csv(text, &name)?)).await
+    }
+}
+
+/// The query writing one chunk of a table's rows (positions `?` to `?`, exclusive) as CSV
+/// lines: text quoted with `"` doubled, missing values as `?`, lines joined by newlines.
+fn chunk_query(dialect: Dialect, table: &str) -> String {
+    let fields: Vec<String> = data_columns()
+        .map(|(name, integer, _)| {
+            let column = dialect.quote_ident(name);
+            match (integer, dialect) {
+                (true, Dialect::MySql) => column,
+                (true, Dialect::Sqlite | Dialect::Postgres) => format!("CAST({column} AS TEXT)"),
+                (false, Dialect::MySql) => {
+                    format!("COALESCE(CONCAT('\"', REPLACE({column}, '\"', '\"\"'), '\"'), '?')")
                 }
-            })
-            .collect();
-        let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(text)).fetch(db.pool());
-        while let Some(row) = rows.try_next().await? {
-            for (i, (integer, slot)) in slots.iter().enumerate() {
-                if *integer {
-                    ints[*slot].push(row.try_get::<i64, _>(i)?);
-                } else {
-                    texts[*slot].push(row.try_get::<Option<String>, _>(i)?);
+                (false, Dialect::Sqlite | Dialect::Postgres) => {
+                    format!("COALESCE('\"' || REPLACE({column}, '\"', '\"\"') || '\"', '?')")
                 }
             }
-        }
-        drop(rows);
-        let height = ints.first().map_or(0, Vec::len);
-        let mut ints = ints.into_iter();
-        let mut texts = texts.into_iter();
-        let frame_columns: Vec<PlColumn> = columns
-            .iter()
-            .zip(&slots)
-            .map(|((name, _, _), (integer, _))| {
-                if *integer {
-                    PlColumn::new((*name).into(), ints.next().unwrap_or_default())
-                } else {
-                    PlColumn::new((*name).into(), texts.next().unwrap_or_default())
-                }
-            })
-            .collect();
-        DataFrame::new(height, frame_columns)
-            .map_err(|e| EtlError::Corrupt(format!("table {table}: {e}")))
-    }
+        })
+        .collect();
+    let position = dialect.quote_ident(SPLIT_POSITION);
+    // The separator is a newline inside the string literal, which every dialect reads as is.
+    let aggregate = match dialect {
+        Dialect::MySql => format!(
+            "GROUP_CONCAT(CONCAT_WS(',', {}) ORDER BY {position} SEPARATOR '\n')",
+            fields.join(", ")
+        ),
+        Dialect::Sqlite => format!(
+            "group_concat({}, '\n' ORDER BY {position})",
+            fields.join(" || ',' || ")
+        ),
+        Dialect::Postgres => format!(
+            "string_agg({}, '\n' ORDER BY {position})",
+            fields.join(" || ',' || ")
+        ),
+    };
+    format!(
+        "SELECT {aggregate} FROM {} WHERE {position} >= ? AND {position} < ?",
+        dialect.quote_ident(table)
+    )
 }
 
 fn height(frame: &DataFrame) -> i64 {
