@@ -302,6 +302,32 @@ kind = "empty"
             .collect::<Vec<_>>(),
         [RunState::Failed, RunState::UpstreamFailed]
     );
+
+    // One scheduler per database: the lease goes to one holder until it expires or is given up.
+    let store = restarted.store();
+    let t = readmit_agent::now_ms() + 60_000;
+    assert!(store.take_lease("agent-a", t, 10_000).await.unwrap());
+    assert!(!store.take_lease("agent-b", t + 1, 10_000).await.unwrap());
+    assert!(store.take_lease("agent-a", t + 2, 10_000).await.unwrap());
+    assert!(
+        !store
+            .take_lease("agent-b", t + 9_000, 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_lease("agent-b", t + 10_003, 10_000)
+            .await
+            .unwrap()
+    );
+    store.release_lease("agent-b").await.unwrap();
+    assert!(
+        store
+            .take_lease("agent-a", t + 10_004, 10_000)
+            .await
+            .unwrap()
+    );
     shutdown.cancel();
     db.cleanup().await;
 }

@@ -366,7 +366,12 @@ async fn round_trip(backend: Backend) {
             let b = expected.column(column).unwrap().as_materialized_series();
             assert!(a.equals_missing(b), "{table}.{column}: {a:?} vs {b:?}");
         }
-        let specialties = stored.column("medical_specialty").unwrap().str().unwrap().clone();
+        let specialties = stored
+            .column("medical_specialty")
+            .unwrap()
+            .str()
+            .unwrap()
+            .clone();
         seen_odd |= specialties.iter().any(|v| v == Some(odd_value));
     }
     assert!(seen_odd, "the odd value never came back");

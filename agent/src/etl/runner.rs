@@ -21,6 +21,9 @@ use crate::now_ms;
 
 /// How often the scheduler looks for due runs.
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+/// How long the scheduler lease outlives its last renewal: an agent that dies hands
+/// scheduling to another within this.
+const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Writes a task's log lines to the store and to watchers.
 #[derive(Clone)]
@@ -601,10 +604,28 @@ impl Runner {
     async fn schedule(self) {
         let mut tick = tokio::time::interval(SCHEDULER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let holder = uuid::Uuid::new_v4().simple().to_string();
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        let mut holding = false;
         loop {
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+            }
+            match self.inner.store.take_lease(&holder, now_ms(), ttl).await {
+                Ok(taken) => {
+                    if taken != holding {
+                        tracing::info!(holder = %holder, taken, "scheduler lease");
+                    }
+                    holding = taken;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the scheduler lease");
+                    holding = false;
+                }
+            }
+            if !holding {
+                continue;
             }
             let Ok(dags) = self.list_dags().await else {
                 continue;
@@ -636,6 +657,9 @@ impl Runner {
                     }
                 }
             }
+        }
+        if holding {
+            let _ = self.inner.store.release_lease(&holder).await;
         }
     }
 }

@@ -11,11 +11,18 @@ use super::model::*;
 use crate::db::{Db, Dialect, SchemaChange};
 use crate::{now_ms, sql};
 
-const CHANGES: &[SchemaChange] = &[SchemaChange {
-    version: 1,
-    description: "DAG state, runs, task instances, task logs",
-    sql: include_str!("../../migrations/etl/0001_runs.sql"),
-}];
+const CHANGES: &[SchemaChange] = &[
+    SchemaChange {
+        version: 1,
+        description: "DAG state, runs, task instances, task logs",
+        sql: include_str!("../../migrations/etl/0001_runs.sql"),
+    },
+    SchemaChange {
+        version: 2,
+        description: "the scheduler lease",
+        sql: include_str!("../../migrations/etl/0002_scheduler_lease.sql"),
+    },
+];
 
 #[derive(Clone, Debug)]
 pub struct EtlStore {
@@ -37,6 +44,39 @@ impl EtlStore {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Takes or renews the scheduler lease for `holder` until `now + ttl_ms`; false when
+    /// another holder's lease has not expired. Several ETL agents can share one database and
+    /// only the holder schedules.
+    pub async fn take_lease(&self, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        let db = &self.db;
+        let taken = sqlx::query(sql!(
+            db,
+            "UPDATE scheduler_lease SET holder = ?, expires_at = ? \
+             WHERE id = 1 AND (holder = ? OR expires_at < ?)"
+        ))
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(holder)
+        .bind(now)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Gives the lease up, so another agent can schedule at once.
+    pub async fn release_lease(&self, holder: &str) -> Result<()> {
+        let db = &self.db;
+        sqlx::query(sql!(
+            db,
+            "UPDATE scheduler_lease SET expires_at = 0 WHERE id = 1 AND holder = ?"
+        ))
+        .bind(holder)
+        .execute(db.pool())
+        .await?;
+        Ok(())
     }
 
     /// Whether each DAG is paused; a DAG never seen takes its file's `paused` setting.
