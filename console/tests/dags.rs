@@ -1,28 +1,11 @@
 //! `readmit dags` against a real agent running the etl role with DAG files on disk.
 
-use std::process::Command;
+mod common;
+
+use common::readmit;
 
 use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
-
-async fn readmit(url: &str, args: &[&str]) -> (bool, String, String) {
-    let mut full = vec!["--agent".to_owned(), url.to_owned()];
-    full.extend(args.iter().map(|s| (*s).to_owned()));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_readmit"))
-            .env_remove("READMIT_TOKEN")
-            .args(full)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dags_from_the_command_line() {

@@ -2,33 +2,17 @@
 //! (streamed and on the agent), append batches until the pool is exhausted, and the errors an
 //! operator sees for a bad file and for no network.
 
+mod common;
+
+use common::readmit;
+
 use std::net::SocketAddr;
-use std::process::Command;
 
 use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn readmit(url: &str, args: &[&str]) -> (bool, String, String) {
-    let mut full = vec!["--agent".to_owned(), url.to_owned()];
-    full.extend(args.iter().map(|s| (*s).to_owned()));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_readmit"))
-            .env_remove("READMIT_TOKEN")
-            .args(full)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn readmit_json(url: &str, args: &[&str]) -> Value {
     let mut full = vec!["--output", "json"];

@@ -152,8 +152,9 @@ pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     }
 }
 
-/// An error and its causes on one line: tonic's transport errors say little at the top.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line: transport errors (tonic's, reqwest's) say little at
+/// the top ("error sending request"); their causes say why ("Connection refused").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -17,7 +17,7 @@ pub mod v1 {
 
 mod client;
 
-pub use client::{Client, ClientError, Svc, TokenInterceptor, normalize_url};
+pub use client::{Client, ClientError, Svc, TokenInterceptor, error_chain, normalize_url};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).

@@ -180,7 +180,7 @@ fn client(url: &str) -> Result<reqwest_tls::Client, FetchError> {
         .timeout(TOTAL_TIMEOUT)
         .user_agent(concat!("readmit/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| unavailable(chain(&e)))
+        .map_err(|e| unavailable(readmit_proto::error_chain(&e)))
 }
 
 /// Streams the response body to a temporary file in `dir` (deleted when dropped).
@@ -188,7 +188,7 @@ async fn download(url: &str, dir: &Path) -> Result<NamedTempFile, FetchError> {
     // The message names the URL once; reqwest's own would repeat it.
     let unavailable = |e: reqwest_tls::Error| FetchError::Unavailable {
         url: url.to_owned(),
-        reason: chain(&e.without_url()),
+        reason: readmit_proto::error_chain(&e.without_url()),
     };
     let client = client(url)?;
     let mut response = client.get(url).send().await.map_err(unavailable)?;
@@ -211,22 +211,6 @@ async fn download(url: &str, dir: &Path) -> Result<NamedTempFile, FetchError> {
     }
     file.flush().await.map_err(io_error(temp.path()))?;
     Ok(temp)
-}
-
-/// The error and its causes on one line: reqwest's own message alone says little
-/// ("error sending request"), the cause says why ("Connection refused").
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Extracts the CSV from the download into a temporary file beside `target`, checks its
