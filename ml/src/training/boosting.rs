@@ -26,7 +26,15 @@ pub struct BoostingParams {
     pub nbins: u16,
     /// Share of rows sampled for each tree (1 = all).
     pub subsample: f32,
+    /// Share of columns sampled for each tree (1 = all). Parameters saved before this field
+    /// existed were fitted on every column, hence that default when it is absent.
+    #[serde(default = "every_column")]
+    pub colsample: f32,
     pub seed: u64,
+}
+
+fn every_column() -> f32 {
+    1.0
 }
 
 impl Default for BoostingParams {
@@ -39,6 +47,7 @@ impl Default for BoostingParams {
             min_leaf_weight: 1.0,
             nbins: 256,
             subsample: 1.0,
+            colsample: 1.0,
             seed: 42,
         }
     }
@@ -55,6 +64,7 @@ impl BoostingParams {
             ("min_leaf_weight", self.min_leaf_weight.to_string()),
             ("nbins", self.nbins.to_string()),
             ("subsample", self.subsample.to_string()),
+            ("colsample", self.colsample.to_string()),
             ("seed", self.seed.to_string()),
         ]
     }
@@ -95,6 +105,13 @@ impl BoostingParams {
             return Err(invalid(
                 "subsample",
                 &self.subsample,
+                "must be within (0, 1]",
+            ));
+        }
+        if !(self.colsample > 0.0 && self.colsample <= 1.0) {
+            return Err(invalid(
+                "colsample",
+                &self.colsample,
                 "must be within (0, 1]",
             ));
         }
@@ -171,6 +188,12 @@ fn fit_booster(
     if p.subsample < 1.0 {
         booster = booster.set_sample_method(SampleMethod::Random);
     }
+    // forust samples `floor(share * columns)` columns per tree; when that would be none (very
+    // few varying columns) every tree sees them all instead.
+    let colsample = f64::from(p.colsample);
+    if colsample < 1.0 && (kept.len() as f64 * colsample).floor() >= 1.0 {
+        booster = booster.set_colsample_bytree(colsample);
+    }
     let data = column_major(x, &kept);
     let matrix = forust_ml::Matrix::new(&data, x.n_rows, kept.len());
     let labels: Vec<f64> = y.iter().map(|&v| f64::from(u8::from(v))).collect();
@@ -241,6 +264,29 @@ mod tests {
     }
 
     #[test]
+    fn params_saved_without_colsample_load_as_every_column() {
+        let mut json = serde_json::to_value(BoostingParams {
+            colsample: 0.5,
+            ..BoostingParams::default()
+        })
+        .unwrap();
+        json.as_object_mut().unwrap().remove("colsample");
+        let old: BoostingParams = serde_json::from_value(json).unwrap();
+        assert_eq!(old.colsample, 1.0);
+        let zero = BoostingParams {
+            colsample: 0.0,
+            ..BoostingParams::default()
+        };
+        assert!(matches!(
+            zero.check(),
+            Err(TrainError::InvalidParam {
+                param: "colsample",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn converted_trees_predict_what_forust_predicts() {
         // Two informative columns, one constant column (dropped and re-indexed), one noise.
         let mut rng = crate::training::rng::SplitMix64::new(3);
@@ -256,9 +302,11 @@ mod tests {
         }
         let names = (0..4).map(|j| format!("x{j}")).collect();
         let x = Matrix::new(n, 4, data, names).unwrap();
+        // Column sampling too: each tree's features must still map back to our columns.
         let params = BoostingParams {
             iterations: 20,
             max_depth: 3,
+            colsample: 0.7,
             ..BoostingParams::default()
         };
         let (booster, kept) = fit_booster(&params, &x, &y).unwrap();

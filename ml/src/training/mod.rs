@@ -131,7 +131,13 @@ pub fn candidates() -> Vec<Candidate> {
             }),
         });
     }
-    let gbm = BoostingParams::default();
+    // Half the columns per tree, chosen on the original split's validation rows: ROC AUC 0.6845
+    // with every column, 0.6866 with half (0.686–0.687 for 0.4–0.6 and over four seeds), and
+    // the fit takes about a third less time.
+    let gbm = BoostingParams {
+        colsample: 0.5,
+        ..BoostingParams::default()
+    };
     out.push(Candidate {
         name: gbm.run_name(),
         params: Params::Boosting(gbm),
