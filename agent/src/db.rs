@@ -153,18 +153,20 @@ impl Db {
         })
     }
 
-    /// Begins a transaction that will write. On SQLite, writers queue here, in the process:
-    /// a transaction that reads first and writes later would otherwise fail with SQLITE_BUSY
-    /// when another writer committed in between, instead of waiting.
+    /// Begins a transaction that will write. On SQLite, writers queue here, in the process, and
+    /// the transaction takes the database's write lock at once (`BEGIN IMMEDIATE`): one that
+    /// read first and wrote later would otherwise fail with SQLITE_BUSY_SNAPSHOT when any other
+    /// write (a single statement, another process) committed in between, instead of waiting.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let guard = match &self.writer {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
         };
-        Ok(WriteTx {
-            tx: self.pool.begin().await?,
-            _guard: guard,
-        })
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::MySql | Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _guard: guard })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -333,9 +335,7 @@ impl<'v> BulkInsert<'v> {
         }
     }
 
-    /// Starts a row; follow with its values, in column order.
-    pub fn row(&mut self) {}
-
+    /// Adds the next value: a row's values in column order, then the next row's.
     pub fn value(&mut self, value: BulkValue<'v>) {
         self.values.push(value);
     }
@@ -394,7 +394,7 @@ impl<'v> BulkInsert<'v> {
             query = match value {
                 BulkValue::Int(v) => query.bind(v),
                 BulkValue::Real(v) => query.bind(v),
-                BulkValue::Text(v) => query.bind(v.map(str::to_owned)),
+                BulkValue::Text(v) => query.bind(v),
             };
         }
         query.execute(&mut *conn).await?;

@@ -113,6 +113,8 @@ pub async fn etl(args: EtlBenchArgs) -> anyhow::Result<Value> {
         "split": args.split,
         "changed": ingest.changed,
         "ingest_s": round(ingest_s),
+        "ingest_read_validate_split_s": round(ingest.read_s),
+        "ingest_write_s": round(ingest.duration_s - ingest.read_s),
         "append_batch_s": round(append_s),
         "batches": batches,
         "append_batch_s_per_batch": round(append_s / f64::from(batches.max(1))),

@@ -107,7 +107,6 @@ impl CleanStore {
             columns.push("readmitted");
             let mut bulk = BulkInsert::new(dialect, &staging, &columns);
             for (row, id) in split.encounter_ids.iter().enumerate() {
-                bulk.row();
                 bulk.value(BulkValue::Int(Some(*id)));
                 for v in split.x.row(row) {
                     bulk.value(BulkValue::Real(f64::from(*v)));
@@ -136,7 +135,6 @@ impl CleanStore {
             .zip(pipeline.f_scores())
             .enumerate()
         {
-            bulk.row();
             bulk.value(BulkValue::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))));
             bulk.value(BulkValue::Text(Some(column)));
             bulk.value(BulkValue::Text(Some(feature)));
@@ -167,7 +165,6 @@ impl CleanStore {
                 "pipeline",
             ],
         );
-        bulk.row();
         bulk.value(BulkValue::Int(Some(version.version)));
         bulk.value(BulkValue::Text(Some(&version.dag_run_id)));
         bulk.value(BulkValue::Text(Some(&version.ingest_id)));
@@ -210,24 +207,6 @@ impl CleanStore {
         }
         w.commit().await?;
         Ok(version)
-    }
-
-    /// The current version, or `None` before the first save.
-    pub async fn version(&self) -> Result<Option<(CleanVersion, Pipeline)>> {
-        let db = &self.db;
-        let mut conn = db.pool().acquire().await?;
-        if !existing_tables(db, &mut conn).await?.contains(VERSION) {
-            return Ok(None);
-        }
-        let Some(row) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SELECT version, dag_run_id, ingest_id, dataset_sha256, train_rows, created_at, pipeline FROM {VERSION}"
-        )))
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(version_of(&row)?))
     }
 
     /// Rows of each processed table that exists.

@@ -30,6 +30,8 @@ pub struct IngestReport {
     pub dataset: Dataset,
     pub tables: Vec<TableCount>,
     pub duration_s: f64,
+    /// Of which: reading, validating and splitting the file; the rest is writing RawData.
+    pub read_s: f64,
     pub message: String,
 }
 
@@ -126,6 +128,7 @@ impl DataService {
                     tables: self.counts().await?,
                     dataset: old,
                     duration_s: start.elapsed().as_secs_f64(),
+                    read_s: start.elapsed().as_secs_f64(),
                 });
             }
             if !replace {
@@ -137,6 +140,7 @@ impl DataService {
             Ok(split_frame(&frame, split, ORIGINAL_SEED)?)
         })
         .await?;
+        let parsed_s = start.elapsed().as_secs_f64();
         let dataset = self
             .raw
             .ingest(
@@ -153,6 +157,12 @@ impl DataService {
             )
             .await?;
         let duration_s = start.elapsed().as_secs_f64();
+        tracing::info!(
+            file = name,
+            read_and_validate_s = parsed_s,
+            write_s = duration_s - parsed_s,
+            "ingested"
+        );
         for (table, rows) in [
             (raw::TRAIN_POOL, dataset.pool_rows),
             (raw::VALIDATION_DATA, dataset.validation_rows),
@@ -172,6 +182,7 @@ impl DataService {
             tables: self.counts().await?,
             dataset,
             duration_s,
+            read_s: parsed_s,
         })
     }
 

@@ -155,8 +155,9 @@ struct Source {
     train_rows: i64,
 }
 
-fn handoff(ctx: &TaskContext, stage: &str, split: &str) -> PathBuf {
-    ctx.dir.join(format!("{stage}_{split}.arrow"))
+/// The hand-off file of one stage's output for one split, in the run's directory.
+fn handoff(dir: &Path, stage: &str, split: &str) -> PathBuf {
+    dir.join(format!("{stage}_{split}.arrow"))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
@@ -188,7 +189,7 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
             .zip([raw::TRAIN_DATA, raw::VALIDATION_DATA, raw::TEST_DATA])
     {
         let mut frame = data.raw().read_table(table).await.map_err(fail)?;
-        let path = handoff(&ctx, "raw", split);
+        let path = handoff(&ctx.dir, "raw", split);
         let rows = frame.height();
         blocking(move || {
             write_ipc(&mut frame, &path)?;
@@ -215,7 +216,7 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
     let lines = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
         let mut lines = Vec::new();
         for split in SPLITS {
-            let frame = read_ipc(&dir.join(format!("raw_{split}.arrow"))).map_err(fail)?;
+            let frame = read_ipc(&handoff(&dir, "raw", split)).map_err(fail)?;
             let before = frame.height();
             let ids = readmit_ml::data::int_column(&frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let mut seen = HashSet::with_capacity(ids.len());
@@ -232,7 +233,7 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
                 .collect();
             frame = frame.drop_many(dropped.iter().copied());
             labels(&frame).map_err(fail)?;
-            write_ipc(&mut frame, &dir.join(format!("clean_{split}.arrow"))).map_err(fail)?;
+            write_ipc(&mut frame, &handoff(&dir, "clean", split)).map_err(fail)?;
             lines.push(format!(
                 "{split}: {} rows ({} duplicate encounters removed), dropped columns {}",
                 frame.height(),
@@ -270,7 +271,7 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
     let message = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let frames: Vec<DataFrame> = SPLITS
             .iter()
-            .map(|s| read_ipc(&dir.join(format!("clean_{s}.arrow"))).map_err(fail))
+            .map(|s| read_ipc(&handoff(&dir, "clean", s)).map_err(fail))
             .collect::<Result<_, _>>()?;
         let y_train = labels(&frames[0]).map_err(fail)?;
         let pipeline = Pipeline::fit(&frames[0], &y_train, &params).map_err(fail)?;
@@ -279,7 +280,7 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
             let ids = readmit_ml::data::int_column(frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let y = labels(frame).map_err(fail)?;
             let mut out = features_frame(&ids, &x, &y)?;
-            write_ipc(&mut out, &dir.join(format!("features_{split}.arrow"))).map_err(fail)?;
+            write_ipc(&mut out, &handoff(&dir, "features", split)).map_err(fail)?;
         }
         let json = pipeline.to_json().map_err(fail)?;
         write_atomic(&dir.join(PIPELINE_FILE), json.as_bytes()).map_err(fail)?;
@@ -360,7 +361,7 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
         let pipeline = Pipeline::from_json(&json).map_err(|e| EtlError::Ml(e.to_string()))?;
         let mut splits = Vec::with_capacity(3);
         for split in SPLITS {
-            let frame = read_ipc(&dir.join(format!("features_{split}.arrow")))?;
+            let frame = read_ipc(&handoff(&dir, "features", split))?;
             splits.push(processed_from_frame(&frame, pipeline.names()).map_err(EtlError::Ml)?);
         }
         Ok((pipeline, splits))

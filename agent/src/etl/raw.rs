@@ -569,7 +569,6 @@ async fn insert_frame(
     names.push(SPLIT_POSITION);
     let mut bulk = BulkInsert::new(dialect, table, &names);
     for row in 0..frame.height() {
-        bulk.row();
         for column in &values {
             bulk.value(match column {
                 Values::Int(v) => BulkValue::Int(v[row]),
