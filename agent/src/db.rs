@@ -85,10 +85,11 @@ impl SchemaChange {
     fn sql_for(&self, dialect: Dialect) -> String {
         match dialect {
             Dialect::Sqlite | Dialect::Postgres => self.sql.to_owned(),
-            Dialect::MySql => self
-                .sql
-                .replace("\n);", &format!("\n) {MYSQL_TABLE_OPTIONS};"))
-                .replace('"', "`"),
+            Dialect::MySql => dialect.requote(
+                &self
+                    .sql
+                    .replace("\n);", &format!("\n) {MYSQL_TABLE_OPTIONS};")),
+            ),
         }
     }
 }
@@ -273,6 +274,15 @@ pub enum BulkValue<'a> {
 }
 
 impl Dialect {
+    /// SQL written with `"` around identifiers (and no `"` in its string literals) in this
+    /// dialect's quoting: MySQL's default mode reads `"` as a string quote, so it gets backquotes.
+    pub fn requote(self, text: &str) -> String {
+        match self {
+            Dialect::MySql => text.replace('"', "`"),
+            Dialect::Sqlite | Dialect::Postgres => text.to_owned(),
+        }
+    }
+
     /// `name` as a quoted identifier: `"name"`, or `` `name` `` on MySQL (whose default mode
     /// reads double quotes as strings). Names like `glyburide-metformin` need it.
     pub fn quote_ident(self, name: &str) -> String {

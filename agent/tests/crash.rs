@@ -3,6 +3,8 @@
 //! (here: none), an append retried with the same request id appends nothing, and the DAG runs
 //! through.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,32 +45,6 @@ fn start(dir: &Path) -> (Child, String) {
         .recv_timeout(Duration::from_secs(60))
         .expect("the agent never logged its address");
     (child, format!("http://{addr}"))
-}
-
-async fn state_of(client: &Client, run_id: &str) -> v1::DagRun {
-    client
-        .etl()
-        .get_dag_run(v1::GetDagRunRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn wait_until<F: Fn(&v1::DagRun) -> bool>(
-    client: &Client,
-    run_id: &str,
-    done: F,
-) -> v1::DagRun {
-    for _ in 0..1200 {
-        let run = state_of(client, run_id).await;
-        if done(&run) {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run_id} never reached the expected state");
 }
 
 fn clean_rows(tables: &[v1::TableCount]) -> Vec<(String, i64)> {
@@ -151,11 +127,16 @@ depends_on = ["pause"]
         .await
         .unwrap()
         .into_inner();
-    let running = wait_until(&client, &run.run_id, |r| {
-        r.tasks
-            .iter()
-            .any(|t| t.task_id == "pause" && t.state == v1::RunState::Running as i32)
-    })
+    let running = support::wait_for_run(
+        &client,
+        &run.run_id,
+        |r| {
+            r.tasks
+                .iter()
+                .any(|t| t.task_id == "pause" && t.state == v1::RunState::Running as i32)
+        },
+        120,
+    )
     .await;
     assert_eq!(running.state, v1::RunState::Running as i32);
 
@@ -166,7 +147,7 @@ depends_on = ["pause"]
     let (mut agent, url) = start(dir.path());
     let client = Client::connect(&url, None).await.unwrap();
     let mut etl = client.etl();
-    let after = state_of(&client, &run.run_id).await;
+    let after = support::dag_run(&client, &run.run_id).await;
     assert_eq!(after.state, v1::RunState::Failed as i32, "{after:#?}");
     assert!(after.error.contains("agent stopped"), "{}", after.error);
     let status = etl
@@ -198,13 +179,7 @@ depends_on = ["pause"]
         .await
         .unwrap()
         .into_inner();
-    let done = wait_until(&client, &rerun.run_id, |r| {
-        !matches!(
-            v1::RunState::try_from(r.state),
-            Ok(v1::RunState::Queued | v1::RunState::Running)
-        )
-    })
-    .await;
+    let done = support::wait_for_run(&client, &rerun.run_id, support::run_finished, 120).await;
     assert_eq!(done.state, v1::RunState::Succeeded as i32, "{done:#?}");
     let status = etl
         .get_data_status(v1::GetDataStatusRequest {})

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
@@ -65,25 +64,6 @@ fn small_csv(rows: usize, line: usize, edit: impl Fn(&str) -> String) -> Vec<u8>
         out.push('\n');
     }
     out.into_bytes()
-}
-
-async fn wait_for(client: &Client, run_id: &str) -> v1::DagRun {
-    for _ in 0..1200 {
-        let run = client
-            .etl()
-            .get_dag_run(v1::GetDagRunRequest {
-                run_id: run_id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let state = v1::RunState::try_from(run.state).unwrap();
-        if !matches!(state, v1::RunState::Queued | v1::RunState::Running) {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run_id} did not finish in 2 minutes");
 }
 
 async fn suite(backend: Backend) {
@@ -254,7 +234,7 @@ async fn suite(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let run = wait_for(&client, &run.run_id).await;
+    let run = support::wait_for_run(&client, &run.run_id, support::run_finished, 120).await;
     assert_eq!(run.state, v1::RunState::Succeeded as i32, "{run:?}");
     let status = etl
         .get_data_status(v1::GetDataStatusRequest {})

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
@@ -27,23 +26,9 @@ async fn run_dag(client: &Client, dag: &str, params: &[(&str, &str)]) -> v1::Dag
         .await
         .unwrap()
         .into_inner();
-    for _ in 0..3000 {
-        let run = client
-            .etl()
-            .get_dag_run(v1::GetDagRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let state = v1::RunState::try_from(run.state).unwrap();
-        if !matches!(state, v1::RunState::Queued | v1::RunState::Running) {
-            assert_eq!(state, v1::RunState::Succeeded, "{dag}: {run:#?}");
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{dag} did not finish in 5 minutes");
+    let run = support::wait_for_run(client, &run.run_id, support::run_finished, 300).await;
+    assert_eq!(run.state, v1::RunState::Succeeded as i32, "{dag}: {run:#?}");
+    run
 }
 
 fn write_f32(path: &Path, values: &[f32]) {

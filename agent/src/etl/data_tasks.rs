@@ -103,7 +103,7 @@ pub fn parse_split(text: &str) -> Result<SplitMethod, String> {
 /// data set. The same file again is a no-op.
 async fn ingest_raw(data: DataService, ctx: TaskContext) -> Result<(), String> {
     let path = PathBuf::from(ctx.param("path")?);
-    let split = parse_split(ctx.params.get("split").map_or("", String::as_str))?;
+    let split = parse_split(ctx.param_or("split", ""))?;
     let replace = flag(&ctx, "replace")?;
     let report = data
         .ingest_file(&path, split, replace)
@@ -122,24 +122,10 @@ async fn append_batch(data: DataService, ctx: TaskContext) -> Result<(), String>
     for n in 1.. {
         let request = format!("{}/{}/{n}", ctx.run_id, ctx.task_id);
         let appended = data.append_batch(size, &request).await.map_err(fail)?;
+        ctx.info(&appended.message()).await;
         if appended.exhausted {
-            ctx.info(&format!(
-                "the training pool is exhausted: train_data holds all {} pool rows; nothing appended",
-                appended.train_rows
-            ))
-            .await;
             break;
         }
-        let again = if appended.replayed {
-            " (already done by an earlier attempt)"
-        } else {
-            ""
-        };
-        ctx.info(&format!(
-            "batch {}: appended {} rows{again}; train_data holds {}, {} left in the pool",
-            appended.batch_number, appended.rows, appended.train_rows, appended.pool_remaining
-        ))
-        .await;
         if !all || appended.pool_remaining == 0 {
             break;
         }
@@ -160,7 +146,7 @@ fn handoff(dir: &Path, stage: &str, split: &str) -> PathBuf {
     dir.join(format!("{stage}_{split}.arrow"))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "{}: {e} (did the step before this one run?)",
@@ -170,7 +156,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
     let text = serde_json::to_string(value).map_err(fail)?;
     write_atomic(path, text.as_bytes()).map_err(fail)
 }

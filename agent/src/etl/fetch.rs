@@ -319,13 +319,7 @@ impl<W: Write> DigestWriter<W> {
     /// Flushes the inner writer; returns the lowercase hex digest and the byte count.
     fn finish(mut self) -> io::Result<(String, u64)> {
         self.inner.flush()?;
-        let hex = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok((hex, self.bytes))
+        Ok((super::data::hex(&self.hasher.finalize()), self.bytes))
     }
 }
 

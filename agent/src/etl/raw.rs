@@ -136,6 +136,28 @@ pub struct Appended {
     pub replayed: bool,
 }
 
+impl Appended {
+    /// What happened, in the words operators read in replies and task logs.
+    pub fn message(&self) -> String {
+        if self.exhausted {
+            return format!(
+                "the training pool is exhausted: {TRAIN_DATA} already holds all {} pool rows",
+                self.train_rows
+            );
+        }
+        let again = if self.replayed {
+            " (this request had already done it; nothing new appended)"
+        } else {
+            ""
+        };
+        format!(
+            "batch {}: {} rows appended to {TRAIN_DATA}{again}; {} rows in {TRAIN_DATA}, {} left \
+             in the pool",
+            self.batch_number, self.rows, self.train_rows, self.pool_remaining
+        )
+    }
+}
+
 /// The splits of a data set to ingest, frames as `ml::data::read_csv` returns them.
 pub struct NewDataset<'a> {
     pub sha256: &'a str,
@@ -194,7 +216,7 @@ impl RawStore {
         let mut out = Vec::with_capacity(TABLES.len());
         for table in TABLES {
             let text = format!("SELECT COUNT(*) FROM \"{table}\"");
-            let n: i64 = sqlx::query_scalar(self.db.dynamic(&quoted(self.db.dialect(), &text)))
+            let n: i64 = sqlx::query_scalar(self.db.dynamic(&self.db.dialect().requote(&text)))
                 .fetch_one(self.db.pool())
                 .await?;
             out.push((table, n));
@@ -333,7 +355,7 @@ impl RawStore {
              SELECT {columns}, ? FROM \"{TRAIN_POOL}\" \
              WHERE \"{SPLIT_POSITION}\" >= ? AND \"{SPLIT_POSITION}\" < ?"
         );
-        let moved = sqlx::query(db.dynamic(&quoted(db.dialect(), &text)))
+        let moved = sqlx::query(db.dynamic(&db.dialect().requote(&text)))
             .bind(batch_number)
             .bind(first)
             .bind(first + rows)
@@ -396,10 +418,9 @@ impl RawStore {
                 .execute(&mut *conn)
                 .await?;
         }
-        let end: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(quoted(
-            dialect,
-            &format!("SELECT MAX(\"{SPLIT_POSITION}\") FROM \"{table}\""),
-        )))
+        let end: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(dialect.requote(&format!(
+            "SELECT MAX(\"{SPLIT_POSITION}\") FROM \"{table}\""
+        ))))
         .fetch_one(&mut *conn)
         .await?;
         let query = chunk_query(dialect, table);
@@ -488,14 +509,6 @@ pub fn refuse_other(old: &Dataset, sha256: &str, split: SplitMethod) -> EtlError
     ))
 }
 
-/// SQL written with `"` around identifiers, in the dialect's quoting.
-fn quoted(dialect: Dialect, text: &str) -> String {
-    match dialect {
-        Dialect::MySql => text.replace('"', "`"),
-        Dialect::Sqlite | Dialect::Postgres => text.to_owned(),
-    }
-}
-
 async fn read_dataset<'e, E>(db: &Db, executor: E, for_update: bool) -> Result<Option<Dataset>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -533,7 +546,7 @@ async fn delete_all(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
 ) -> Result<()> {
     for table in ["raw_batches", "raw_dataset"].into_iter().chain(TABLES) {
-        let text = quoted(dialect, &format!("DELETE FROM \"{table}\""));
+        let text = dialect.requote(&format!("DELETE FROM \"{table}\""));
         sqlx::raw_sql(sqlx::AssertSqlSafe(text))
             .execute(&mut **tx)
             .await?;

@@ -38,6 +38,15 @@ impl TaskContext {
             .await;
     }
 
+    /// A parameter, or `default` when it is missing or blank.
+    pub fn param_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.params
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or(default)
+    }
+
     /// A parameter, or an error naming it.
     pub fn param(&self, key: &str) -> Result<&str, String> {
         self.params

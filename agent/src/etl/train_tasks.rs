@@ -17,7 +17,8 @@ use readmit_ml::training::{Candidate, candidates, fit};
 use readmit_proto::{Client, v1};
 use serde::{Deserialize, Serialize};
 
-use super::data::{DataService, blocking, write_atomic};
+use super::data::{DataService, blocking};
+use super::data_tasks::{read_json, write_json};
 use super::model::EtlError;
 use super::raw;
 use super::tasks::{TaskContext, TaskFuture, TaskKind, TaskKinds};
@@ -77,26 +78,23 @@ fn grpc(what: &str) -> impl FnOnce(tonic::Status) -> String + '_ {
     move |s| format!("tracking: {what}: {}", s.message())
 }
 
+/// What earlier attempts of this run trained and logged; nothing before the first.
 fn read_trained(dir: &Path) -> Result<Vec<Trained>, String> {
     let path = dir.join(TRAINED_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    if path.exists() {
+        read_json(&path)
+    } else {
+        Ok(Vec::new())
     }
-}
-
-fn write_trained(dir: &Path, trained: &[Trained]) -> Result<(), String> {
-    let text = serde_json::to_vec_pretty(trained).map_err(|e| e.to_string())?;
-    write_atomic(&dir.join(TRAINED_FILE), &text).map_err(|e| e.to_string())
 }
 
 /// Candidates named by the comma-separated `models` parameter, or all of them.
 fn chosen(ctx: &TaskContext) -> Result<Vec<Candidate>, String> {
     let all = candidates();
-    let Some(list) = ctx.params.get("models").filter(|v| !v.trim().is_empty()) else {
+    let list = ctx.param_or("models", "");
+    if list.is_empty() {
         return Ok(all);
-    };
+    }
     list.split(',')
         .map(str::trim)
         .map(|name| {
@@ -154,12 +152,7 @@ async fn train_models(
     ctx: TaskContext,
 ) -> Result<(), String> {
     let chosen = chosen(&ctx)?;
-    let experiment = ctx
-        .params
-        .get("experiment")
-        .filter(|v| !v.trim().is_empty())
-        .map_or(EXPERIMENT, String::as_str)
-        .to_owned();
+    let experiment = ctx.param_or("experiment", EXPERIMENT).to_owned();
     let client = tracking.connect().await?;
     let (splits, pipeline, version) = data.clean().read_all().await.map_err(|e| e.to_string())?;
     let [train, val, test] = splits;
@@ -266,7 +259,7 @@ async fn train_models(
             val_roc_auc: val_report.roc_auc,
             test_roc_auc: test_report.roc_auc,
         });
-        write_trained(&ctx.dir, &trained)?;
+        write_json(&ctx.dir.join(TRAINED_FILE), &trained)?;
     }
     Ok(())
 }
@@ -435,10 +428,7 @@ impl TaskKind for SelectAndPromote {
 
 async fn select_and_promote(tracking: TrackingTarget, ctx: TaskContext) -> Result<(), String> {
     let name = ctx
-        .params
-        .get("registered_model")
-        .filter(|v| !v.trim().is_empty())
-        .map_or(REGISTERED_MODEL, String::as_str)
+        .param_or("registered_model", REGISTERED_MODEL)
         .to_owned();
     let trained = read_trained(&ctx.dir)?;
     let best = trained

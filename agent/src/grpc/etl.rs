@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::etl::Etl;
 use crate::etl::data::{DataService, IngestReport, TableCount};
 use crate::etl::model::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
-use crate::etl::raw::{self, DEFAULT_BATCH_SIZE};
+use crate::etl::raw::DEFAULT_BATCH_SIZE;
 use crate::etl::runner::{DagStatus, Runner};
 use readmit_ml::split::SplitMethod;
 
@@ -300,26 +300,7 @@ impl v1::etl_server::Etl for EtlService {
             .append_batch(size, &request_id)
             .await
             .map_err(status)?;
-        let message = if a.exhausted {
-            format!(
-                "the training pool is exhausted: train_data already holds all {} pool rows",
-                a.train_rows
-            )
-        } else {
-            let again = if a.replayed {
-                " (this request had already done it; nothing new appended)"
-            } else {
-                ""
-            };
-            format!(
-                "batch {}: {} rows appended to {}{again}; {} rows in train_data, {} left in the pool",
-                a.batch_number,
-                a.rows,
-                raw::TRAIN_DATA,
-                a.train_rows,
-                a.pool_remaining
-            )
-        };
+        let message = a.message();
         Ok(Response::new(v1::AppendBatchReply {
             appended: a.rows,
             train_rows: a.train_rows,

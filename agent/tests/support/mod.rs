@@ -178,3 +178,42 @@ pub async fn s3_server(bucket: &str) -> Option<S3Server> {
     }
     panic!("moto did not start on {}", server.endpoint);
 }
+
+/// A DAG run as the agent reports it now.
+pub async fn dag_run(client: &readmit_proto::Client, run_id: &str) -> readmit_proto::v1::DagRun {
+    client
+        .etl()
+        .get_dag_run(readmit_proto::v1::GetDagRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Whether a run has ended, whatever the outcome.
+pub fn run_finished(run: &readmit_proto::v1::DagRun) -> bool {
+    use readmit_proto::v1::RunState;
+    !matches!(
+        RunState::try_from(run.state),
+        Ok(RunState::Queued | RunState::Running)
+    )
+}
+
+/// Polls a run until `done` holds, failing the test after `seconds`.
+pub async fn wait_for_run(
+    client: &readmit_proto::Client,
+    run_id: &str,
+    done: impl Fn(&readmit_proto::v1::DagRun) -> bool,
+    seconds: u64,
+) -> readmit_proto::v1::DagRun {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        let run = dag_run(client, run_id).await;
+        if done(&run) {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("run {run_id} did not reach the expected state in {seconds} s");
+}
