@@ -461,7 +461,9 @@ pub fn split_frame(df: &DataFrame, method: SplitMethod, seed: u32) -> Result<Spl
 }
 
 /// Writes a frame as an Arrow IPC file, atomically: a reader sees the old file or the whole new
-/// one, so a task retried after a crash never reads half a hand-off.
+/// one, so a task retried after a crash of its process never reads half a hand-off. Not synced
+/// to disk: a hand-off lives as long as its run, and a run a power loss interrupts is failed on
+/// restart, not resumed — syncing tens of MiB per task would buy nothing.
 pub fn write_ipc(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
     let io = |source| DataError::Io {
         path: path.to_owned(),
@@ -496,7 +498,6 @@ pub fn write_ipc(df: &mut DataFrame, path: &Path) -> Result<(), DataError> {
     let mut buffered = writer.into_inner();
     std::io::Write::flush(&mut buffered).map_err(io)?;
     drop(buffered);
-    file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use readmit_ml::pipeline::Pipeline;
 use sqlx::Row;
 
 use super::model::{EtlError, Result};
-use crate::db::{BulkInsert, BulkValue, Db, Dialect};
+use crate::db::{BulkValue, Db, Dialect, Ordered, Owned, Records, Rows, Step};
 use crate::now_ms;
 
 pub const TRAIN_PROCESSED: &str = "diabetes_train_processed";
@@ -37,6 +37,24 @@ pub struct Processed {
     pub encounter_ids: Vec<i64>,
     pub x: Matrix,
     pub y: Vec<bool>,
+}
+
+impl Rows for Processed {
+    fn height(&self) -> usize {
+        self.encounter_ids.len()
+    }
+
+    /// `encounter_id`, the features, `readmitted`.
+    fn row<'a>(&'a self, index: usize, out: &mut Vec<BulkValue<'a>>) {
+        out.push(BulkValue::Int(Some(self.encounter_ids[index])));
+        out.extend(
+            self.x
+                .row(index)
+                .iter()
+                .map(|v| BulkValue::Real(f64::from(*v))),
+        );
+        out.push(BulkValue::Int(Some(i64::from(self.y[index]))));
+    }
 }
 
 /// Where a CleanData version came from.
@@ -68,7 +86,7 @@ impl CleanStore {
     pub async fn save(
         &self,
         pipeline: &Pipeline,
-        splits: [&Processed; 3],
+        splits: [Processed; 3],
         mut version: CleanVersion,
     ) -> Result<CleanVersion> {
         let db = &self.db;
@@ -77,15 +95,23 @@ impl CleanStore {
         let generation = now_ms();
         version.version = generation;
         version.created_at = generation;
-        let mut w = db.begin_write().await?;
-        let conn = &mut *w.tx;
         let all = PROCESSED.into_iter().chain([FEATURES, VERSION]);
+        let drop_table = |table: &str| {
+            Step::Sql(format!(
+                "DROP TABLE IF EXISTS {}",
+                dialect.quote_ident(table)
+            ))
+        };
+        let mut steps = Vec::new();
         // Leftovers of a save that died before its swap.
         for table in all.clone() {
             for suffix in [STAGING, OLD] {
-                drop_table(dialect, conn, &format!("{table}{suffix}")).await?;
+                steps.push(drop_table(&format!("{table}{suffix}")));
             }
         }
+        let mut columns: Vec<&str> = vec!["encounter_id"];
+        columns.extend(names.iter().map(String::as_str));
+        columns.push("readmitted");
         for (table, split) in PROCESSED.into_iter().zip(splits) {
             let staging = format!("{table}{STAGING}");
             let mut ddl = format!("CREATE TABLE {} (\n", dialect.quote_ident(&staging));
@@ -101,59 +127,46 @@ impl CleanStore {
                 "    CONSTRAINT {} PRIMARY KEY (encounter_id)\n)",
                 dialect.quote_ident(&format!("{table}_pk_{generation}"))
             ));
-            execute(conn, ddl).await?;
-            let mut columns: Vec<&str> = vec!["encounter_id"];
-            columns.extend(names.iter().map(String::as_str));
-            columns.push("readmitted");
-            let mut bulk = BulkInsert::new(dialect, &staging, &columns);
-            for (row, id) in split.encounter_ids.iter().enumerate() {
-                bulk.value(BulkValue::Int(Some(*id)));
-                for v in split.x.row(row) {
-                    bulk.value(BulkValue::Real(f64::from(*v)));
-                }
-                bulk.value(BulkValue::Int(Some(i64::from(split.y[row]))));
-                bulk.flush_if_full(conn).await?;
-            }
-            bulk.finish(conn).await?;
+            steps.push(Step::Sql(ddl));
+            // In key order: the primary key's B-tree (InnoDB's table itself) only appends.
+            let ids = split.encounter_ids.clone();
+            steps.push(Step::insert(
+                &staging,
+                &columns,
+                Ordered::by_key(split, move |i| ids[i]),
+            ));
         }
-        execute(
-            conn,
-            format!(
-                "CREATE TABLE {} (\n    position BIGINT NOT NULL,\n    column_name VARCHAR(100) NOT NULL,\n    feature TEXT NOT NULL,\n    f_score DOUBLE PRECISION NOT NULL\n)",
-                dialect.quote_ident(&format!("{FEATURES}{STAGING}"))
-            ),
-        )
-        .await?;
-        let mut bulk = BulkInsert::new(
-            dialect,
-            &format!("{FEATURES}{STAGING}"),
-            &["position", "column_name", "feature", "f_score"],
-        );
-        for (i, ((column, feature), f)) in names
+        steps.push(Step::Sql(format!(
+            "CREATE TABLE {} (\n    position BIGINT NOT NULL,\n    column_name VARCHAR(100) NOT NULL,\n    feature TEXT NOT NULL,\n    f_score DOUBLE PRECISION NOT NULL\n)",
+            dialect.quote_ident(&format!("{FEATURES}{STAGING}"))
+        )));
+        let features = names
             .iter()
             .zip(pipeline.names())
             .zip(pipeline.f_scores())
             .enumerate()
-        {
-            bulk.value(BulkValue::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))));
-            bulk.value(BulkValue::Text(Some(column)));
-            bulk.value(BulkValue::Text(Some(feature)));
-            bulk.value(BulkValue::Real(*f));
-        }
-        bulk.finish(conn).await?;
-        execute(
-            conn,
-            format!(
-                "CREATE TABLE {} (\n    version BIGINT NOT NULL,\n    dag_run_id VARCHAR(64) NOT NULL,\n    ingest_id VARCHAR(64) NOT NULL,\n    dataset_sha256 VARCHAR(64) NOT NULL,\n    train_rows BIGINT NOT NULL,\n    created_at BIGINT NOT NULL,\n    pipeline TEXT NOT NULL\n)",
-                dialect.quote_ident(&format!("{VERSION}{STAGING}"))
-            ),
-        )
-        .await?;
+            .map(|(i, ((column, feature), f))| {
+                vec![
+                    Owned::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))),
+                    Owned::Text(Some(column.clone())),
+                    Owned::Text(Some(feature.clone())),
+                    Owned::Real(*f),
+                ]
+            })
+            .collect();
+        steps.push(Step::insert(
+            &format!("{FEATURES}{STAGING}"),
+            &["position", "column_name", "feature", "f_score"],
+            Records(features),
+        ));
+        steps.push(Step::Sql(format!(
+            "CREATE TABLE {} (\n    version BIGINT NOT NULL,\n    dag_run_id VARCHAR(64) NOT NULL,\n    ingest_id VARCHAR(64) NOT NULL,\n    dataset_sha256 VARCHAR(64) NOT NULL,\n    train_rows BIGINT NOT NULL,\n    created_at BIGINT NOT NULL,\n    pipeline TEXT NOT NULL\n)",
+            dialect.quote_ident(&format!("{VERSION}{STAGING}"))
+        )));
         let json = pipeline
             .to_json()
             .map_err(|e| EtlError::Ml(format!("saving the pipeline: {e}")))?;
-        let mut bulk = BulkInsert::new(
-            dialect,
+        steps.push(Step::insert(
             &format!("{VERSION}{STAGING}"),
             &[
                 "version",
@@ -164,20 +177,22 @@ impl CleanStore {
                 "created_at",
                 "pipeline",
             ],
-        );
-        bulk.value(BulkValue::Int(Some(version.version)));
-        bulk.value(BulkValue::Text(Some(&version.dag_run_id)));
-        bulk.value(BulkValue::Text(Some(&version.ingest_id)));
-        bulk.value(BulkValue::Text(Some(&version.dataset_sha256)));
-        bulk.value(BulkValue::Int(Some(version.train_rows)));
-        bulk.value(BulkValue::Int(Some(version.created_at)));
-        bulk.value(BulkValue::Text(Some(&json)));
-        bulk.finish(conn).await?;
+            Records(vec![vec![
+                Owned::Int(Some(version.version)),
+                Owned::Text(Some(version.dag_run_id.clone())),
+                Owned::Text(Some(version.ingest_id.clone())),
+                Owned::Text(Some(version.dataset_sha256.clone())),
+                Owned::Int(Some(version.train_rows)),
+                Owned::Int(Some(version.created_at)),
+                Owned::Text(Some(json)),
+            ]]),
+        ));
 
         // The swap.
-        let existing = existing_tables(db, conn).await?;
         match dialect {
             Dialect::MySql => {
+                // MySQL's DDL commits as it goes: one RENAME TABLE swaps every table at once.
+                let existing = existing_tables(db, db.pool()).await?;
                 let mut pairs = Vec::new();
                 for table in all.clone() {
                     if existing.contains(table) {
@@ -185,27 +200,23 @@ impl CleanStore {
                     }
                     pairs.push(format!("`{table}{STAGING}` TO `{table}`"));
                 }
-                execute(conn, format!("RENAME TABLE {}", pairs.join(", "))).await?;
+                steps.push(Step::Sql(format!("RENAME TABLE {}", pairs.join(", "))));
                 for table in all {
-                    drop_table(dialect, conn, &format!("{table}{OLD}")).await?;
+                    steps.push(drop_table(&format!("{table}{OLD}")));
                 }
             }
             Dialect::Sqlite | Dialect::Postgres => {
                 for table in all {
-                    drop_table(dialect, conn, table).await?;
-                    execute(
-                        conn,
-                        format!(
-                            "ALTER TABLE {} RENAME TO {}",
-                            dialect.quote_ident(&format!("{table}{STAGING}")),
-                            dialect.quote_ident(table)
-                        ),
-                    )
-                    .await?;
+                    steps.push(drop_table(table));
+                    steps.push(Step::Sql(format!(
+                        "ALTER TABLE {} RENAME TO {}",
+                        dialect.quote_ident(&format!("{table}{STAGING}")),
+                        dialect.quote_ident(table)
+                    )));
                 }
             }
         }
-        w.commit().await?;
+        db.write(steps).await?;
         Ok(version)
     }
 
@@ -213,7 +224,7 @@ impl CleanStore {
     pub async fn counts(&self) -> Result<Vec<(&'static str, i64)>> {
         let db = &self.db;
         let mut conn = db.pool().acquire().await?;
-        let existing = existing_tables(db, &mut conn).await?;
+        let existing = existing_tables(db, &mut *conn).await?;
         let mut out = Vec::new();
         for table in PROCESSED {
             if existing.contains(table) {
@@ -235,18 +246,16 @@ impl CleanStore {
         let mut tx = db.pool().begin().await?;
         if db.dialect() == Dialect::Postgres {
             // READ COMMITTED would let each statement see a newer commit.
-            execute(
-                &mut tx,
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ".into(),
-            )
-            .await?;
+            sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
         }
         let empty = || {
             EtlError::Conflict(
                 "CleanData is empty: run the preprocess_incremental DAG first".into(),
             )
         };
-        if !existing_tables(db, &mut tx).await?.contains(VERSION) {
+        if !existing_tables(db, &mut *tx).await?.contains(VERSION) {
             return Err(empty());
         }
         let row = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -344,23 +353,11 @@ pub fn column_names(features: &[String]) -> Vec<String> {
         .collect()
 }
 
-async fn execute(conn: &mut sqlx::AnyConnection, sql: String) -> Result<()> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn drop_table(dialect: Dialect, conn: &mut sqlx::AnyConnection, table: &str) -> Result<()> {
-    execute(
-        conn,
-        format!("DROP TABLE IF EXISTS {}", dialect.quote_ident(table)),
-    )
-    .await
-}
-
 /// The CleanData tables that exist, of those this module makes.
-async fn existing_tables(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<HashSet<String>> {
+async fn existing_tables<'e, E>(db: &Db, executor: E) -> Result<HashSet<String>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let text = match db.dialect() {
         Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
         Dialect::MySql => {
@@ -370,6 +367,6 @@ async fn existing_tables(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<Hash
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()"
         }
     };
-    let names: Vec<String> = sqlx::query_scalar(text).fetch_all(conn).await?;
+    let names: Vec<String> = sqlx::query_scalar(text).fetch_all(executor).await?;
     Ok(names.into_iter().collect())
 }

@@ -169,21 +169,29 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
     if dataset.train_rows == 0 {
         return Err("train_data is empty: append a batch first (the append_batch DAG or readmit data append-batch)".into());
     }
-    for (split, table) in
-        SPLITS
-            .into_iter()
-            .zip([raw::TRAIN_DATA, raw::VALIDATION_DATA, raw::TEST_DATA])
-    {
-        let mut frame = data.raw().read_table(table).await.map_err(fail)?;
-        let path = handoff(&ctx.dir, "raw", split);
-        let rows = frame.height();
-        blocking(move || {
-            write_ipc(&mut frame, &path)?;
-            Ok(())
-        })
+    // The three tables at once, each on a connection and a thread of its own.
+    let loads = SPLITS
+        .into_iter()
+        .zip([raw::TRAIN_DATA, raw::VALIDATION_DATA, raw::TEST_DATA])
+        .map(|(split, table)| {
+            let data = data.clone();
+            let path = handoff(&ctx.dir, "raw", split);
+            async move {
+                let mut frame = data.raw().read_table(table).await?;
+                let rows = frame.height();
+                blocking(move || {
+                    write_ipc(&mut frame, &path)?;
+                    Ok(())
+                })
+                .await?;
+                Ok::<_, EtlError>(format!("loaded {rows} rows from {table}"))
+            }
+        });
+    for line in futures_util::future::try_join_all(loads)
         .await
-        .map_err(fail)?;
-        ctx.info(&format!("loaded {rows} rows from {table}")).await;
+        .map_err(fail)?
+    {
+        ctx.info(&line).await;
     }
     write_json(
         &ctx.dir.join(SOURCE_FILE),
@@ -354,11 +362,15 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
     })
     .await
     .map_err(fail)?;
+    let rows: Vec<usize> = splits.iter().map(|s| s.y.len()).collect();
+    let splits: [Processed; 3] = splits
+        .try_into()
+        .map_err(|_| "expected three processed splits".to_owned())?;
     let version = data
         .clean()
         .save(
             &pipeline,
-            [&splits[0], &splits[1], &splits[2]],
+            splits,
             CleanVersion {
                 version: 0,
                 dag_run_id: ctx.run_id.clone(),
@@ -374,9 +386,9 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
     ctx.info(&format!(
         "CleanData version {}: {} train, {} validation, {} test rows of {} features",
         version.version,
-        splits[0].y.len(),
-        splits[1].y.len(),
-        splits[2].y.len(),
+        rows[0],
+        rows[1],
+        rows[2],
         pipeline.n_features()
     ))
     .await;

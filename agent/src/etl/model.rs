@@ -40,6 +40,8 @@ pub enum EtlError {
     Invalid { field: String, reason: String },
     #[error("ETL store: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("ETL store: {0}")]
+    Store(String),
     #[error(transparent)]
     Setup(#[from] crate::db::DbError),
     #[error("ETL store holds a value it cannot read: {0}")]
@@ -59,6 +61,19 @@ pub enum EtlError {
     /// Feature fitting, training or export failed on data that was valid to read.
     #[error("{0}")]
     Ml(String),
+}
+
+impl From<crate::db::WriteError> for EtlError {
+    fn from(error: crate::db::WriteError) -> Self {
+        use crate::db::WriteError;
+        match error {
+            WriteError::Sql(e) => EtlError::Db(e),
+            WriteError::Conflict(message) => EtlError::Conflict(message),
+            other @ (WriteError::Sqlite(_) | WriteError::Worker(_)) => {
+                EtlError::Store(other.to_string())
+            }
+        }
+    }
 }
 
 impl EtlError {

@@ -10,13 +10,16 @@
 
 use std::sync::LazyLock;
 
-use polars::prelude::DataFrame;
+use polars::prelude::{
+    DataFrame, Int64Chunked, IntoColumn as _, StringChunked, StringChunkedBuilder,
+};
 use readmit_ml::schema::{self, COLUMNS, Kind, MAX_TEXT_LEN};
 use readmit_ml::split::SplitMethod;
+use rusqlite::types::ValueRef;
 use sqlx::Row;
 
 use super::model::{EtlError, Result};
-use crate::db::{BulkInsert, BulkValue, Db, Dialect, SchemaChange};
+use crate::db::{BulkValue, Db, Dialect, Owned, Records, Rows, SchemaChange, Step, WriteError};
 use crate::{now_ms, sql};
 
 pub const TRAIN_POOL: &str = "train_pool";
@@ -229,20 +232,11 @@ impl RawStore {
     /// other, never a mix.
     pub async fn ingest(&self, new: &NewDataset<'_>, replace: bool) -> Result<Dataset> {
         let db = &self.db;
-        let dialect = db.dialect();
-        let mut w = db.begin_write().await?;
-        if let Some(old) = read_dataset(db, &mut *w.tx, true).await? {
-            if !replace {
-                return Err(refuse_other(&old, new.sha256, new.split));
-            }
-            delete_all(dialect, &mut w.tx).await?;
-        }
-        for (table, frame) in [
-            (TRAIN_POOL, new.train_pool),
-            (VALIDATION_DATA, new.validation),
-            (TEST_DATA, new.test),
-        ] {
-            insert_frame(dialect, &mut w.tx, table, frame).await?;
+        let old = self.dataset().await?;
+        if let Some(old) = &old
+            && !replace
+        {
+            return Err(refuse_other(old, new.sha256, new.split));
         }
         let dataset = Dataset {
             ingest_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -257,32 +251,65 @@ impl RawStore {
             train_rows: 0,
             batches: 0,
         };
-        sqlx::query(sql!(
-            db,
-            "INSERT INTO raw_dataset (id, ingest_id, sha256, file_name, split, seed, ingested_at, \
-             pool_rows, validation_rows, test_rows, train_rows, batches) \
-             VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)"
-        ))
-        .bind(&dataset.ingest_id)
-        .bind(&dataset.sha256)
-        .bind(&dataset.file_name)
-        .bind(split_name(dataset.split))
-        .bind(i64::from(dataset.seed))
-        .bind(dataset.ingested_at)
-        .bind(dataset.pool_rows)
-        .bind(dataset.validation_rows)
-        .bind(dataset.test_rows)
-        .execute(&mut *w.tx)
-        .await?;
-        w.commit().await?;
+        let for_update = match db.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::MySql | Dialect::Postgres => " FOR UPDATE",
+        };
+        let mut steps = vec![Step::Expect {
+            sql: format!("SELECT ingest_id FROM raw_dataset WHERE id = 1{for_update}"),
+            expected: old.map(|old| old.ingest_id),
+            conflict: "RawData changed while this file was being ingested; try again".into(),
+        }];
+        steps.extend(delete_all(db.dialect()));
+        let mut columns: Vec<&str> = data_columns().map(|(name, _, _)| name).collect();
+        columns.push(SPLIT_POSITION);
+        for (table, frame) in [
+            (TRAIN_POOL, new.train_pool),
+            (VALIDATION_DATA, new.validation),
+            (TEST_DATA, new.test),
+        ] {
+            steps.push(Step::insert(table, &columns, FrameRows::new(frame)?));
+        }
+        let text = |v: &str| Owned::Text(Some(v.to_owned()));
+        let int = |v: i64| Owned::Int(Some(v));
+        steps.push(Step::insert(
+            "raw_dataset",
+            &[
+                "id",
+                "ingest_id",
+                "sha256",
+                "file_name",
+                "split",
+                "seed",
+                "ingested_at",
+                "pool_rows",
+                "validation_rows",
+                "test_rows",
+                "train_rows",
+                "batches",
+            ],
+            Records(vec![vec![
+                int(1),
+                text(&dataset.ingest_id),
+                text(&dataset.sha256),
+                text(&dataset.file_name),
+                text(split_name(dataset.split)),
+                int(i64::from(dataset.seed)),
+                int(dataset.ingested_at),
+                int(dataset.pool_rows),
+                int(dataset.validation_rows),
+                int(dataset.test_rows),
+                int(0),
+                int(0),
+            ]]),
+        ));
+        db.write(steps).await?;
         Ok(dataset)
     }
 
     /// Empties RawData: the data set, its splits and batches.
     pub async fn clear(&self) -> Result<()> {
-        let mut w = self.db.begin_write().await?;
-        delete_all(self.db.dialect(), &mut w.tx).await?;
-        w.commit().await?;
+        self.db.write(delete_all(self.db.dialect())).await?;
         Ok(())
     }
 
@@ -408,6 +435,13 @@ impl RawStore {
     pub async fn read_table(&self, table: &'static str) -> Result<DataFrame> {
         const CHUNK: i64 = 20_000;
         let db = &self.db;
+        let source = format!("{}#{table}", db.url());
+        if let Some(frame) = db
+            .read_sqlite(move |conn| read_sqlite_table(conn, table, &source))
+            .await
+        {
+            return frame;
+        }
         let dialect = db.dialect();
         let names: Vec<&str> = data_columns().map(|(name, _, _)| name).collect();
         let mut text = names.join(",").into_bytes();
@@ -541,56 +575,146 @@ where
     }))
 }
 
-async fn delete_all(
-    dialect: Dialect,
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-) -> Result<()> {
-    for table in ["raw_batches", "raw_dataset"].into_iter().chain(TABLES) {
-        let text = dialect.requote(&format!("DELETE FROM \"{table}\""));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(text))
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+/// Deletes the data set, its batches and every split's rows.
+fn delete_all(dialect: Dialect) -> Vec<Step> {
+    ["raw_batches", "raw_dataset"]
+        .into_iter()
+        .chain(TABLES)
+        .map(|table| Step::Sql(format!("DELETE FROM {}", dialect.quote_ident(table))))
+        .collect()
 }
 
-/// Inserts a frame in `read_csv`'s layout, its row order as `split_position`.
-async fn insert_frame(
-    dialect: Dialect,
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    table: &str,
-    frame: &DataFrame,
-) -> Result<()> {
-    enum Values<'a> {
-        Int(Vec<Option<i64>>),
-        Text(Vec<Option<&'a str>>),
-    }
-    let corrupt = |name: &str, e: polars::error::PolarsError| {
-        EtlError::Corrupt(format!("frame column {name}: {e}"))
-    };
-    let mut names: Vec<&str> = Vec::new();
-    let mut values: Vec<Values<'_>> = Vec::new();
-    for (name, integer, _) in data_columns() {
-        let column = frame.column(name).map_err(|e| corrupt(name, e))?;
-        values.push(if integer {
-            Values::Int(column.i64().map_err(|e| corrupt(name, e))?.iter().collect())
-        } else {
-            Values::Text(column.str().map_err(|e| corrupt(name, e))?.iter().collect())
-        });
-        names.push(name);
-    }
-    names.push(SPLIT_POSITION);
-    let mut bulk = BulkInsert::new(dialect, table, &names);
-    for row in 0..frame.height() {
-        for column in &values {
-            bulk.value(match column {
-                Values::Int(v) => BulkValue::Int(v[row]),
-                Values::Text(v) => BulkValue::Text(v[row]),
+/// A frame in `read_csv`'s layout as rows to insert, its row order as `split_position`.
+struct FrameRows {
+    columns: Vec<FrameColumn>,
+    height: usize,
+}
+
+enum FrameColumn {
+    Int(Int64Chunked),
+    Text(StringChunked),
+}
+
+impl FrameRows {
+    fn new(frame: &DataFrame) -> Result<Self> {
+        let corrupt = |name: &str, e: polars::error::PolarsError| {
+            EtlError::Corrupt(format!("frame column {name}: {e}"))
+        };
+        let mut columns = Vec::new();
+        for (name, integer, _) in data_columns() {
+            let column = frame.column(name).map_err(|e| corrupt(name, e))?;
+            columns.push(if integer {
+                FrameColumn::Int(
+                    column
+                        .i64()
+                        .map_err(|e| corrupt(name, e))?
+                        .rechunk()
+                        .into_owned(),
+                )
+            } else {
+                FrameColumn::Text(
+                    column
+                        .str()
+                        .map_err(|e| corrupt(name, e))?
+                        .rechunk()
+                        .into_owned(),
+                )
             });
         }
-        bulk.value(BulkValue::Int(Some(i64::try_from(row).unwrap_or(i64::MAX))));
-        bulk.flush_if_full(tx).await?;
+        Ok(Self {
+            columns,
+            height: frame.height(),
+        })
     }
-    bulk.finish(tx).await?;
-    Ok(())
+}
+
+impl Rows for FrameRows {
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    fn row<'a>(&'a self, index: usize, out: &mut Vec<BulkValue<'a>>) {
+        for column in &self.columns {
+            out.push(match column {
+                FrameColumn::Int(v) => BulkValue::Int(v.get(index)),
+                FrameColumn::Text(v) => BulkValue::Text(v.get(index)),
+            });
+        }
+        out.push(BulkValue::Int(Some(
+            i64::try_from(index).unwrap_or(i64::MAX),
+        )));
+    }
+}
+
+/// A RawData table read whole from a SQLite file, typed as the schema says: what
+/// [`RawStore::read_table`] returns, without the CSV round trip.
+fn read_sqlite_table(conn: &rusqlite::Connection, table: &str, source: &str) -> Result<DataFrame> {
+    let names: Vec<(&str, bool, bool)> = data_columns().collect();
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|(name, _, _)| Dialect::Sqlite.quote_ident(name))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        quoted.join(", "),
+        Dialect::Sqlite.quote_ident(table),
+        Dialect::Sqlite.quote_ident(SPLIT_POSITION)
+    );
+    enum Builder {
+        Int(Vec<i64>),
+        Text(StringChunkedBuilder),
+    }
+    let rows: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT COUNT(*) FROM {}",
+                Dialect::Sqlite.quote_ident(table)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(WriteError::from)?;
+    let capacity = usize::try_from(rows).unwrap_or(0);
+    let mut builders: Vec<Builder> = names
+        .iter()
+        .map(|(name, integer, _)| {
+            if *integer {
+                Builder::Int(Vec::with_capacity(capacity))
+            } else {
+                Builder::Text(StringChunkedBuilder::new((*name).into(), capacity))
+            }
+        })
+        .collect();
+    let mut statement = conn.prepare(&sql).map_err(WriteError::from)?;
+    let mut cursor = statement.raw_query();
+    let mut position = 0usize;
+    while let Some(row) = cursor.next().map_err(WriteError::from)? {
+        for (i, builder) in builders.iter_mut().enumerate() {
+            let (name, _, nullable) = names[i];
+            let bad = |what: &str| {
+                EtlError::Corrupt(format!("{source}: row {position} column {name}: {what}"))
+            };
+            let value = row.get_ref(i).map_err(WriteError::from)?;
+            match (builder, value) {
+                (Builder::Int(v), ValueRef::Integer(n)) => v.push(n),
+                (Builder::Text(b), ValueRef::Text(t)) => b.append_value(
+                    std::str::from_utf8(t).map_err(|_| bad("text that is not UTF-8"))?,
+                ),
+                (Builder::Text(b), ValueRef::Null) if nullable => b.append_null(),
+                (_, ValueRef::Null) => return Err(bad("NULL where a value is required")),
+                (Builder::Int(_), _) => return Err(bad("not an integer")),
+                (Builder::Text(_), _) => return Err(bad("not text")),
+            }
+        }
+        position += 1;
+    }
+    let columns: Vec<polars::prelude::Column> = builders
+        .into_iter()
+        .zip(&names)
+        .map(|(builder, (name, _, _))| match builder {
+            Builder::Int(v) => polars::prelude::Column::new((*name).into(), v),
+            Builder::Text(b) => b.finish().into_column(),
+        })
+        .collect();
+    DataFrame::new(position, columns).map_err(|e| EtlError::Corrupt(format!("{source}: {e}")))
 }

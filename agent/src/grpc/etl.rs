@@ -36,6 +36,7 @@ pub fn status(error: EtlError) -> Status {
         EtlError::Data(_) => Status::invalid_argument(message),
         EtlError::Unavailable(_) => Status::unavailable(message),
         EtlError::Db(_)
+        | EtlError::Store(_)
         | EtlError::Setup(_)
         | EtlError::Corrupt(_)
         | EtlError::Io { .. }

@@ -12,6 +12,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use std::sync::Arc;
 
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+
+mod bulk;
+pub use bulk::{BulkValue, Ordered, Owned, Records, Rows, Step, WriteError};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +55,15 @@ pub struct Db {
     dialect: Dialect,
     /// The URL with any password replaced, for messages and logs.
     url: String,
-    /// SQLite only: one writer at a time, see [`Db::begin_write`].
-    writer: Option<Arc<Mutex<()>>>,
+    /// SQLite only: one writer at a time, see [`Db::begin_write`]; the slot keeps the
+    /// connection bulk writes use (see [`Db::write`]) once one has been made.
+    writer: Option<Arc<Mutex<Option<rusqlite::Connection>>>>,
 }
 
 /// A write transaction, holding SQLite's in-process writer lock until commit or drop.
 pub struct WriteTx {
     pub tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
+    _guard: Option<OwnedMutexGuard<Option<rusqlite::Connection>>>,
 }
 
 impl WriteTx {
@@ -145,7 +149,7 @@ impl Db {
                 url: shown.clone(),
                 source,
             })?;
-        let writer = (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let writer = (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(None)));
         Ok(Self {
             pool,
             dialect,
@@ -264,15 +268,6 @@ impl Db {
     }
 }
 
-/// One value of a [`BulkInsert`] row, typed even when NULL: PostgreSQL infers parameter types
-/// from the binds.
-#[derive(Clone, Copy, Debug)]
-pub enum BulkValue<'a> {
-    Int(Option<i64>),
-    Real(f64),
-    Text(Option<&'a str>),
-}
-
 impl Dialect {
     /// SQL written with `"` around identifiers (and no `"` in its string literals) in this
     /// dialect's quoting: MySQL's default mode reads `"` as a string quote, so it gets backquotes.
@@ -300,129 +295,6 @@ impl Dialect {
         }
         out.push(q);
         out
-    }
-}
-
-/// Multi-row INSERTs with bound values: tens of thousands of rows cost a few dozen round trips
-/// of one prepared statement, reused, instead of one statement per row — what makes loading a
-/// whole data set fast on every server, with no value ever spliced into SQL text.
-pub struct BulkInsert<'v> {
-    dialect: Dialect,
-    head: String,
-    columns: usize,
-    rows_per_statement: usize,
-    /// The statement for a full batch of rows, made once.
-    full: Option<String>,
-    values: Vec<BulkValue<'v>>,
-    rows_written: u64,
-}
-
-impl<'v> BulkInsert<'v> {
-    /// Statements carry up to 32,000 values on SQLite (its limit is 32,766) and 65,000 on MySQL
-    /// and PostgreSQL (65,535).
-    pub fn new(dialect: Dialect, table: &str, columns: &[&str]) -> Self {
-        let names: Vec<String> = columns.iter().map(|c| dialect.quote_ident(c)).collect();
-        let head = format!(
-            "INSERT INTO {} ({}) VALUES ",
-            dialect.quote_ident(table),
-            names.join(", ")
-        );
-        let params = match dialect {
-            Dialect::Sqlite => 32_000,
-            // Each statement costs a round trip that can stall on a delayed ACK (sqlx leaves
-            // Nagle on): the fewer, the better.
-            Dialect::MySql | Dialect::Postgres => 65_000,
-        };
-        let rows_per_statement = (params / columns.len().max(1)).max(1);
-        Self {
-            dialect,
-            head,
-            columns: columns.len(),
-            rows_per_statement,
-            full: None,
-            values: Vec::with_capacity(rows_per_statement * columns.len()),
-            rows_written: 0,
-        }
-    }
-
-    /// Adds the next value: a row's values in column order, then the next row's.
-    pub fn value(&mut self, value: BulkValue<'v>) {
-        self.values.push(value);
-    }
-
-    /// The INSERT text for `rows` rows.
-    fn statement(&self, rows: usize) -> String {
-        let mut sql = String::with_capacity(self.head.len() + rows * self.columns * 6);
-        sql.push_str(&self.head);
-        let mut n = 0;
-        for r in 0..rows {
-            sql.push_str(if r == 0 { "(" } else { ",(" });
-            for c in 0..self.columns {
-                if c > 0 {
-                    sql.push(',');
-                }
-                n += 1;
-                match self.dialect {
-                    Dialect::Postgres => {
-                        sql.push('$');
-                        sql.push_str(&n.to_string());
-                    }
-                    Dialect::Sqlite | Dialect::MySql => sql.push('?'),
-                }
-            }
-            sql.push(')');
-        }
-        sql
-    }
-
-    /// Sends a full batch of rows when there is one; call after each row.
-    pub async fn flush_if_full(
-        &mut self,
-        conn: &mut sqlx::AnyConnection,
-    ) -> Result<(), sqlx::Error> {
-        if self.values.len() >= self.rows_per_statement * self.columns {
-            let text = match &self.full {
-                Some(text) => text.clone(),
-                None => {
-                    let text = self.statement(self.rows_per_statement);
-                    self.full = Some(text.clone());
-                    text
-                }
-            };
-            self.send(conn, text).await?;
-        }
-        Ok(())
-    }
-
-    async fn send(
-        &mut self,
-        conn: &mut sqlx::AnyConnection,
-        text: String,
-    ) -> Result<(), sqlx::Error> {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
-        for value in self.values.drain(..) {
-            query = match value {
-                BulkValue::Int(v) => query.bind(v),
-                BulkValue::Real(v) => query.bind(v),
-                BulkValue::Text(v) => query.bind(v),
-            };
-        }
-        query.execute(&mut *conn).await?;
-        self.rows_written += self.rows_per_statement as u64;
-        Ok(())
-    }
-
-    /// Sends what is left; returns the number of rows inserted.
-    pub async fn finish(mut self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
-        self.flush_if_full(conn).await?;
-        let rows = self.values.len() / self.columns.max(1);
-        if rows > 0 {
-            let text = self.statement(rows);
-            let before = self.rows_written;
-            self.send(conn, text).await?;
-            self.rows_written = before + rows as u64;
-        }
-        Ok(self.rows_written)
     }
 }
 
