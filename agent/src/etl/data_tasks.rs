@@ -207,9 +207,8 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
 /// used, and checks every row has a label.
 async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
     let dir = ctx.dir.clone();
-    let lines = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
-        let mut lines = Vec::new();
-        for split in SPLITS {
+    let lines = tokio::task::spawn_blocking(move || {
+        each_split(|_, split| {
             let frame = read_ipc(&handoff(&dir, "raw", split)).map_err(fail)?;
             let before = frame.height();
             let ids = readmit_ml::data::int_column(&frame, schema::ENCOUNTER_ID).map_err(fail)?;
@@ -228,14 +227,13 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
             frame = frame.drop_many(dropped.iter().copied());
             labels(&frame).map_err(fail)?;
             write_ipc(&mut frame, &handoff(&dir, "clean", split)).map_err(fail)?;
-            lines.push(format!(
+            Ok(format!(
                 "{split}: {} rows ({} duplicate encounters removed), dropped columns {}",
                 frame.height(),
                 before - keep.len(),
                 dropped.join(", ")
-            ));
-        }
-        Ok(lines)
+            ))
+        })
     })
     .await
     .map_err(fail)??;
@@ -269,13 +267,14 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
             .collect::<Result<_, _>>()?;
         let y_train = labels(&frames[0]).map_err(fail)?;
         let pipeline = Pipeline::fit(&frames[0], &y_train, &params).map_err(fail)?;
-        for (split, frame) in SPLITS.iter().zip(&frames) {
+        each_split(|i, split| {
+            let frame = &frames[i];
             let x = pipeline.transform(frame).map_err(fail)?;
             let ids = readmit_ml::data::int_column(frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let y = labels(frame).map_err(fail)?;
             let mut out = features_frame(&ids, &x, &y)?;
-            write_ipc(&mut out, &handoff(&dir, "features", split)).map_err(fail)?;
-        }
+            write_ipc(&mut out, &handoff(&dir, "features", split)).map_err(fail)
+        })?;
         let json = pipeline.to_json().map_err(fail)?;
         write_atomic(&dir.join(PIPELINE_FILE), json.as_bytes()).map_err(fail)?;
         Ok(format!(
@@ -296,6 +295,28 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
     .map_err(fail)??;
     ctx.info(&message).await;
     Ok(())
+}
+
+/// `work(index, split)` for each split at once, on threads of their own; the results in split
+/// order, or the first split's error.
+fn each_split<T: Send>(
+    work: impl Fn(usize, &'static str) -> Result<T, String> + Sync,
+) -> Result<Vec<T>, String> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = SPLITS
+            .into_iter()
+            .enumerate()
+            .map(|(i, split)| scope.spawn(move || work(i, split)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 const ID_COLUMN: &str = "encounter_id";
