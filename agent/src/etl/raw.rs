@@ -429,9 +429,10 @@ impl RawStore {
 
     /// A RawData table as a frame in `ml::data::read_csv`'s layout, in split order.
     ///
-    /// The database writes the rows as CSV text, a chunk of positions per query, and the
-    /// validated CSV reader parses it: row-by-row fetching costs a hand-off per row (and on
-    /// SQLite a thread switch), which is most of the time for a whole table.
+    /// A SQLite file is read on a connection of its own, each value straight into its column.
+    /// MySQL and PostgreSQL write the rows as CSV text, a chunk of positions per query, and the
+    /// validated CSV reader parses it: row-by-row fetching through sqlx costs a hand-off per
+    /// row, which is most of the time for a whole table.
     pub async fn read_table(&self, table: &'static str) -> Result<DataFrame> {
         const CHUNK: i64 = 20_000;
         let db = &self.db;
