@@ -215,7 +215,8 @@ impl Db {
     }
 
     /// Runs `read` on a read-only connection of its own on a blocking thread, when this is a
-    /// SQLite file; `None` otherwise. For reading whole tables without a hand-off per row.
+    /// SQLite file; `None` otherwise. For reading whole tables (or many rows) without sqlx's
+    /// hand-off per row. A few idle connections are kept for the next read.
     pub async fn read_sqlite<T, E>(
         &self,
         read: impl FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
@@ -224,10 +225,21 @@ impl Db {
         T: Send + 'static,
         E: From<WriteError> + Send + 'static,
     {
+        const KEEP: usize = 4;
         let path = self.sqlite_file()?;
+        let readers = std::sync::Arc::clone(&self.readers);
         let joined = tokio::task::spawn_blocking(move || {
-            let conn = open_sqlite(&path, true).map_err(|e| E::from(e.into()))?;
-            read(&conn)
+            let idle = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_sqlite(&path, true).map_err(|e| E::from(e.into()))?,
+            };
+            let result = read(&conn);
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < KEEP {
+                idle.push(conn);
+            }
+            result
         })
         .await;
         Some(joined.unwrap_or_else(|e| Err(E::from(WriteError::Worker(e.to_string())))))
@@ -248,7 +260,7 @@ fn open_sqlite(path: &Path, read_only: bool) -> Result<rusqlite::Connection, rus
     // that spills pages to the WAL mid-transaction reads and writes them twice.
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -262144; \
-         PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA wal_autocheckpoint = 0; PRAGMA case_sensitive_like = ON;",
     )?;
     Ok(conn)
 }

@@ -58,6 +58,8 @@ pub struct Db {
     /// SQLite only: one writer at a time, see [`Db::begin_write`]; the slot keeps the
     /// connection bulk writes use (see [`Db::write`]) once one has been made.
     writer: Option<Arc<Mutex<Option<rusqlite::Connection>>>>,
+    /// SQLite only: idle read-only connections of [`Db::read_sqlite`], kept for the next read.
+    readers: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
 }
 
 /// A write transaction, holding SQLite's in-process writer lock until commit or drop.
@@ -155,6 +157,7 @@ impl Db {
             dialect,
             url: shown,
             writer,
+            readers: Arc::default(),
         })
     }
 

@@ -47,7 +47,7 @@ pub fn status(error: TrackingError) -> Status {
                 Status::internal(message)
             }
         },
-        TrackingError::Db(_) | TrackingError::Setup(_) => {
+        TrackingError::Db(_) | TrackingError::Store(_) | TrackingError::Setup(_) => {
             tracing::error!(error = %message, "tracking call failed");
             Status::internal(message)
         }

@@ -141,7 +141,7 @@ impl IntoResponse for ApiError {
                 | ArtifactError::Store(_)
                 | ArtifactError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             },
-            TrackingError::Db(_) | TrackingError::Setup(_) => {
+            TrackingError::Db(_) | TrackingError::Store(_) | TrackingError::Setup(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
             }
         };

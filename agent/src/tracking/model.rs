@@ -25,6 +25,9 @@ pub enum TrackingError {
     InvalidState(String),
     #[error("tracking store: {0}")]
     Db(#[from] sqlx::Error),
+    /// The store failed on a path that does not go through sqlx (SQLite's bulk reads).
+    #[error("tracking store: {0}")]
+    Store(String),
     #[error(transparent)]
     Setup(#[from] crate::db::DbError),
     #[error(transparent)]
@@ -39,6 +42,21 @@ impl TrackingError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+impl From<crate::db::WriteError> for TrackingError {
+    fn from(e: crate::db::WriteError) -> Self {
+        match e {
+            crate::db::WriteError::Sql(e) => TrackingError::Db(e),
+            other => TrackingError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for TrackingError {
+    fn from(e: rusqlite::Error) -> Self {
+        crate::db::WriteError::from(e).into()
     }
 }
 

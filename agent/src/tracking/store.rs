@@ -945,7 +945,8 @@ impl TrackingStore {
         query: search::IdsQuery<'_>,
     ) -> Result<(Vec<T>, Option<String>)>
     where
-        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any> + rusqlite::types::FromSql,
+        T: Send + 'static,
     {
         let (limit, offset) = (query.limit, query.offset);
         let q = search::ids_query(
@@ -955,11 +956,29 @@ impl TrackingStore {
                 ..query
             },
         )?;
-        let mut ids: Vec<T> = fetch_rows(&self.db, q.text, &q.binds)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<T, _>(0))
-            .collect::<Result<_, _>>()?;
+        let (text, binds) = (q.text.clone(), q.binds.clone());
+        let read = self
+            .db
+            .read_sqlite(move |conn| -> Result<Vec<T>> {
+                use rusqlite::types::Value;
+                let values = binds.into_iter().map(|b| match b {
+                    Bind::Int(v) => Value::Integer(v),
+                    Bind::Float(v) => Value::Real(v),
+                    Bind::Text(v) => Value::Text(v),
+                });
+                let mut statement = conn.prepare(&text)?;
+                let rows = statement.query_map(rusqlite::params_from_iter(values), |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await;
+        let mut ids: Vec<T> = match read {
+            Some(ids) => ids?,
+            None => fetch_rows(&self.db, q.text, &q.binds)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<T, _>(0))
+                .collect::<Result<_, _>>()?,
+        };
         let next = (ids.len() as i64 > limit).then(|| page_token_for(offset + limit));
         ids.truncate(limit as usize);
         Ok((ids, next))
@@ -970,62 +989,190 @@ impl TrackingStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let db = &self.db;
-        let list = vec!["?"; ids.len()].join(", ");
-        let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
-        let fetch = |text: String| fetch_rows(db, text, &binds);
-        let (runs, params, tags, metrics) = tokio::try_join!(
-            fetch(format!(
+        let queries = RunParts::queries(ids.len());
+        // A SQLite file: four queries on one connection of its own, without sqlx's hand-off
+        // per row (most of a search's time otherwise).
+        let owned = ids.to_vec();
+        let read = self
+            .db
+            .read_sqlite(move |conn| RunParts::read_sqlite(conn, &queries, &owned))
+            .await;
+        let parts = match read {
+            Some(parts) => parts?,
+            None => {
+                let db = &self.db;
+                let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
+                let [runs, params, tags, metrics] = RunParts::queries(ids.len());
+                let fetch = |text: String| fetch_rows(db, text, &binds);
+                let (runs, params, tags, metrics) =
+                    tokio::try_join!(fetch(runs), fetch(params), fetch(tags), fetch(metrics))?;
+                RunParts {
+                    runs: runs.iter().map(run_info_from_row).collect::<Result<_>>()?,
+                    params: params.iter().map(param_from_row).collect::<Result<_>>()?,
+                    tags: tags.iter().map(tag_from_row).collect::<Result<_>>()?,
+                    metrics: metrics
+                        .iter()
+                        .map(owned_metric_from_row)
+                        .collect::<Result<_>>()?,
+                }
+            }
+        };
+        Ok(parts.assemble(ids))
+    }
+}
+
+/// What [`TrackingStore::load_runs`] reads: runs, and their params, tags and latest metrics by
+/// run id.
+struct RunParts {
+    runs: Vec<RunInfo>,
+    params: Vec<(String, Param)>,
+    tags: Vec<(String, Tag)>,
+    metrics: Vec<(String, Metric)>,
+}
+
+impl RunParts {
+    /// The four queries, each over `n` bound run ids.
+    fn queries(n: usize) -> [String; 4] {
+        let list = vec!["?"; n].join(", ");
+        [
+            format!(
                 "SELECT run_id, experiment_id, run_name, user_id, status, start_time, end_time, \
                  lifecycle_stage, artifact_uri FROM runs WHERE run_id IN ({list})"
-            )),
-            fetch(format!(
+            ),
+            format!(
                 "SELECT run_id, param_key, value FROM params WHERE run_id IN ({list}) ORDER BY param_key"
-            )),
-            fetch(format!(
+            ),
+            format!(
                 "SELECT run_id, tag_key, value FROM tags WHERE run_id IN ({list}) ORDER BY tag_key"
-            )),
-            fetch(format!(
+            ),
+            format!(
                 "SELECT run_id, metric_key, step, ts, value, is_nan FROM latest_metrics \
                  WHERE run_id IN ({list}) ORDER BY metric_key"
-            )),
-        )?;
-        let mut by_id: HashMap<String, Run> = HashMap::with_capacity(runs.len());
-        for row in &runs {
-            let info = run_info_from_row(row)?;
-            by_id.insert(
-                info.run_id.clone(),
-                Run {
+            ),
+        ]
+    }
+
+    fn read_sqlite(
+        conn: &rusqlite::Connection,
+        queries: &[String; 4],
+        ids: &[String],
+    ) -> Result<Self> {
+        fn all<T>(
+            conn: &rusqlite::Connection,
+            sql: &str,
+            ids: &[String],
+            decode: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+        ) -> Result<Vec<T>> {
+            let mut statement = conn.prepare(sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(ids))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(decode(row)?);
+            }
+            Ok(out)
+        }
+        Ok(Self {
+            runs: all(conn, &queries[0], ids, |r| run_info_from_row(r))?,
+            params: all(conn, &queries[1], ids, |r| param_from_row(r))?,
+            tags: all(conn, &queries[2], ids, |r| tag_from_row(r))?,
+            metrics: all(conn, &queries[3], ids, |r| owned_metric_from_row(r))?,
+        })
+    }
+
+    /// The runs in the order of `ids`, each with its params, tags and metrics.
+    fn assemble(self, ids: &[String]) -> Vec<Run> {
+        let mut by_id: HashMap<String, Run> = self
+            .runs
+            .into_iter()
+            .map(|info| {
+                let run = Run {
                     info,
                     metrics: Vec::new(),
                     params: Vec::new(),
                     tags: Vec::new(),
-                },
-            );
-        }
-        for row in &params {
-            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
-                run.params.push(Param {
-                    key: row.try_get("param_key")?,
-                    value: row.try_get("value")?,
-                });
+                };
+                (run.info.run_id.clone(), run)
+            })
+            .collect();
+        for (id, param) in self.params {
+            if let Some(run) = by_id.get_mut(&id) {
+                run.params.push(param);
             }
         }
-        for row in &tags {
-            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
-                run.tags.push(Tag {
-                    key: row.try_get("tag_key")?,
-                    value: row.try_get("value")?,
-                });
+        for (id, tag) in self.tags {
+            if let Some(run) = by_id.get_mut(&id) {
+                run.tags.push(tag);
             }
         }
-        for row in &metrics {
-            if let Some(run) = by_id.get_mut(&row.try_get::<String, _>("run_id")?) {
-                run.metrics.push(metric_from_row(row)?);
+        for (id, metric) in self.metrics {
+            if let Some(run) = by_id.get_mut(&id) {
+                run.metrics.push(metric);
             }
         }
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+        ids.iter().filter_map(|id| by_id.remove(id)).collect()
     }
+}
+
+/// The columns of a result row by name, whichever driver read it.
+trait Cells {
+    fn text(&self, name: &str) -> Result<String>;
+    fn int(&self, name: &str) -> Result<i64>;
+    fn opt_int(&self, name: &str) -> Result<Option<i64>>;
+    fn real(&self, name: &str) -> Result<f64>;
+}
+
+impl Cells for AnyRow {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.try_get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
+    fn real(&self, name: &str) -> Result<f64> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.get(name)?)
+    }
+    fn real(&self, name: &str) -> Result<f64> {
+        Ok(self.get(name)?)
+    }
+}
+
+fn param_from_row(row: &impl Cells) -> Result<(String, Param)> {
+    Ok((
+        row.text("run_id")?,
+        Param {
+            key: row.text("param_key")?,
+            value: row.text("value")?,
+        },
+    ))
+}
+
+fn tag_from_row(row: &impl Cells) -> Result<(String, Tag)> {
+    Ok((
+        row.text("run_id")?,
+        Tag {
+            key: row.text("tag_key")?,
+            value: row.text("value")?,
+        },
+    ))
+}
+
+fn owned_metric_from_row(row: &impl Cells) -> Result<(String, Metric)> {
+    Ok((row.text("run_id")?, metric_from_row(row)?))
 }
 
 /// What `search_experiments` looks for.
@@ -1083,26 +1230,26 @@ fn run_not_found(run_id: &str) -> TrackingError {
     }
 }
 
-fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
+fn run_info_from_row(row: &impl Cells) -> Result<RunInfo> {
     Ok(RunInfo {
-        run_id: row.try_get("run_id")?,
-        run_name: row.try_get("run_name")?,
-        experiment_id: row.try_get("experiment_id")?,
-        user_id: row.try_get("user_id")?,
-        status: row.try_get::<String, _>("status")?.parse()?,
-        start_time: row.try_get("start_time")?,
-        end_time: row.try_get("end_time")?,
-        artifact_uri: row.try_get("artifact_uri")?,
-        lifecycle_stage: row.try_get::<String, _>("lifecycle_stage")?.parse()?,
+        run_id: row.text("run_id")?,
+        run_name: row.text("run_name")?,
+        experiment_id: row.int("experiment_id")?,
+        user_id: row.text("user_id")?,
+        status: row.text("status")?.parse()?,
+        start_time: row.int("start_time")?,
+        end_time: row.opt_int("end_time")?,
+        artifact_uri: row.text("artifact_uri")?,
+        lifecycle_stage: row.text("lifecycle_stage")?.parse()?,
     })
 }
 
-fn metric_from_row(row: &AnyRow) -> Result<Metric, sqlx::Error> {
+fn metric_from_row(row: &impl Cells) -> Result<Metric> {
     Ok(Metric {
-        key: row.try_get("metric_key")?,
-        value: loaded_value(row.try_get("value")?, row.try_get("is_nan")?),
-        timestamp: row.try_get("ts")?,
-        step: row.try_get("step")?,
+        key: row.text("metric_key")?,
+        value: loaded_value(row.real("value")?, row.int("is_nan")?),
+        timestamp: row.int("ts")?,
+        step: row.int("step")?,
     })
 }
 
