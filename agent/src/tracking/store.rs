@@ -902,8 +902,7 @@ impl TrackingStore {
         .await?
         .iter()
         .map(metric_from_row)
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
+        .collect()
     }
 
     /// Runs of some experiments matching an MLflow filter, ordered, a page at a time.
@@ -1121,35 +1120,27 @@ trait Cells {
     fn real(&self, name: &str) -> Result<f64>;
 }
 
-impl Cells for AnyRow {
-    fn text(&self, name: &str) -> Result<String> {
-        Ok(self.try_get(name)?)
-    }
-    fn int(&self, name: &str) -> Result<i64> {
-        Ok(self.try_get(name)?)
-    }
-    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(name)?)
-    }
-    fn real(&self, name: &str) -> Result<f64> {
-        Ok(self.try_get(name)?)
-    }
+/// `Cells` for a driver's row type, through its by-name getter.
+macro_rules! cells_by_name {
+    ($row:ty, $get:ident) => {
+        impl Cells for $row {
+            fn text(&self, name: &str) -> Result<String> {
+                Ok(self.$get(name)?)
+            }
+            fn int(&self, name: &str) -> Result<i64> {
+                Ok(self.$get(name)?)
+            }
+            fn opt_int(&self, name: &str) -> Result<Option<i64>> {
+                Ok(self.$get(name)?)
+            }
+            fn real(&self, name: &str) -> Result<f64> {
+                Ok(self.$get(name)?)
+            }
+        }
+    };
 }
-
-impl Cells for rusqlite::Row<'_> {
-    fn text(&self, name: &str) -> Result<String> {
-        Ok(self.get(name)?)
-    }
-    fn int(&self, name: &str) -> Result<i64> {
-        Ok(self.get(name)?)
-    }
-    fn opt_int(&self, name: &str) -> Result<Option<i64>> {
-        Ok(self.get(name)?)
-    }
-    fn real(&self, name: &str) -> Result<f64> {
-        Ok(self.get(name)?)
-    }
-}
+cells_by_name!(AnyRow, try_get);
+cells_by_name!(rusqlite::Row<'_>, get);
 
 fn param_from_row(row: &impl Cells) -> Result<(String, Param)> {
     Ok((
