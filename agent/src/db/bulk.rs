@@ -33,8 +33,8 @@ pub trait Rows: Send + Sync + 'static {
 /// `rows` in another order: row `i` is `rows`' row `order[i]`. Loading a table in its key's
 /// order appends to its B-tree instead of splitting pages all over it.
 pub struct Ordered<R> {
-    pub rows: R,
-    pub order: Vec<usize>,
+    rows: R,
+    order: Vec<usize>,
 }
 
 impl<R: Rows> Ordered<R> {

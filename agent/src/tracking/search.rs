@@ -179,6 +179,18 @@ pub enum Bind {
     Text(String),
 }
 
+/// Binds the same value on SQLite's read path (`Db::read_sqlite`) as `bind_all` does on sqlx's.
+impl rusqlite::ToSql for Bind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Bind::Int(v) => ValueRef::Integer(*v),
+            Bind::Float(v) => ValueRef::Real(*v),
+            Bind::Text(v) => ValueRef::Text(v.as_bytes()),
+        }))
+    }
+}
+
 fn invalid(reason: impl Into<String>) -> TrackingError {
     TrackingError::invalid("filter", reason)
 }

@@ -959,14 +959,8 @@ impl TrackingStore {
         let read = self
             .db
             .read_sqlite(move |conn| -> Result<Vec<T>> {
-                use rusqlite::types::Value;
-                let values = binds.into_iter().map(|b| match b {
-                    Bind::Int(v) => Value::Integer(v),
-                    Bind::Float(v) => Value::Real(v),
-                    Bind::Text(v) => Value::Text(v),
-                });
                 let mut statement = conn.prepare(&text)?;
-                let rows = statement.query_map(rusqlite::params_from_iter(values), |r| r.get(0))?;
+                let rows = statement.query_map(rusqlite::params_from_iter(&binds), |r| r.get(0))?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await;
@@ -991,17 +985,17 @@ impl TrackingStore {
         let queries = RunParts::queries(ids.len());
         // A SQLite file: four queries on one connection of its own, without sqlx's hand-off
         // per row (most of a search's time otherwise).
-        let owned = ids.to_vec();
+        let (sqlite_queries, owned) = (queries.clone(), ids.to_vec());
         let read = self
             .db
-            .read_sqlite(move |conn| RunParts::read_sqlite(conn, &queries, &owned))
+            .read_sqlite(move |conn| RunParts::read_sqlite(conn, &sqlite_queries, &owned))
             .await;
         let parts = match read {
             Some(parts) => parts?,
             None => {
                 let db = &self.db;
                 let binds: Vec<Bind> = ids.iter().map(|i| Bind::Text(i.clone())).collect();
-                let [runs, params, tags, metrics] = RunParts::queries(ids.len());
+                let [runs, params, tags, metrics] = queries;
                 let fetch = |text: String| fetch_rows(db, text, &binds);
                 let (runs, params, tags, metrics) =
                     tokio::try_join!(fetch(runs), fetch(params), fetch(tags), fetch(metrics))?;
