@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polars::prelude::{Column as PlColumn, DataFrame, NamedFrom, Series};
-use readmit_ml::data::{labels, read_ipc, take_rows, write_ipc};
+use readmit_ml::data::{labels, take_rows};
 use readmit_ml::matrix::Matrix;
 use readmit_ml::pipeline::{Pipeline, PipelineParams};
 use readmit_ml::schema::{self, COLUMNS, Role};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clean::{CleanVersion, Processed};
 use super::data::{DataService, blocking, write_atomic};
+use super::handoff;
 use super::model::EtlError;
 use super::raw::{self, DEFAULT_BATCH_SIZE};
 use super::tasks::{TaskContext, TaskFuture, TaskKind, TaskKinds};
@@ -177,13 +178,9 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
             let data = data.clone();
             let path = handoff(&ctx.dir, "raw", split);
             async move {
-                let mut frame = data.raw().read_table(table).await?;
+                let frame = data.raw().read_table(table).await?;
                 let rows = frame.height();
-                blocking(move || {
-                    write_ipc(&mut frame, &path)?;
-                    Ok(())
-                })
-                .await?;
+                handoff::keep(path, frame)?;
                 Ok::<_, EtlError>(format!("loaded {rows} rows from {table}"))
             }
         });
@@ -209,7 +206,7 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
     let dir = ctx.dir.clone();
     let lines = tokio::task::spawn_blocking(move || {
         each_split(|_, split| {
-            let frame = read_ipc(&handoff(&dir, "raw", split)).map_err(fail)?;
+            let frame = handoff::take(&handoff(&dir, "raw", split)).map_err(fail)?;
             let before = frame.height();
             let ids = readmit_ml::data::int_column(&frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let mut seen = HashSet::with_capacity(ids.len());
@@ -226,10 +223,10 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
                 .collect();
             frame = frame.drop_many(dropped.iter().copied());
             labels(&frame).map_err(fail)?;
-            write_ipc(&mut frame, &handoff(&dir, "clean", split)).map_err(fail)?;
+            let rows = frame.height();
+            handoff::keep(handoff(&dir, "clean", split), frame).map_err(fail)?;
             Ok(format!(
-                "{split}: {} rows ({} duplicate encounters removed), dropped columns {}",
-                frame.height(),
+                "{split}: {rows} rows ({} duplicate encounters removed), dropped columns {}",
                 before - keep.len(),
                 dropped.join(", ")
             ))
@@ -263,7 +260,7 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
     let message = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let frames: Vec<DataFrame> = SPLITS
             .iter()
-            .map(|s| read_ipc(&handoff(&dir, "clean", s)).map_err(fail))
+            .map(|s| handoff::take(&handoff(&dir, "clean", s)).map_err(fail))
             .collect::<Result<_, _>>()?;
         let y_train = labels(&frames[0]).map_err(fail)?;
         let pipeline = Pipeline::fit(&frames[0], &y_train, &params).map_err(fail)?;
@@ -272,8 +269,11 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
             let x = pipeline.transform(frame).map_err(fail)?;
             let ids = readmit_ml::data::int_column(frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let y = labels(frame).map_err(fail)?;
-            let mut out = features_frame(&ids, &x, &y)?;
-            write_ipc(&mut out, &handoff(&dir, "features", split)).map_err(fail)
+            handoff::keep(
+                handoff(&dir, "features", split),
+                features_frame(&ids, &x, &y)?,
+            )
+            .map_err(fail)
         })?;
         let json = pipeline.to_json().map_err(fail)?;
         write_atomic(&dir.join(PIPELINE_FILE), json.as_bytes()).map_err(fail)?;
@@ -376,7 +376,7 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
         let pipeline = Pipeline::from_json(&json).map_err(|e| EtlError::Ml(e.to_string()))?;
         let mut splits = Vec::with_capacity(3);
         for split in SPLITS {
-            let frame = read_ipc(&handoff(&dir, "features", split))?;
+            let frame = handoff::take(&handoff(&dir, "features", split))?;
             splits.push(processed_from_frame(&frame, pipeline.names()).map_err(EtlError::Ml)?);
         }
         Ok((pipeline, splits))

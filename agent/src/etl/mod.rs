@@ -5,6 +5,7 @@ pub mod dag;
 pub mod data;
 pub mod data_tasks;
 pub mod fetch;
+pub mod handoff;
 pub mod metrics;
 pub mod model;
 pub mod raw;

@@ -344,6 +344,7 @@ impl Runner {
         {
             tracing::error!(run = %run.run_id, error = %e, "cannot record the run's end");
         }
+        super::handoff::forget(&self.inner.runs_dir.join(&run.run_id));
         if let Ok(mut active) = self.inner.active.lock() {
             active.remove(&run.run_id);
         }
