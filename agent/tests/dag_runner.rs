@@ -278,8 +278,14 @@ kind = "empty"
 
     // A crash mid-run: the next agent marks the run failed instead of leaving it running.
     let store = runner.store().clone();
+    let owner = runner.owner().to_owned();
     let stuck = store
-        .create_run(&dags[4], "manual", &BTreeMap::new())
+        .create_run(&dags[4], "manual", &BTreeMap::new(), &owner)
+        .await
+        .unwrap();
+    // A run of another agent sharing the database, alive: not this agent's to fail.
+    let elsewhere = store
+        .create_run(&dags[2], "manual", &BTreeMap::new(), "agent-elsewhere")
         .await
         .unwrap();
     store
@@ -302,9 +308,31 @@ kind = "empty"
             .collect::<Vec<_>>(),
         [RunState::Failed, RunState::UpstreamFailed]
     );
+    assert_eq!(restarted.owner(), owner, "the agent id survives a restart");
+    let store = restarted.store();
+    let alive = store.get_run(&elsewhere.run_id).await.unwrap();
+    assert_eq!(alive.state, RunState::Queued, "{alive:?}");
+    // Once that agent's heartbeats stop for longer than the limit, its run is failed too.
+    let now = readmit_agent::now_ms();
+    store.heartbeat("agent-elsewhere", now).await.unwrap();
+    assert!(
+        store
+            .fail_interrupted("gone", None, now - 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.fail_interrupted("gone", None, now + 1).await.unwrap(),
+        std::slice::from_ref(&elsewhere.run_id)
+    );
+    let gone = store.get_run(&elsewhere.run_id).await.unwrap();
+    assert_eq!(
+        (gone.state, gone.error.as_deref()),
+        (RunState::Failed, Some("gone"))
+    );
 
     // One scheduler per database: the lease goes to one holder until it expires or is given up.
-    let store = restarted.store();
     let t = readmit_agent::now_ms() + 60_000;
     assert!(store.take_lease("agent-a", t, 10_000).await.unwrap());
     assert!(!store.take_lease("agent-b", t + 1, 10_000).await.unwrap());

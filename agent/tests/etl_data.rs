@@ -225,6 +225,19 @@ async fn suite(backend: Backend) {
         );
     }
 
+    // Leftovers of a save that died before its swap (MySQL's DDL commits as it goes): the
+    // next save clears them away.
+    const LEFTOVERS: [&str; 2] = ["diabetes_train_processed__staging", "clean_version__old"];
+    let mut conn = sqlx::AnyConnection::connect(&clean_db.url).await.unwrap();
+    for table in LEFTOVERS {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table} (x BIGINT)"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
     // Preprocessing.
     let run = etl
         .trigger_dag(v1::TriggerDagRequest {
@@ -261,7 +274,6 @@ async fn suite(backend: Backend) {
     let x_val = pipeline.transform(&splits.validation).unwrap();
     let val_ids = readmit_ml::data::int_column(&splits.validation, "encounter_id").unwrap();
 
-    let mut conn = sqlx::AnyConnection::connect(&clean_db.url).await.unwrap();
     let stored: String = sqlx::query_scalar("SELECT pipeline FROM clean_version")
         .fetch_one(&mut conn)
         .await
@@ -273,6 +285,12 @@ async fn suite(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(features, 50);
+    for table in LEFTOVERS {
+        let gone = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .execute(&mut conn)
+            .await;
+        assert!(gone.is_err(), "{table} is still there");
+    }
     let columns: Vec<String> =
         sqlx::query("SELECT column_name FROM clean_features ORDER BY position")
             .fetch_all(&mut conn)

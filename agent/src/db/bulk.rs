@@ -3,10 +3,11 @@
 //!
 //! A write is a list of [`Step`]s run in one transaction. On MySQL and PostgreSQL the rows go
 //! in multi-row INSERTs of bound values ([`BulkInsert`]). On a SQLite file they run on the
-//! process's loading connection (rusqlite, on a blocking thread): each value is bound straight
-//! into one prepared single-row INSERT, with none of the per-value copies a generic driver makes
-//! — about twice as fast for RawData. Both hold the process's one SQLite writer slot, so they queue with
-//! [`Db::begin_write`]'s transactions.
+//! process's writer connection ([`SqliteWriter`]: rusqlite, on a blocking thread): each value
+//! is bound straight into one prepared single-row INSERT, with none of the per-value copies a
+//! generic driver makes — about twice as fast for RawData. The writer also serves other
+//! transactions that must be quick (a metric logged), as one hop to its thread. Both hold the
+//! process's one SQLite writer slot, so they queue with [`Db::begin_write`]'s transactions.
 
 use std::path::{Path, PathBuf};
 
@@ -136,39 +137,8 @@ impl Db {
 
     /// Runs `steps` in one write transaction: all of them, or none when one fails.
     pub async fn write(&self, steps: Vec<Step>) -> Result<(), WriteError> {
-        if let (Some(path), Some(writer)) = (self.sqlite_file(), &self.writer) {
-            let mut slot = std::sync::Arc::clone(writer).lock_owned().await;
-            let conn = slot.take();
-            let checkpoint = path.clone();
-            let (conn, result) = tokio::task::spawn_blocking(move || {
-                let mut conn = match conn {
-                    Some(conn) => conn,
-                    None => match open_sqlite(&path, false) {
-                        Ok(conn) => conn,
-                        Err(e) => return (None, Err(e.into())),
-                    },
-                };
-                let result = write_sqlite(&mut conn, steps);
-                (Some(conn), result)
-            })
-            .await
-            .map_err(|e| WriteError::Worker(e.to_string()))?;
-            *slot = conn;
-            drop(slot);
-            if result.is_ok() {
-                // The loading connection leaves checkpoints to this thread: a committing
-                // writer would otherwise copy the whole load into the database file and sync
-                // it before returning. A passive checkpoint waits for no one; the load is
-                // already durable in the WAL.
-                tokio::task::spawn_blocking(move || {
-                    let done = open_sqlite(&checkpoint, false)
-                        .and_then(|conn| conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);"));
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "checkpointing after a bulk write failed");
-                    }
-                });
-            }
-            return result;
+        if let Some(writer) = self.sqlite_writer() {
+            return writer.bulk().run(|tx| write_steps(tx, steps)).await;
         }
         let mut w = self.begin_write().await?;
         for step in steps {
@@ -211,6 +181,41 @@ impl Db {
         Ok(())
     }
 
+    /// The process's SQLite writer, when this is a SQLite file (not an in-memory database).
+    pub fn sqlite_writer(&self) -> Option<SqliteWriter<'_>> {
+        Some(SqliteWriter {
+            path: self.sqlite_file()?,
+            slot: self.writer.as_ref()?,
+            db: self,
+            bulk: false,
+        })
+    }
+
+    /// The writer connection leaves checkpoints to this: a committing writer would otherwise
+    /// copy a whole load into the database file and sync it before returning. After a bulk
+    /// write, or every [`COMMITS_PER_CHECKPOINT`] small ones, a passive checkpoint on a
+    /// connection of its own moves the WAL over; it waits for no one, and what it moves is
+    /// already durable in the WAL. One runs at a time.
+    fn checkpoint_soon(&self, path: PathBuf, bulk: bool) {
+        use std::sync::atomic::Ordering;
+        let commits = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
+        if !bulk && commits < COMMITS_PER_CHECKPOINT
+            || self.checkpointing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.commits.store(0, Ordering::Release);
+        let busy = std::sync::Arc::clone(&self.checkpointing);
+        tokio::task::spawn_blocking(move || {
+            let done = open_sqlite(&path, false)
+                .and_then(|conn| conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);"));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
     /// Runs `read` on a read-only connection of its own on a blocking thread, when this is a
     /// SQLite file; `None` otherwise. For reading whole tables (or many rows) without sqlx's
     /// hand-off per row. A few idle connections are kept for the next read.
@@ -243,6 +248,62 @@ impl Db {
     }
 }
 
+/// A SQLite file's one writer connection (rusqlite), kept in the [`Db`]'s writer slot: what
+/// bulk writes and many small writes a second use instead of sqlx.
+pub struct SqliteWriter<'a> {
+    db: &'a Db,
+    path: PathBuf,
+    slot: &'a std::sync::Arc<tokio::sync::Mutex<Option<rusqlite::Connection>>>,
+    bulk: bool,
+}
+
+/// Small writes between two checkpoints of the writer's WAL (a few MiB of pages at most).
+const COMMITS_PER_CHECKPOINT: u32 = 500;
+
+impl SqliteWriter<'_> {
+    /// Marks the write as a bulk one: its WAL is checkpointed right after.
+    fn bulk(self) -> Self {
+        Self { bulk: true, ..self }
+    }
+
+    /// Runs `work` in one write transaction on a blocking thread: committed when `work`
+    /// returns `Ok`, rolled back otherwise. One hop to one thread for the whole transaction,
+    /// where sqlx makes one per statement. It holds the writer slot, so it queues with
+    /// [`Db::begin_write`].
+    pub async fn run<T, E>(
+        self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+    {
+        let mut slot = std::sync::Arc::clone(self.slot).lock_owned().await;
+        let conn = slot.take();
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => match open_sqlite(&path, false) {
+                    Ok(conn) => conn,
+                    Err(e) => return (None, Err(E::from(WriteError::from(e)))),
+                },
+            };
+            let result = in_transaction(&mut conn, work);
+            (Some(conn), result)
+        })
+        .await;
+        let (conn, result) =
+            joined.unwrap_or_else(|e| (None, Err(E::from(WriteError::Worker(e.to_string())))));
+        *slot = conn;
+        drop(slot);
+        if result.is_ok() {
+            self.db.checkpoint_soon(self.path, self.bulk);
+        }
+        result
+    }
+}
+
 /// Opens the file as the pool's connections are set up (see `Db::connect`).
 fn open_sqlite(path: &Path, read_only: bool) -> Result<rusqlite::Connection, rusqlite::Error> {
     use rusqlite::OpenFlags;
@@ -262,8 +323,21 @@ fn open_sqlite(path: &Path, read_only: bool) -> Result<rusqlite::Connection, rus
     Ok(conn)
 }
 
-fn write_sqlite(conn: &mut rusqlite::Connection, steps: Vec<Step>) -> Result<(), WriteError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// `work` in an immediate transaction on `conn`, committed when it returns `Ok`.
+fn in_transaction<T, E: From<WriteError>>(
+    conn: &mut rusqlite::Connection,
+    work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let sqlite = |e: rusqlite::Error| E::from(WriteError::from(e));
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let value = work(&tx)?;
+    tx.commit().map_err(sqlite)?;
+    Ok(value)
+}
+
+fn write_steps(tx: &rusqlite::Transaction<'_>, steps: Vec<Step>) -> Result<(), WriteError> {
     for step in steps {
         match step {
             Step::Sql(sql) => tx.execute_batch(&sql)?,
@@ -315,7 +389,6 @@ fn write_sqlite(conn: &mut rusqlite::Connection, steps: Vec<Step>) -> Result<(),
             }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

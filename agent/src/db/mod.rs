@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
 
 mod bulk;
-pub use bulk::{BulkValue, Ordered, Owned, Records, Rows, Step, WriteError};
+pub use bulk::{BulkValue, Ordered, Owned, Records, Rows, SqliteWriter, Step, WriteError};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +56,14 @@ pub struct Db {
     /// The URL with any password replaced, for messages and logs.
     url: String,
     /// SQLite only: one writer at a time, see [`Db::begin_write`]; the slot keeps the
-    /// connection bulk writes use (see [`Db::write`]) once one has been made.
+    /// rusqlite connection of [`Db::sqlite_writer`] once one has been made.
     writer: Option<Arc<Mutex<Option<rusqlite::Connection>>>>,
     /// SQLite only: idle read-only connections of [`Db::read_sqlite`], kept for the next read.
     readers: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
+    /// SQLite only: a checkpoint of the writer's WAL is under way, and the writer's commits
+    /// since the last one (see `Db::checkpoint_soon`).
+    checkpointing: Arc<std::sync::atomic::AtomicBool>,
+    commits: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A write transaction, holding SQLite's in-process writer lock until commit or drop.
@@ -158,6 +162,8 @@ impl Db {
             url: shown,
             writer,
             readers: Arc::default(),
+            checkpointing: Arc::default(),
+            commits: Arc::default(),
         })
     }
 

@@ -24,6 +24,12 @@ const SCHEDULER_TICK: Duration = Duration::from_secs(1);
 /// How long the scheduler lease outlives its last renewal: an agent that dies hands
 /// scheduling to another within this.
 const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long a run outlives its agent's last heartbeat (one a tick while it has active runs)
+/// before the scheduling agent fails it: the agent is gone, or cannot reach the database.
+const RUN_TTL: Duration = Duration::from_secs(30);
+/// The file in the runs directory holding this agent's id, the owner of the runs it starts:
+/// kept across restarts, so a restarted agent knows its interrupted runs at once.
+const AGENT_ID_FILE: &str = "agent-id";
 
 /// Writes a task's log lines to the store and to watchers.
 #[derive(Clone)]
@@ -77,6 +83,8 @@ struct Inner {
     events: broadcast::Sender<RunEvent>,
     active: Mutex<HashMap<String, CancellationToken>>,
     runs_dir: PathBuf,
+    /// This agent's id: the owner of the runs it starts.
+    owner: String,
     shutdown: CancellationToken,
     started_at: i64,
     metrics: EtlMetrics,
@@ -93,8 +101,13 @@ impl Runner {
         shutdown: CancellationToken,
         metrics: EtlMetrics,
     ) -> Result<Self> {
+        let owner = agent_id(&runs_dir)?;
         let interrupted = store
-            .fail_interrupted("the agent stopped while this run was active")
+            .fail_interrupted(
+                "the agent stopped while this run was active",
+                Some(&owner),
+                now_ms() - ttl_ms(RUN_TTL),
+            )
             .await?;
         if !interrupted.is_empty() {
             tracing::warn!(runs = ?interrupted, "marked runs interrupted by a restart as failed");
@@ -112,6 +125,7 @@ impl Runner {
                 events,
                 active: Mutex::new(HashMap::new()),
                 runs_dir,
+                owner,
                 shutdown,
                 started_at: now_ms(),
                 metrics,
@@ -131,6 +145,11 @@ impl Runner {
 
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// This agent's id, the owner of the runs it starts (kept in its runs directory).
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     /// Runs queued or running in this agent now.
@@ -212,7 +231,11 @@ impl Runner {
                 });
             }
         }
-        let run = self.inner.store.create_run(&def, trigger, &params).await?;
+        let run = self
+            .inner
+            .store
+            .create_run(&def, trigger, &params, &self.inner.owner)
+            .await?;
         let cancel = self.inner.shutdown.child_token();
         self.inner
             .active
@@ -606,14 +629,20 @@ impl Runner {
         let mut tick = tokio::time::interval(SCHEDULER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let holder = uuid::Uuid::new_v4().simple().to_string();
-        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        let ttl = ttl_ms(LEASE_TTL);
         let mut holding = false;
         loop {
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.inner.store.take_lease(&holder, now_ms(), ttl).await {
+            let store = &self.inner.store;
+            if self.active_runs() > 0
+                && let Err(e) = store.heartbeat(&self.inner.owner, now_ms()).await
+            {
+                tracing::warn!(error = %e, "cannot record the runs' heartbeat");
+            }
+            match store.take_lease(&holder, now_ms(), ttl).await {
                 Ok(taken) => {
                     if taken != holding {
                         tracing::info!(holder = %holder, taken, "scheduler lease");
@@ -627,6 +656,21 @@ impl Runner {
             }
             if !holding {
                 continue;
+            }
+            // The scheduling agent also fails the runs of agents that stopped without a restart.
+            match store
+                .fail_interrupted(
+                    "the agent running this run stopped sending heartbeats",
+                    None,
+                    now_ms() - ttl_ms(RUN_TTL),
+                )
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::warn!(runs = ?ids, "failed the runs of an agent that stopped");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot look for abandoned runs"),
             }
             let Ok(dags) = self.list_dags().await else {
                 continue;
@@ -663,6 +707,24 @@ impl Runner {
             let _ = self.inner.store.release_lease(&holder).await;
         }
     }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// This agent's id from its runs directory, made on first start.
+fn agent_id(runs_dir: &std::path::Path) -> Result<String> {
+    let path = runs_dir.join(AGENT_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(EtlError::io(&path)(e)),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    super::data::write_atomic(&path, id.as_bytes())?;
+    Ok(id)
 }
 
 /// The last fire time at or before `now`, starting from a due one.

@@ -22,6 +22,11 @@ const CHANGES: &[SchemaChange] = &[
         description: "the scheduler lease",
         sql: include_str!("../../migrations/etl/0002_scheduler_lease.sql"),
     },
+    SchemaChange {
+        version: 3,
+        description: "each run's owner and heartbeat",
+        sql: include_str!("../../migrations/etl/0003_run_owner.sql"),
+    },
 ];
 
 #[derive(Clone, Debug)]
@@ -152,11 +157,13 @@ impl EtlStore {
 
     /// Queues a run with every task queued, unless the DAG already has `max_active_runs`
     /// runs queued or running: checked and inserted in one transaction.
+    /// Queues a run of `dag` for the agent `owner`, refused past the DAG's active-run limit.
     pub async fn create_run(
         &self,
         dag: &DagDef,
         trigger: &str,
         params: &BTreeMap<String, String>,
+        owner: &str,
     ) -> Result<DagRun> {
         let db = &self.db;
         let mut w = db.begin_write().await?;
@@ -179,13 +186,16 @@ impl EtlStore {
             serde_json::to_string(params).map_err(|e| EtlError::Corrupt(e.to_string()))?;
         sqlx::query(sql!(
             db,
-            "INSERT INTO dag_runs (run_id, dag, state, trigger_kind, params, queued_at) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO dag_runs (run_id, dag, state, trigger_kind, params, queued_at, owner, \
+             heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&run_id)
         .bind(&dag.name)
         .bind(RunState::Queued.as_str())
         .bind(trigger)
         .bind(params_json)
+        .bind(now)
+        .bind(owner)
         .bind(now)
         .execute(&mut *w.tx)
         .await?;
@@ -414,14 +424,40 @@ impl EtlStore {
         Ok(runs)
     }
 
+    /// Says the active runs of `owner` are still being run, as of `now`.
+    pub async fn heartbeat(&self, owner: &str, now: i64) -> Result<()> {
+        let db = &self.db;
+        sqlx::query(sql!(
+            db,
+            "UPDATE dag_runs SET heartbeat_at = ? \
+             WHERE owner = ? AND state IN ('queued', 'running', 'up_for_retry')"
+        ))
+        .bind(now)
+        .bind(owner)
+        .execute(db.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Runs left queued or running by an agent that stopped: marked failed, with their
-    /// unfinished tasks, so nothing stays "running" forever. Returns their ids.
-    pub async fn fail_interrupted(&self, reason: &str) -> Result<Vec<String>> {
+    /// unfinished tasks, so nothing stays "running" forever. Those are the runs of `owner`
+    /// (this agent, starting again) and those whose agent's last heartbeat is older than
+    /// `stale_before`; runs of other live agents sharing the database are left alone. Returns
+    /// the failed runs' ids.
+    pub async fn fail_interrupted(
+        &self,
+        reason: &str,
+        owner: Option<&str>,
+        stale_before: i64,
+    ) -> Result<Vec<String>> {
         let db = &self.db;
         let ids: Vec<String> = sqlx::query_scalar(sql!(
             db,
-            "SELECT run_id FROM dag_runs WHERE state IN ('queued', 'running', 'up_for_retry')"
+            "SELECT run_id FROM dag_runs WHERE state IN ('queued', 'running', 'up_for_retry') \
+             AND (owner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)"
         ))
+        .bind(owner.unwrap_or(""))
+        .bind(stale_before)
         .fetch_all(db.pool())
         .await?;
         let now = now_ms();
@@ -448,7 +484,8 @@ impl EtlStore {
             .await?;
             sqlx::query(sql!(
                 db,
-                "UPDATE dag_runs SET state = ?, ended_at = ?, error = ? WHERE run_id = ?"
+                "UPDATE dag_runs SET state = ?, ended_at = ?, error = ? \
+                 WHERE run_id = ? AND state IN ('queued', 'running', 'up_for_retry')"
             ))
             .bind(RunState::Failed.as_str())
             .bind(now)

@@ -53,6 +53,7 @@ pub(super) fn bind_all<'q>(mut q: Query<'q>, binds: &[Bind]) -> Query<'q> {
 }
 
 /// A table of (owner, key, value) rows: params and tags of runs and of logged models.
+#[derive(Clone, Copy)]
 pub(super) struct KeyValues {
     table: &'static str,
     owner: &'static str,
@@ -93,31 +94,9 @@ pub(super) async fn write_key_values(
     rows: &[(&str, &str)],
     upsert: bool,
 ) -> Result<()> {
-    let mut unique: Vec<(&str, &str)> = Vec::with_capacity(rows.len());
-    for &(k, v) in rows.iter().rev() {
-        if !unique.iter().any(|(u, _)| *u == k) {
-            unique.push((k, v));
-        }
-    }
-    let KeyValues {
-        table,
-        owner: owner_col,
-        key,
-    } = kv;
+    let unique = last_per_key(rows);
     for chunk in unique.chunks(ROWS_PER_INSERT) {
-        let values = value_rows(chunk.len(), 3);
-        let insert = format!("INSERT INTO {table} ({owner_col}, {key}, value) VALUES {values}");
-        let text = match (upsert, db.dialect()) {
-            (false, _) => insert,
-            (true, Dialect::MySql) => {
-                format!("{insert} ON DUPLICATE KEY UPDATE value = VALUES(value)")
-            }
-            (true, Dialect::Sqlite | Dialect::Postgres) => {
-                format!(
-                    "{insert} ON CONFLICT ({owner_col}, {key}) DO UPDATE SET value = excluded.value"
-                )
-            }
-        };
+        let text = key_values_sql(db.dialect(), kv, chunk.len(), upsert);
         let mut query = sqlx::query(db.dynamic(&text));
         for &(k, v) in chunk {
             query = query
@@ -126,6 +105,209 @@ pub(super) async fn write_key_values(
                 .bind(v.to_owned());
         }
         query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `rows` with one row per key, the last one given.
+fn last_per_key<'a>(rows: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut unique: Vec<(&str, &str)> = Vec::with_capacity(rows.len());
+    for &(k, v) in rows.iter().rev() {
+        if !unique.iter().any(|(u, _)| *u == k) {
+            unique.push((k, v));
+        }
+    }
+    unique
+}
+
+/// The INSERT (or upsert) of `rows` key-value rows `(owner, key, value)` into `kv`'s table.
+fn key_values_sql(dialect: Dialect, kv: KeyValues, rows: usize, upsert: bool) -> String {
+    let KeyValues {
+        table,
+        owner: owner_col,
+        key,
+    } = kv;
+    let values = value_rows(rows, 3);
+    let insert = format!("INSERT INTO {table} ({owner_col}, {key}, value) VALUES {values}");
+    match (upsert, dialect) {
+        (false, _) => insert,
+        (true, Dialect::MySql) => format!("{insert} ON DUPLICATE KEY UPDATE value = VALUES(value)"),
+        (true, Dialect::Sqlite | Dialect::Postgres) => {
+            format!(
+                "{insert} ON CONFLICT ({owner_col}, {key}) DO UPDATE SET value = excluded.value"
+            )
+        }
+    }
+}
+
+/// The INSERT of `rows` metric rows `(run_id, metric_key, step, ts, value, is_nan)` into the
+/// history; a row already there (the same point logged again) is skipped.
+fn metrics_sql(dialect: Dialect, rows: usize) -> String {
+    let rows = value_rows(rows, 6);
+    match dialect {
+        Dialect::Sqlite => format!(
+            "INSERT OR IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
+        ),
+        Dialect::MySql => format!(
+            "INSERT IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
+        ),
+        Dialect::Postgres => format!(
+            "INSERT INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+             ON CONFLICT DO NOTHING"
+        ),
+    }
+}
+
+/// The upsert of `rows` rows into `latest_metrics`. SQLite and PostgreSQL keep the newer row
+/// in the statement itself; MySQL cannot compare with the existing row there, so its caller
+/// passes only rows newer than the stored ones.
+fn latest_metrics_sql(dialect: Dialect, rows: usize) -> String {
+    let rows = value_rows(rows, 6);
+    match dialect {
+        Dialect::MySql => format!(
+            "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+             ON DUPLICATE KEY UPDATE step = VALUES(step), ts = VALUES(ts), \
+             value = VALUES(value), is_nan = VALUES(is_nan)"
+        ),
+        // The same order as `later`: step, then timestamp, then value, NaN lowest.
+        Dialect::Sqlite | Dialect::Postgres => format!(
+            "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
+             ON CONFLICT (run_id, metric_key) DO UPDATE SET step = excluded.step, \
+             ts = excluded.ts, value = excluded.value, is_nan = excluded.is_nan \
+             WHERE (excluded.step, excluded.ts, \
+                    CASE WHEN excluded.is_nan = 1 THEN {lowest:e} ELSE excluded.value END) \
+                 > (latest_metrics.step, latest_metrics.ts, \
+                    CASE WHEN latest_metrics.is_nan = 1 THEN {lowest:e} ELSE latest_metrics.value END)",
+            lowest = f64::MIN
+        ),
+    }
+}
+
+/// The newest of `metrics` for each key, in order of first appearance.
+fn newest_per_key(metrics: &[Metric]) -> Vec<&Metric> {
+    let mut newest: Vec<&Metric> = Vec::new();
+    for m in metrics {
+        match newest.iter_mut().find(|n| n.key == m.key) {
+            Some(n) if later(m, n) => *n = m,
+            Some(_) => {}
+            None => newest.push(m),
+        }
+    }
+    newest
+}
+
+/// `params` with one per key (the first), and of those the ones not stored yet; a key stored
+/// with another value is refused, as MLflow does.
+fn new_params<'a>(
+    run_id: &str,
+    params: &'a [Param],
+    stored: &HashMap<String, String>,
+) -> Result<Vec<&'a Param>> {
+    let mut unique: Vec<&Param> = Vec::with_capacity(params.len());
+    for p in params {
+        if !unique.iter().any(|u| u.key == p.key) {
+            unique.push(p);
+        }
+    }
+    let mut fresh = Vec::new();
+    for p in unique {
+        match stored.get(&p.key) {
+            Some(old) if *old != p.value => {
+                return Err(TrackingError::invalid(
+                    format!("params[{}]", p.key),
+                    format!(
+                        "changing param values is not allowed: run {run_id} already has \
+                         {}={old:?}, not {:?}",
+                        p.key, p.value
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => fresh.push(p),
+        }
+    }
+    Ok(fresh)
+}
+
+/// Refuses to change a run that is not active (deleted runs are read-only until restored).
+fn require_active(run_id: &str, stage: Lifecycle) -> Result<()> {
+    if stage != Lifecycle::Active {
+        return Err(TrackingError::InvalidState(format!(
+            "the run {run_id} must be in the 'active' state; it is {stage}"
+        )));
+    }
+    Ok(())
+}
+
+/// [`TrackingStore::log_batch`] on the SQLite writer connection: the same statements, each
+/// prepared once and run a row at a time.
+fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch) -> Result<()> {
+    use rusqlite::OptionalExtension as _;
+    let stage: Option<String> = tx
+        .prepare_cached("SELECT lifecycle_stage FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))
+        .optional()?;
+    let stage = stage.ok_or_else(|| run_not_found(run_id))?;
+    require_active(run_id, stage.parse()?)?;
+    if !batch.params.is_empty() {
+        let mut stored = HashMap::new();
+        let mut select =
+            tx.prepare_cached("SELECT value FROM params WHERE run_id = ?1 AND param_key = ?2")?;
+        for p in &batch.params {
+            if let Some(v) = select
+                .query_row([run_id, &p.key], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                stored.insert(p.key.clone(), v);
+            }
+        }
+        let mut insert = tx.prepare_cached(&key_values_sql(
+            Dialect::Sqlite,
+            KeyValues::RUN_PARAMS,
+            1,
+            false,
+        ))?;
+        for p in new_params(run_id, &batch.params, &stored)? {
+            insert.execute([run_id, &p.key, &p.value])?;
+        }
+    }
+    if !batch.tags.is_empty() {
+        let rows: Vec<(&str, &str)> = batch.tags.iter().map(Tag::pair).collect();
+        let mut upsert = tx.prepare_cached(&key_values_sql(
+            Dialect::Sqlite,
+            KeyValues::RUN_TAGS,
+            1,
+            true,
+        ))?;
+        for (k, v) in last_per_key(&rows) {
+            upsert.execute([run_id, k, v])?;
+        }
+    }
+    if !batch.metrics.is_empty() {
+        let mut insert = tx.prepare_cached(&metrics_sql(Dialect::Sqlite, 1))?;
+        for m in &batch.metrics {
+            let (value, is_nan) = stored_value(m.value);
+            insert.execute(rusqlite::params![
+                run_id,
+                m.key,
+                m.step,
+                m.timestamp,
+                value,
+                is_nan
+            ])?;
+        }
+        let mut latest = tx.prepare_cached(&latest_metrics_sql(Dialect::Sqlite, 1))?;
+        for m in newest_per_key(&batch.metrics) {
+            let (value, is_nan) = stored_value(m.value);
+            latest.execute(rusqlite::params![
+                run_id,
+                m.key,
+                m.step,
+                m.timestamp,
+                value,
+                is_nan
+            ])?;
+        }
     }
     Ok(())
 }
@@ -631,12 +813,7 @@ impl TrackingStore {
     /// The run, which must be active, inside a write transaction.
     async fn active_run(&self, conn: &mut sqlx::AnyConnection, run_id: &str) -> Result<RunInfo> {
         let info = self.run_info(conn, run_id).await?;
-        if info.lifecycle_stage != Lifecycle::Active {
-            return Err(TrackingError::InvalidState(format!(
-                "the run {run_id} must be in the 'active' state; it is {}",
-                info.lifecycle_stage
-            )));
-        }
+        require_active(run_id, info.lifecycle_stage)?;
         Ok(info)
     }
 
@@ -697,6 +874,14 @@ impl TrackingStore {
     /// Logs metrics, params and tags to an active run in one transaction: all or nothing.
     pub async fn log_batch(&self, run_id: &str, batch: &Batch) -> Result<()> {
         batch.check()?;
+        // A SQLite file: the whole transaction in one hop to the writer's thread, where sqlx
+        // would make one per statement (most of a single metric's time).
+        if let Some(writer) = self.db.sqlite_writer() {
+            let (id, batch) = (run_id.to_owned(), batch.clone());
+            return writer
+                .run(move |tx| log_batch_sqlite(tx, &id, &batch))
+                .await;
+        }
         let mut w = self.db.begin_write().await?;
         self.active_run(&mut w.tx, run_id).await?;
         self.insert_params(&mut w.tx, run_id, &batch.params).await?;
@@ -717,41 +902,18 @@ impl TrackingStore {
             return Ok(());
         }
         let db = &self.db;
-        let mut unique: Vec<&Param> = Vec::with_capacity(params.len());
-        for p in params {
-            if !unique.iter().any(|u| u.key == p.key) {
-                unique.push(p);
-            }
-        }
         let q = keyed_query(
             "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN",
             run_id,
-            unique.iter().map(|p| p.key.as_str()),
+            params.iter().map(|p| p.key.as_str()),
         );
-        let existing: HashMap<String, String> =
-            bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-        let mut fresh = Vec::new();
-        for p in unique {
-            match existing.get(&p.key) {
-                Some(old) if *old != p.value => {
-                    return Err(TrackingError::invalid(
-                        format!("params[{}]", p.key),
-                        format!(
-                            "changing param values is not allowed: run {run_id} already has \
-                             {}={old:?}, not {:?}",
-                            p.key, p.value
-                        ),
-                    ));
-                }
-                Some(_) => {}
-                None => fresh.push(p),
-            }
-        }
+        let stored: HashMap<String, String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let fresh = new_params(run_id, params, &stored)?;
         let rows: Vec<(&str, &str)> = fresh.iter().map(|p| p.pair()).collect();
         write_key_values(&self.db, conn, KeyValues::RUN_PARAMS, run_id, &rows, false).await
     }
@@ -777,35 +939,15 @@ impl TrackingStore {
         }
         let db = &self.db;
         for chunk in metrics.chunks(ROWS_PER_INSERT) {
-            let rows = value_rows(chunk.len(), 6);
-            let text = match db.dialect() {
-                Dialect::Sqlite => format!(
-                    "INSERT OR IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
-                ),
-                Dialect::MySql => format!(
-                    "INSERT IGNORE INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows}"
-                ),
-                Dialect::Postgres => format!(
-                    "INSERT INTO metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
-                     ON CONFLICT DO NOTHING"
-                ),
-            };
+            let text = metrics_sql(db.dialect(), chunk.len());
             bind_metric_rows(sqlx::query(db.dynamic(&text)), run_id, chunk)
                 .execute(&mut *conn)
                 .await?;
         }
 
-        // The newest value per key in this batch, against the newest already stored.
-        let mut newest: Vec<&Metric> = Vec::new();
-        for m in metrics {
-            match newest.iter_mut().find(|n| n.key == m.key) {
-                Some(n) if later(m, n) => *n = m,
-                Some(_) => {}
-                None => newest.push(m),
-            }
-        }
-        // SQLite and PostgreSQL keep the newer row in the upsert itself; MySQL cannot compare
-        // with the existing row there, so it reads the stored values first.
+        // The newest value per key in this batch, against the newest already stored: MySQL
+        // reads the stored values first (see `latest_metrics_sql`).
+        let newest = newest_per_key(metrics);
         let changed: Vec<&Metric> = if db.dialect() == Dialect::MySql {
             let q = keyed_query(
                 "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN",
@@ -828,25 +970,7 @@ impl TrackingStore {
             newest
         };
         for chunk in changed.chunks(ROWS_PER_INSERT) {
-            let rows = value_rows(chunk.len(), 6);
-            let text = match db.dialect() {
-                Dialect::MySql => format!(
-                    "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
-                     ON DUPLICATE KEY UPDATE step = VALUES(step), ts = VALUES(ts), \
-                     value = VALUES(value), is_nan = VALUES(is_nan)"
-                ),
-                // The same order as `later`: step, then timestamp, then value, NaN lowest.
-                Dialect::Sqlite | Dialect::Postgres => format!(
-                    "INSERT INTO latest_metrics (run_id, metric_key, step, ts, value, is_nan) VALUES {rows} \
-                     ON CONFLICT (run_id, metric_key) DO UPDATE SET step = excluded.step, \
-                     ts = excluded.ts, value = excluded.value, is_nan = excluded.is_nan \
-                     WHERE (excluded.step, excluded.ts, \
-                            CASE WHEN excluded.is_nan = 1 THEN {lowest:e} ELSE excluded.value END) \
-                         > (latest_metrics.step, latest_metrics.ts, \
-                            CASE WHEN latest_metrics.is_nan = 1 THEN {lowest:e} ELSE latest_metrics.value END)",
-                    lowest = f64::MIN
-                ),
-            };
+            let text = latest_metrics_sql(db.dialect(), chunk.len());
             bind_metric_rows(sqlx::query(db.dynamic(&text)), run_id, chunk)
                 .execute(&mut *conn)
                 .await?;
