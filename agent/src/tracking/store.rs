@@ -284,30 +284,22 @@ fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch)
         }
     }
     if !batch.metrics.is_empty() {
-        let mut insert = tx.prepare_cached(&metrics_sql(Dialect::Sqlite, 1))?;
-        for m in &batch.metrics {
-            let (value, is_nan) = stored_value(m.value);
-            insert.execute(rusqlite::params![
-                run_id,
-                m.key,
-                m.step,
-                m.timestamp,
-                value,
-                is_nan
-            ])?;
-        }
-        let mut latest = tx.prepare_cached(&latest_metrics_sql(Dialect::Sqlite, 1))?;
-        for m in newest_per_key(&batch.metrics) {
-            let (value, is_nan) = stored_value(m.value);
-            latest.execute(rusqlite::params![
-                run_id,
-                m.key,
-                m.step,
-                m.timestamp,
-                value,
-                is_nan
-            ])?;
-        }
+        // Each metric as a row `(run_id, metric_key, step, ts, value, is_nan)`.
+        let write = |sql: String, metrics: &mut dyn Iterator<Item = &Metric>| {
+            let mut statement = tx.prepare_cached(&sql)?;
+            for m in metrics {
+                let (value, is_nan) = stored_value(m.value);
+                let row = rusqlite::params![run_id, m.key, m.step, m.timestamp, value, is_nan];
+                statement.execute(row)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        };
+        write(metrics_sql(Dialect::Sqlite, 1), &mut batch.metrics.iter())?;
+        let newest = newest_per_key(&batch.metrics);
+        write(
+            latest_metrics_sql(Dialect::Sqlite, 1),
+            &mut newest.into_iter(),
+        )?;
     }
     Ok(())
 }
