@@ -1,7 +1,7 @@
 //! `kill -9` of the `readmit-agent` process in the middle of a preprocessing DAG: after a
 //! restart on the same files the run is failed (never left running), CleanData is the old one
 //! (here: none), an append retried with the same request id appends nothing, and the DAG runs
-//! through.
+//! through. Killed again inside `save_processed`, CleanData is one whole version.
 
 mod support;
 
@@ -190,6 +190,49 @@ depends_on = ["pause"]
     assert_eq!(clean[0], ("diabetes_train_processed".to_owned(), 1000));
     assert_eq!(clean.len(), 3);
 
+    // A kill during the save itself (here it lands mid-save: the old version survives; on a
+    // faster machine it may land just after): CleanData is the old version or the new one,
+    // each whole, never a mix.
+    etl.append_batch(append("batch-2")).await.unwrap();
+    let run = etl
+        .trigger_dag(v1::TriggerDagRequest {
+            dag: "preprocess_incremental".into(),
+            params: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = support::dag_run(&client, &run.run_id).await;
+        let saving = run
+            .tasks
+            .iter()
+            .any(|t| t.task_id == "save_processed" && t.state == v1::RunState::Running as i32);
+        if saving || support::run_finished(&run) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run:#?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     agent.kill().unwrap();
     agent.wait().unwrap();
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.path().join("clean.db").display());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let version_rows: i64 = sqlx::query_scalar("SELECT train_rows FROM clean_version")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let table_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM diabetes_train_processed")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!([1000, 2000].contains(&version_rows), "{version_rows}");
+    assert_eq!(
+        table_rows, version_rows,
+        "the version and its rows disagree"
+    );
 }
