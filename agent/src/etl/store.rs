@@ -155,9 +155,9 @@ impl EtlStore {
         Ok(())
     }
 
-    /// Queues a run with every task queued, unless the DAG already has `max_active_runs`
-    /// runs queued or running: checked and inserted in one transaction.
-    /// Queues a run of `dag` for the agent `owner`, refused past the DAG's active-run limit.
+    /// Queues a run of `dag` for the agent `owner` with every task queued, unless the DAG
+    /// already has `max_active_runs` runs queued or running: checked and inserted in one
+    /// transaction.
     pub async fn create_run(
         &self,
         dag: &DagDef,
