@@ -119,14 +119,7 @@ depends_on = ["pause"]
         .into_inner();
     assert_eq!(first.train_rows, 1000);
 
-    let run = etl
-        .trigger_dag(v1::TriggerDagRequest {
-            dag: "slow_preprocess".into(),
-            params: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = support::trigger(&client, "slow_preprocess", &[]).await;
     let running = support::wait_for_run(
         &client,
         &run.run_id,
@@ -171,14 +164,7 @@ depends_on = ["pause"]
     assert!(retried.replayed);
     assert_eq!(retried.train_rows, 1000);
 
-    let rerun = etl
-        .trigger_dag(v1::TriggerDagRequest {
-            dag: "preprocess_incremental".into(),
-            params: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rerun = support::trigger(&client, "preprocess_incremental", &[]).await;
     let done = support::wait_for_run(&client, &rerun.run_id, support::run_finished, 120).await;
     assert_eq!(done.state, v1::RunState::Succeeded as i32, "{done:#?}");
     let status = etl
@@ -194,14 +180,7 @@ depends_on = ["pause"]
     // faster machine it may land just after): CleanData is the old version or the new one,
     // each whole, never a mix.
     etl.append_batch(append("batch-2")).await.unwrap();
-    let run = etl
-        .trigger_dag(v1::TriggerDagRequest {
-            dag: "preprocess_incremental".into(),
-            params: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = support::trigger(&client, "preprocess_incremental", &[]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let run = support::dag_run(&client, &run.run_id).await;

@@ -239,14 +239,7 @@ async fn suite(backend: Backend) {
     }
 
     // Preprocessing.
-    let run = etl
-        .trigger_dag(v1::TriggerDagRequest {
-            dag: "preprocess_incremental".into(),
-            params: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = support::trigger(&client, "preprocess_incremental", &[]).await;
     let run = support::wait_for_run(&client, &run.run_id, support::run_finished, 120).await;
     assert_eq!(run.state, v1::RunState::Succeeded as i32, "{run:?}");
     let status = etl

@@ -14,18 +14,7 @@ use readmit_ml::bundle::LoadedBundle;
 use readmit_proto::{Client, v1};
 
 async fn run_dag(client: &Client, dag: &str, params: &[(&str, &str)]) -> v1::DagRun {
-    let run = client
-        .etl()
-        .trigger_dag(v1::TriggerDagRequest {
-            dag: dag.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = support::trigger(client, dag, params).await;
     let run = support::wait_for_run(client, &run.run_id, support::run_finished, 300).await;
     assert_eq!(run.state, v1::RunState::Succeeded as i32, "{dag}: {run:#?}");
     run

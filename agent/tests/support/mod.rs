@@ -200,6 +200,26 @@ pub fn run_finished(run: &readmit_proto::v1::DagRun) -> bool {
     )
 }
 
+/// Triggers `dag` with `params` over the Etl service; the queued run.
+pub async fn trigger(
+    client: &readmit_proto::Client,
+    dag: &str,
+    params: &[(&str, &str)],
+) -> readmit_proto::v1::DagRun {
+    client
+        .etl()
+        .trigger_dag(readmit_proto::v1::TriggerDagRequest {
+            dag: dag.into(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Polls a run until `done` holds, failing the test after `seconds`.
 pub async fn wait_for_run(
     client: &readmit_proto::Client,
