@@ -180,7 +180,8 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
             async move {
                 let frame = data.raw().read_table(table).await?;
                 let rows = frame.height();
-                handoff::keep(path, frame)?;
+                // Off the async threads: a retry waits here for the earlier attempt's write.
+                blocking(move || handoff::keep(path, frame)).await?;
                 Ok::<_, EtlError>(format!("loaded {rows} rows from {table}"))
             }
         });
