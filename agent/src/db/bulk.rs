@@ -93,8 +93,9 @@ pub enum Step {
         rows: Box<dyn Rows>,
     },
     /// Ends the write with [`WriteError::Conflict`] unless `sql` (one text column, at most one
-    /// row; no row or NULL read as `None`) reads `expected`: an optimistic check that what the caller read before the write
-    /// still holds. On MySQL and PostgreSQL, end `sql` with `FOR UPDATE` to hold it.
+    /// row; no row or NULL read as `None`) reads `expected`: an optimistic check that what the
+    /// caller read before the write still holds. On MySQL and PostgreSQL, end `sql` with
+    /// `FOR UPDATE` to hold it.
     Expect {
         sql: String,
         expected: Option<String>,
@@ -426,7 +427,6 @@ pub struct BulkInsert<'v> {
     /// The statement for a full batch of rows, made once.
     full: Option<String>,
     values: Vec<BulkValue<'v>>,
-    rows_written: u64,
 }
 
 impl<'v> BulkInsert<'v> {
@@ -458,7 +458,6 @@ impl<'v> BulkInsert<'v> {
             rows_per_statement,
             full: None,
             values: Vec::with_capacity(rows_per_statement * columns.len()),
-            rows_written: 0,
         }
     }
 
@@ -508,7 +507,6 @@ impl<'v> BulkInsert<'v> {
         conn: &mut sqlx::AnyConnection,
         text: String,
     ) -> Result<(), sqlx::Error> {
-        let rows = self.values.len() / self.columns.max(1);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
         for value in self.values.drain(..) {
             query = match value {
@@ -518,19 +516,18 @@ impl<'v> BulkInsert<'v> {
             };
         }
         query.execute(&mut *conn).await?;
-        self.rows_written += rows as u64;
         Ok(())
     }
 
-    /// Sends what is left; returns the number of rows inserted.
-    async fn finish(mut self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
+    /// Sends what is left.
+    async fn finish(mut self, conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
         self.flush_if_full(conn).await?;
         let rows = self.values.len() / self.columns.max(1);
         if rows > 0 {
             let text = self.statement(rows);
             self.send(conn, text).await?;
         }
-        Ok(self.rows_written)
+        Ok(())
     }
 }
 
@@ -568,7 +565,7 @@ mod tests {
             .unwrap()
     }
 
-    /// A SQLite file's loading connection writes rows as bound, in the order given, and a
+    /// A SQLite file's writer connection writes rows as bound, in the order given, and a
     /// failed expectation writes none of a write's steps. (The sqlx path is the one the ETL
     /// suite runs on MySQL and PostgreSQL.)
     #[tokio::test]

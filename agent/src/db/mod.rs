@@ -4,18 +4,16 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use std::sync::Arc;
-
 use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 mod bulk;
 pub use bulk::{BulkValue, Ordered, Owned, Records, Rows, SqliteWriter, Step, WriteError};
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {

@@ -1,9 +1,9 @@
 //! The task kinds over RawData and CleanData: `ingest_raw`, `append_batch`, and the
 //! preprocessing steps `load_splits` → `clean_splits` → `select_features` → `save_processed`.
 //!
-//! Steps hand data to each other through Arrow IPC files in the run's directory, written
-//! atomically, so a retried step finds its inputs whole; only `save_processed` writes CleanData,
-//! and it swaps all of it at once.
+//! Steps hand frames to each other through [`handoff`]: in memory to the next step, and as
+//! Arrow IPC files in the run's directory, written atomically, so a retried step finds its
+//! inputs whole; only `save_processed` writes CleanData, and it swaps all of it at once.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ struct Source {
 }
 
 /// The hand-off file of one stage's output for one split, in the run's directory.
-fn handoff(dir: &Path, stage: &str, split: &str) -> PathBuf {
+fn handoff_path(dir: &Path, stage: &str, split: &str) -> PathBuf {
     dir.join(format!("{stage}_{split}.arrow"))
 }
 
@@ -176,7 +176,7 @@ async fn load_splits(data: DataService, ctx: TaskContext) -> Result<(), String> 
         .zip([raw::TRAIN_DATA, raw::VALIDATION_DATA, raw::TEST_DATA])
         .map(|(split, table)| {
             let data = data.clone();
-            let path = handoff(&ctx.dir, "raw", split);
+            let path = handoff_path(&ctx.dir, "raw", split);
             async move {
                 let frame = data.raw().read_table(table).await?;
                 let rows = frame.height();
@@ -207,7 +207,7 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
     let dir = ctx.dir.clone();
     let lines = tokio::task::spawn_blocking(move || {
         each_split(|_, split| {
-            let frame = handoff::take(&handoff(&dir, "raw", split)).map_err(fail)?;
+            let frame = handoff::take(&handoff_path(&dir, "raw", split)).map_err(fail)?;
             let before = frame.height();
             let ids = readmit_ml::data::int_column(&frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let mut seen = HashSet::with_capacity(ids.len());
@@ -225,7 +225,7 @@ async fn clean_splits(ctx: TaskContext) -> Result<(), String> {
             frame = frame.drop_many(dropped.iter().copied());
             labels(&frame).map_err(fail)?;
             let rows = frame.height();
-            handoff::keep(handoff(&dir, "clean", split), frame).map_err(fail)?;
+            handoff::keep(handoff_path(&dir, "clean", split), frame).map_err(fail)?;
             Ok(format!(
                 "{split}: {rows} rows ({} duplicate encounters removed), dropped columns {}",
                 before - keep.len(),
@@ -261,7 +261,7 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
     let message = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let frames: Vec<DataFrame> = SPLITS
             .iter()
-            .map(|s| handoff::take(&handoff(&dir, "clean", s)).map_err(fail))
+            .map(|s| handoff::take(&handoff_path(&dir, "clean", s)).map_err(fail))
             .collect::<Result<_, _>>()?;
         let y_train = labels(&frames[0]).map_err(fail)?;
         let pipeline = Pipeline::fit(&frames[0], &y_train, &params).map_err(fail)?;
@@ -271,7 +271,7 @@ async fn select_features(ctx: TaskContext) -> Result<(), String> {
             let ids = readmit_ml::data::int_column(frame, schema::ENCOUNTER_ID).map_err(fail)?;
             let y = labels(frame).map_err(fail)?;
             handoff::keep(
-                handoff(&dir, "features", split),
+                handoff_path(&dir, "features", split),
                 features_frame(&ids, &x, &y)?,
             )
             .map_err(fail)
@@ -377,7 +377,7 @@ async fn save_processed(data: DataService, ctx: TaskContext) -> Result<(), Strin
         let pipeline = Pipeline::from_json(&json).map_err(|e| EtlError::Ml(e.to_string()))?;
         let mut splits = Vec::with_capacity(3);
         for split in SPLITS {
-            let frame = handoff::take(&handoff(&dir, "features", split))?;
+            let frame = handoff::take(&handoff_path(&dir, "features", split))?;
             splits.push(processed_from_frame(&frame, pipeline.names()).map_err(EtlError::Ml)?);
         }
         Ok((pipeline, splits))

@@ -62,21 +62,19 @@ pub fn keep(path: PathBuf, frame: DataFrame) -> Result<()> {
 /// The frame handed on as `path`: from memory if it is still there, else from its file once
 /// any write of it is done.
 pub fn take(path: &Path) -> Result<DataFrame> {
-    let mut map = entries();
-    if let Some(entry) = map.get_mut(path) {
-        if let Some(frame) = entry.frame.take() {
-            return Ok(frame);
+    let write = {
+        let mut map = entries();
+        match map.get_mut(path).map(|entry| entry.frame.take()) {
+            // The write stays behind for a retry to wait on.
+            Some(Some(frame)) => return Ok(frame),
+            Some(None) => map.remove(path).and_then(|entry| entry.write),
+            None => None,
         }
-        let write = entry.write.take();
-        map.remove(path);
-        drop(map);
-        if let Some(write) = write {
-            write
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        }
-    } else {
-        drop(map);
+    };
+    if let Some(write) = write {
+        write
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     }
     Ok(read_ipc(path)?)
 }

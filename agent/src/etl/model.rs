@@ -76,6 +76,12 @@ impl From<crate::db::WriteError> for EtlError {
     }
 }
 
+impl From<rusqlite::Error> for EtlError {
+    fn from(error: rusqlite::Error) -> Self {
+        crate::db::WriteError::from(error).into()
+    }
+}
+
 impl EtlError {
     pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EtlError + '_ {
         move |source| EtlError::Io {

@@ -19,7 +19,7 @@ use rusqlite::types::ValueRef;
 use sqlx::Row;
 
 use super::model::{EtlError, Result};
-use crate::db::{BulkValue, Db, Dialect, Owned, Records, Rows, SchemaChange, Step, WriteError};
+use crate::db::{BulkValue, Db, Dialect, Owned, Records, Rows, SchemaChange, Step};
 use crate::{now_ms, sql};
 
 pub const TRAIN_POOL: &str = "train_pool";
@@ -665,16 +665,14 @@ fn read_sqlite_table(conn: &rusqlite::Connection, table: &str, source: &str) -> 
         Int(Vec<i64>),
         Text(StringChunkedBuilder),
     }
-    let rows: i64 = conn
-        .query_row(
-            &format!(
-                "SELECT COUNT(*) FROM {}",
-                Dialect::Sqlite.quote_ident(table)
-            ),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(WriteError::from)?;
+    let rows: i64 = conn.query_row(
+        &format!(
+            "SELECT COUNT(*) FROM {}",
+            Dialect::Sqlite.quote_ident(table)
+        ),
+        [],
+        |r| r.get(0),
+    )?;
     let capacity = usize::try_from(rows).unwrap_or(0);
     let mut builders: Vec<Builder> = names
         .iter()
@@ -686,16 +684,16 @@ fn read_sqlite_table(conn: &rusqlite::Connection, table: &str, source: &str) -> 
             }
         })
         .collect();
-    let mut statement = conn.prepare(&sql).map_err(WriteError::from)?;
+    let mut statement = conn.prepare(&sql)?;
     let mut cursor = statement.raw_query();
     let mut position = 0usize;
-    while let Some(row) = cursor.next().map_err(WriteError::from)? {
+    while let Some(row) = cursor.next()? {
         for (i, builder) in builders.iter_mut().enumerate() {
             let (name, _, nullable) = names[i];
             let bad = |what: &str| {
                 EtlError::Corrupt(format!("{source}: row {position} column {name}: {what}"))
             };
-            let value = row.get_ref(i).map_err(WriteError::from)?;
+            let value = row.get_ref(i)?;
             match (builder, value) {
                 (Builder::Int(v), ValueRef::Integer(n)) => v.push(n),
                 (Builder::Text(b), ValueRef::Text(t)) => b.append_value(

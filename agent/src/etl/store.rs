@@ -456,6 +456,7 @@ impl EtlStore {
             "SELECT run_id FROM dag_runs WHERE state IN ('queued', 'running', 'up_for_retry') \
              AND (owner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)"
         ))
+        // No agent's id is empty: without an owner only staleness counts.
         .bind(owner.unwrap_or(""))
         .bind(stale_before)
         .fetch_all(db.pool())

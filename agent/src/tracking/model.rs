@@ -25,7 +25,8 @@ pub enum TrackingError {
     InvalidState(String),
     #[error("tracking store: {0}")]
     Db(#[from] sqlx::Error),
-    /// The store failed on a path that does not go through sqlx (SQLite's bulk reads).
+    /// The store failed on a path that does not go through sqlx (SQLite's rusqlite readers and
+    /// writer).
     #[error("tracking store: {0}")]
     Store(String),
     #[error(transparent)]

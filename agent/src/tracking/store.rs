@@ -229,6 +229,15 @@ fn new_params<'a>(
     Ok(fresh)
 }
 
+/// The query for the stored values of some of a run's params (`param_key`, `value`).
+fn stored_params_query(run_id: &str, params: &[Param]) -> search::SqlParts {
+    keyed_query(
+        "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN",
+        run_id,
+        params.iter().map(|p| p.key.as_str()),
+    )
+}
+
 /// Refuses to change a run that is not active (deleted runs are read-only until restored).
 fn require_active(run_id: &str, stage: Lifecycle) -> Result<()> {
     if stage != Lifecycle::Active {
@@ -250,17 +259,13 @@ fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch)
     let stage = stage.ok_or_else(|| run_not_found(run_id))?;
     require_active(run_id, stage.parse()?)?;
     if !batch.params.is_empty() {
-        let mut stored = HashMap::new();
-        let mut select =
-            tx.prepare_cached("SELECT value FROM params WHERE run_id = ?1 AND param_key = ?2")?;
-        for p in &batch.params {
-            if let Some(v) = select
-                .query_row([run_id, &p.key], |r| r.get::<_, String>(0))
-                .optional()?
-            {
-                stored.insert(p.key.clone(), v);
-            }
-        }
+        let q = stored_params_query(run_id, &batch.params);
+        let stored: HashMap<String, String> = tx
+            .prepare(&q.text)?
+            .query_map(rusqlite::params_from_iter(&q.binds), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
         let mut insert = tx.prepare_cached(&key_values_sql(
             Dialect::Sqlite,
             KeyValues::RUN_PARAMS,
@@ -894,11 +899,7 @@ impl TrackingStore {
             return Ok(());
         }
         let db = &self.db;
-        let q = keyed_query(
-            "SELECT param_key, value FROM params WHERE run_id = ? AND param_key IN",
-            run_id,
-            params.iter().map(|p| p.key.as_str()),
-        );
+        let q = stored_params_query(run_id, params);
         let stored: HashMap<String, String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(&mut *conn)
             .await?
@@ -1252,24 +1253,24 @@ macro_rules! cells_by_name {
 cells_by_name!(AnyRow, try_get);
 cells_by_name!(rusqlite::Row<'_>, get);
 
-fn param_from_row(row: &impl Cells) -> Result<(String, Param)> {
+/// A run's key-value row (a param or a tag, keyed by `key_column`) and the run it belongs to.
+fn key_value_from_row<T>(
+    row: &impl Cells,
+    key_column: &str,
+    make: fn(String, String) -> T,
+) -> Result<(String, T)> {
     Ok((
         row.text("run_id")?,
-        Param {
-            key: row.text("param_key")?,
-            value: row.text("value")?,
-        },
+        make(row.text(key_column)?, row.text("value")?),
     ))
 }
 
+fn param_from_row(row: &impl Cells) -> Result<(String, Param)> {
+    key_value_from_row(row, "param_key", |key, value| Param { key, value })
+}
+
 fn tag_from_row(row: &impl Cells) -> Result<(String, Tag)> {
-    Ok((
-        row.text("run_id")?,
-        Tag {
-            key: row.text("tag_key")?,
-            value: row.text("value")?,
-        },
-    ))
+    key_value_from_row(row, "tag_key", |key, value| Tag { key, value })
 }
 
 fn owned_metric_from_row(row: &impl Cells) -> Result<(String, Metric)> {
