@@ -5,11 +5,14 @@
 //! `model.onnx`, `python_env.yaml` and `requirements.txt` (the environment MLflow restores),
 //! `pipeline.json` (the fitted feature pipeline), `input_signature.json` (the raw columns, their
 //! types and the levels seen in training: clients build their forms from it),
-//! `input_example.json` (a few raw records), `metrics.json` and `bundle.json` (name, creation
-//! time, feature names, the decision threshold chosen on validation).
+//! `input_example.json` (a few raw records), `metrics.json`, `reference.json` (the training
+//! distribution of every raw input and a typical value of each: drift and explanations) and
+//! `bundle.json` (name, creation time, feature names, the decision threshold chosen on
+//! validation, the probabilities training gave the input example).
 //!
-//! [`LoadedBundle`] reads the directory once, checks that its parts agree, and scores raw
-//! records; every error names the file at fault.
+//! [`LoadedBundle`] reads the directory once, checks that its parts agree and that the model
+//! scores the input example as training did, and scores raw records; every error names the
+//! file at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use crate::models::{Aggregation, Model};
 use crate::onnx::{ExportError, INPUT, OUTPUT, to_onnx};
 use crate::pipeline::Pipeline;
 use crate::record::RawRecord;
+use crate::reference::Reference;
 use crate::runtime::{LoadedModel, RuntimeError};
 use crate::schema::{self, ColumnSpec, Role};
 
@@ -41,11 +45,17 @@ pub const INPUT_SIGNATURE: &str = "input_signature.json";
 pub const INPUT_EXAMPLE: &str = "input_example.json";
 /// The model's metrics, by split.
 pub const METRICS: &str = "metrics.json";
+/// The training distribution of the raw inputs ([`Reference`]).
+pub const REFERENCE: &str = "reference.json";
 /// readmit's own description of the bundle ([`BundleInfo`]).
 pub const BUNDLE: &str = "bundle.json";
 
-/// The version of this layout, written to `bundle.json`.
-pub const FORMAT: u32 = 1;
+/// The version of this layout, written to `bundle.json`. 2 added `reference.json` and the
+/// example's probabilities.
+pub const FORMAT: u32 = 2;
+/// How far a loaded model's score of the input example may be from what training recorded:
+/// tract and the trained model agree far closer than this, a different model does not.
+pub const EXAMPLE_TOLERANCE: f32 = 1e-5;
 /// The MLflow release whose `MLmodel` fields are written (and which the Python test loads).
 pub const MLFLOW_VERSION: &str = "3.17.2";
 /// The oldest `onnx` package that reads IR 8 / opset 17, what [`crate::onnx`] writes.
@@ -103,6 +113,10 @@ pub struct BundleInfo {
     /// The hyper-parameters, as logged for the run.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// What the trained model scored each record of the input example, in order: a loaded
+    /// bundle must score them the same.
+    #[serde(default)]
+    pub example_probabilities: Vec<f32>,
 }
 
 /// One raw input column: the schema's description, whether the model reads it, and the levels
@@ -171,6 +185,8 @@ pub struct Bundle<'a> {
     pub input_example: &'a [RawRecord],
     /// Hyper-parameters, as logged for the run.
     pub params: &'a BTreeMap<String, String>,
+    /// The training distribution of the raw inputs ([`Reference::fit`] on the training split).
+    pub reference: &'a Reference,
 }
 
 impl Bundle<'_> {
@@ -188,9 +204,25 @@ impl Bundle<'_> {
         if !(0.0..=1.0).contains(&self.threshold) {
             return parts(format!("threshold {} is not a probability", self.threshold));
         }
+        if self.input_example.is_empty() {
+            return parts("the input example is empty: loading checks the model on it".into());
+        }
         if self.name.is_empty() || self.name.contains(['/', '\\', '\n']) {
             return parts(format!("invalid model name {:?}", self.name));
         }
+        let example_probabilities = self
+            .model
+            .predict_proba(
+                &self
+                    .pipeline
+                    .transform(self.input_example)
+                    .map_err(|e| BundleError::Parts {
+                        reason: format!("the input example does not transform: {e}"),
+                    })?,
+            )
+            .map_err(|e| BundleError::Parts {
+                reason: format!("the model cannot score the input example: {e}"),
+            })?;
         let onnx = to_onnx(self.model)?;
         std::fs::create_dir_all(dir).map_err(|source| BundleError::Io {
             path: dir.to_owned(),
@@ -213,12 +245,13 @@ impl Bundle<'_> {
                 .collect(),
             threshold: self.threshold,
             params: self.params.clone(),
+            example_probabilities,
         };
         let pipeline_json = self.pipeline.to_json().map_err(|e| BundleError::Parts {
             reason: format!("the pipeline does not serialise: {e}"),
         })?;
 
-        let files: [(&str, Vec<u8>); 8] = [
+        let files: [(&str, Vec<u8>); 9] = [
             (MODEL_ONNX, onnx),
             (PYTHON_ENV, python_env().into_bytes()),
             (REQUIREMENTS, REQUIREMENTS_TXT.as_bytes().to_vec()),
@@ -226,6 +259,7 @@ impl Bundle<'_> {
             (INPUT_SIGNATURE, json(&InputSignature::of(self.pipeline))?),
             (INPUT_EXAMPLE, json(&self.input_example)?),
             (METRICS, json(self.metrics)?),
+            (REFERENCE, json(self.reference)?),
             (BUNDLE, json(&info)?),
         ];
         for (name, bytes) in &files {
@@ -340,6 +374,7 @@ pub struct LoadedBundle {
     signature: InputSignature,
     input_example: Vec<RawRecord>,
     metrics: BTreeMap<String, Report>,
+    reference: Reference,
 }
 
 impl LoadedBundle {
@@ -395,15 +430,54 @@ impl LoadedBundle {
                 ),
             });
         }
-        Ok(Self {
+        let reference: Reference = read_json(dir, REFERENCE)?;
+        if let Some(missing) = info.inputs.iter().find(|i| reference.field(i).is_none()) {
+            return Err(invalid(
+                REFERENCE,
+                format!("no reference for the input `{missing}`"),
+            ));
+        }
+        let bundle = Self {
             dir: dir.to_owned(),
             signature: read_json(dir, INPUT_SIGNATURE)?,
             input_example: read_json(dir, INPUT_EXAMPLE)?,
             metrics: read_json(dir, METRICS)?,
+            reference,
             info,
             pipeline,
             model,
-        })
+        };
+        bundle.check_example()?;
+        Ok(bundle)
+    }
+
+    /// The model must score the input example as training did: a bundle whose graph, pipeline
+    /// and recorded scores do not belong together is refused before it serves.
+    fn check_example(&self) -> Result<(), BundleError> {
+        let invalid = |reason: String| BundleError::Invalid {
+            path: self.dir.join(BUNDLE),
+            reason,
+        };
+        let recorded = &self.info.example_probabilities;
+        if recorded.len() != self.input_example.len() || recorded.is_empty() {
+            return Err(invalid(format!(
+                "{} example probabilities recorded for {} example records",
+                recorded.len(),
+                self.input_example.len()
+            )));
+        }
+        let scored = self.predict_records(&self.input_example)?;
+        for (i, (got, want)) in scored.iter().zip(recorded).enumerate() {
+            if !((got - want).abs() <= EXAMPLE_TOLERANCE) {
+                return Err(BundleError::Invalid {
+                    path: self.dir.join(MODEL_ONNX),
+                    reason: format!(
+                        "scores example record {i} as {got}, but training recorded {want}"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The directory it was loaded from.
@@ -439,6 +513,11 @@ impl LoadedBundle {
     /// The metrics by split name.
     pub fn metrics(&self) -> &BTreeMap<String, Report> {
         &self.metrics
+    }
+
+    /// The training distribution and typical value of each raw input.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
     }
 
     /// P(readmitted within 30 days) for each raw record.
@@ -540,6 +619,7 @@ mod tests {
             inputs: vec![],
             threshold: 0.5,
             params: BTreeMap::new(),
+            example_probabilities: vec![],
         };
         let text = mlmodel(&info, 3, "2026-01-01 00:00:00.000000", 10);
         assert!(text.contains(r#""shape":[-1,3]"#), "{text}");

@@ -14,6 +14,7 @@ pub mod models;
 pub mod onnx;
 pub mod pipeline;
 pub mod record;
+pub mod reference;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod schema;

@@ -12,10 +12,12 @@ use std::process::Command;
 
 use readmit_ml::bundle::{
     BUNDLE, Bundle, BundleError, INPUT_EXAMPLE, LoadedBundle, MLMODEL, MODEL_ONNX, PIPELINE,
+    REFERENCE,
 };
 use readmit_ml::metrics::{best_f1_threshold, report};
 use readmit_ml::models::Model;
 use readmit_ml::pipeline::{Pipeline, PipelineParams};
+use readmit_ml::reference::Reference;
 use readmit_ml::record::{FieldValue, RawRecord};
 use readmit_ml::schema::{self, COLUMNS, Kind, Role};
 use readmit_ml::training::{BoostingParams, ForestParams, LogisticParams, Params, fit};
@@ -97,6 +99,7 @@ struct Fixture {
     records: Vec<RawRecord>,
     labels: Vec<bool>,
     pipeline: Pipeline,
+    reference: Reference,
     models: Vec<(&'static str, Model, BTreeMap<String, String>)>,
 }
 
@@ -138,10 +141,12 @@ fn fixture() -> Fixture {
             (name, fit(&p.check().unwrap(), &x, y).unwrap(), described)
         })
         .collect();
+    let reference = Reference::fit(train, &pipeline.input_sources()).unwrap();
     Fixture {
         records,
         labels,
         pipeline,
+        reference,
         models,
     }
 }
@@ -168,6 +173,7 @@ impl Fixture {
             metrics: &metrics,
             input_example: &records[..3],
             params,
+            reference: &self.reference,
         }
         .write(dir)
         .unwrap();
@@ -302,6 +308,23 @@ fn broken_bundles_fail_naming_the_file() {
     let e = LoadedBundle::load(&dir).unwrap_err();
     assert!(names(&e, PIPELINE), "{e}");
 
+    // Another model's graph in this bundle scores the example unlike training did.
+    let dir = fresh("other-graph");
+    let other_model = &fx.models[1].1;
+    std::fs::write(
+        dir.join(MODEL_ONNX),
+        readmit_ml::onnx::to_onnx(other_model).unwrap(),
+    )
+    .unwrap();
+    let e = LoadedBundle::load(&dir).unwrap_err();
+    assert!(names(&e, MODEL_ONNX), "{e}");
+    assert!(e.to_string().contains("training recorded"), "{e}");
+
+    let dir = fresh("no-reference");
+    std::fs::remove_file(dir.join(REFERENCE)).unwrap();
+    let e = LoadedBundle::load(&dir).unwrap_err();
+    assert!(names(&e, REFERENCE), "{e}");
+
     let dir = fresh("not-onnx-flavor");
     let text = std::fs::read_to_string(dir.join(MLMODEL)).unwrap();
     std::fs::write(dir.join(MLMODEL), text.replace("  onnx:\n", "  sklearn:\n")).unwrap();
@@ -318,8 +341,9 @@ fn broken_bundles_fail_naming_the_file() {
             pipeline,
             threshold,
             metrics: &metrics,
-            input_example: &[],
+            input_example: &fx.records[..2],
             params,
+            reference: &fx.reference,
         }
         .write(&root.path().join("refused"))
     };

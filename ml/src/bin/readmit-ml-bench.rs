@@ -19,6 +19,7 @@ use readmit_ml::matrix::Matrix;
 use readmit_ml::metrics::{Report, best_f1_threshold, report};
 use readmit_ml::onnx::to_onnx;
 use readmit_ml::pipeline::{Pipeline, PipelineParams};
+use readmit_ml::reference::Reference;
 use readmit_ml::runtime::LoadedModel;
 use readmit_ml::schema;
 use readmit_ml::split::{Fingerprints, ORIGINAL_SEED, SplitMethod};
@@ -170,6 +171,7 @@ fn run_split(
     let x_test = pipeline.transform(&frames.test)?;
     timings.pipeline_transform = start.elapsed().as_secs_f64();
     let example = data::records(&frames.test, 0..EXAMPLE_ROWS)?;
+    let reference = Reference::fit(&frames.train_pool, &pipeline.input_sources())?;
 
     let mut models = Vec::new();
     for candidate in candidates() {
@@ -206,6 +208,7 @@ fn run_split(
                 threshold,
                 [("validation", val), ("test", test)],
                 &example,
+                &reference,
             )?;
             write_parity(&dir, &x_test, &tract)?;
         }
@@ -275,6 +278,7 @@ fn write_bundle(
     threshold: f32,
     metrics: [(&str, Report); 2],
     example: &[readmit_ml::record::RawRecord],
+    reference: &Reference,
 ) -> Result<()> {
     let metrics = metrics
         .into_iter()
@@ -294,6 +298,7 @@ fn write_bundle(
         metrics: &metrics,
         input_example: example,
         params: &params,
+        reference,
     }
     .write(dir)?;
     Ok(())

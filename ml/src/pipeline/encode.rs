@@ -27,7 +27,8 @@ impl Source {
         }
     }
 
-    pub(super) fn cell(self, record: &RawRecord) -> Cell<'_> {
+    /// The record's value for this source.
+    pub fn cell(self, record: &RawRecord) -> Cell<'_> {
         match self {
             Self::Column(i) => record.cell(i),
             Self::PriorEncounters => record.prior_encounters().map_or(Cell::Missing, Cell::Int),

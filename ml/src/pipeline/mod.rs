@@ -358,6 +358,35 @@ impl Pipeline {
         })
     }
 
+    /// The sources of the raw inputs the kept columns depend on, in [`Pipeline::inputs`] order.
+    pub fn input_sources(&self) -> Vec<Source> {
+        let mut sources: Vec<Source> = self
+            .active
+            .iter()
+            .map(|&e| self.state.encoders[e].source)
+            .collect();
+        sources.dedup();
+        sources
+    }
+
+    /// The features of `record` with one raw input's cell replaced by `cell`, written over
+    /// `row`, which must hold [`Pipeline::transform_record`] of the same record: only the
+    /// columns that input feeds are rewritten. Explanations score many such variants.
+    pub fn rewrite_input(&self, row: &mut [f32], source: Source, cell: Cell<'_>) {
+        for &e in &self.active {
+            let encoder = &self.state.encoders[e];
+            if encoder.source != source {
+                continue;
+            }
+            for offset in 0..encoder.width() {
+                if let Some(p) = self.position_of[encoder.first + offset] {
+                    row[p as usize] = self.zero_row[p as usize];
+                }
+            }
+            self.write(encoder, cell, row);
+        }
+    }
+
     /// One record's features, without polars: what serving calls.
     pub fn transform_record(&self, record: &RawRecord) -> Vec<f32> {
         let mut out = self.zero_row.clone();
