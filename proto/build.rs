@@ -1,5 +1,6 @@
-//! Compiles `proto/readmit/v1/*.proto` with protox (no system protoc) into tonic code and a
-//! file descriptor set for gRPC reflection.
+//! Compiles `proto/readmit/v1/*.proto` and `proto/inference/*.proto` (KServe's Open Inference
+//! Protocol) with protox (no system protoc) into tonic code and a file descriptor set for gRPC
+//! reflection.
 
 use std::path::PathBuf;
 
@@ -7,15 +8,15 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("readmit/v1"))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["readmit/v1", "inference"] {
+        for entry in std::fs::read_dir(root.join(dir))? {
+            files.push(entry?.path());
+        }
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
     files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
     files.sort();
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("readmit/v1").display()
-    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod etl;
 mod grpc;
 mod http;
+pub mod inference;
 pub mod metrics;
 pub mod roles;
 pub mod server;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Guard;
 use crate::etl::Etl;
 use crate::etl::model::EtlError;
+use crate::inference::{Inference, InferenceConfig};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{self, HostFacts, Sample};
@@ -36,6 +37,8 @@ pub struct Shared {
     pub tracking: Option<Tracking>,
     /// The ETL role's data and DAG runner, when the agent runs that role.
     pub etl: Option<Etl>,
+    /// The inference role's served model and registry follower, when the agent runs that role.
+    pub inference: Option<Inference>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -142,15 +145,34 @@ async fn shared(
     } else {
         None
     };
+    let own = grpc.local_addr().map_err(ServeError::LocalAddr)?;
     let etl = if settings.roles.contains(&Role::Etl) {
-        let own = grpc.local_addr().map_err(ServeError::LocalAddr)?;
         Some(start_etl(&settings, own, &shutdown, metrics.registry()).await?)
+    } else {
+        None
+    };
+    let inference = if settings.roles.contains(&Role::Inference) {
+        let config = InferenceConfig {
+            target: settings.model.clone(),
+            tracking_url: tracking_url(&settings, own),
+            token: settings.token.clone(),
+            cache_dir: settings.data_dir.join("models"),
+            max_records: settings.inference_max_records,
+            max_body_bytes: settings.inference_max_body_bytes,
+            drift_window: settings.drift_window,
+        };
+        Some(Inference::start(
+            config,
+            metrics.registry(),
+            shutdown.clone(),
+        )?)
     } else {
         None
     };
     Ok(Arc::new(Shared {
         tracking,
         etl,
+        inference,
         grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
         http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
         host: HostFacts::read(),
@@ -190,19 +212,11 @@ pub(crate) async fn start_etl(
     let store = EtlStore::open(db).await?;
     let mut kinds = TaskKinds::builtin();
     data_tasks::add_data_kinds(&mut kinds, &data);
-    // Training logs to the configured tracking role, else to this agent's own.
-    let tracking_url = if !settings.tracking_url.is_empty() {
-        settings.tracking_url.clone()
-    } else if settings.roles.contains(&Role::Tracking) {
-        format!("http://{own_grpc}")
-    } else {
-        String::new()
-    };
     train_tasks::add_train_kinds(
         &mut kinds,
         &data,
         &train_tasks::TrackingTarget {
-            url: tracking_url,
+            url: tracking_url(settings, own_grpc),
             token: settings.token.clone(),
         },
     );
@@ -221,6 +235,18 @@ pub(crate) async fn start_etl(
     )
     .await?;
     Ok(Etl { data, runner })
+}
+
+/// The tracking role the other roles talk to: the configured one, else this agent's own (over
+/// its gRPC listener, as between machines), else none.
+fn tracking_url(settings: &Settings, own_grpc: SocketAddr) -> String {
+    if !settings.tracking_url.is_empty() {
+        settings.tracking_url.clone()
+    } else if settings.roles.contains(&Role::Tracking) {
+        format!("http://{own_grpc}")
+    } else {
+        String::new()
+    }
 }
 
 async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Result<(), ServeError> {

@@ -12,7 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::roles::Role;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: [&str; 19] = [
+    "model",
+    "inference_max_records",
+    "inference_max_body_bytes",
+    "drift_window",
     "raw_db",
     "clean_db",
     "tracking_url",
@@ -68,6 +72,14 @@ pub struct RawSettings {
     pub tracking_db: String,
     /// Where artifacts go: a directory or `s3://bucket/prefix`; empty for the data dir.
     pub artifact_root: String,
+    /// The registered model version the inference role serves, as a model URI.
+    pub model: String,
+    /// Most records one prediction request may carry.
+    pub inference_max_records: usize,
+    /// Largest prediction request body, in bytes.
+    pub inference_max_body_bytes: usize,
+    /// Recent records the inference role's drift gauges are computed over.
+    pub drift_window: usize,
 }
 
 impl RawSettings {
@@ -102,6 +114,10 @@ impl Default for RawSettings {
             tracking_url: String::new(),
             tracking_db: String::new(),
             artifact_root: String::new(),
+            model: crate::inference::DEFAULT_TARGET.to_owned(),
+            inference_max_records: 10_000,
+            inference_max_body_bytes: 16 * 1024 * 1024,
+            drift_window: 1_000,
         }
     }
 }
@@ -178,6 +194,23 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact_root: Option<String>,
+    /// The model the inference role serves: models:/NAME/STAGE, models:/NAME@ALIAS or
+    /// models:/NAME/VERSION [default: models:/best_diabetes_readmission_model/Production]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Most records in one prediction request [default: 10000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_max_records: Option<usize>,
+    /// Largest prediction request body in bytes [default: 16777216]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_max_body_bytes: Option<usize>,
+    /// Recent records the input-drift gauges are computed over [default: 1000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_window: Option<usize>,
 }
 
 /// Validated settings: the only form the servers accept.
@@ -196,6 +229,10 @@ pub struct Settings {
     pub tracking_url: String,
     pub tracking_db: String,
     pub artifact_root: String,
+    pub model: crate::inference::ModelTarget,
+    pub inference_max_records: usize,
+    pub inference_max_body_bytes: usize,
+    pub drift_window: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -214,6 +251,10 @@ impl fmt::Debug for Settings {
             .field("tracking_url", &self.tracking_url)
             .field("tracking_db", &crate::db::redact(&self.tracking_db))
             .field("artifact_root", &self.artifact_root)
+            .field("model", &self.model.to_string())
+            .field("inference_max_records", &self.inference_max_records)
+            .field("inference_max_body_bytes", &self.inference_max_body_bytes)
+            .field("drift_window", &self.drift_window)
             .finish()
     }
 }
@@ -295,6 +336,27 @@ impl RawSettings {
         let raw_db = under_data_dir(&self.raw_db, "raw.db");
         let clean_db = under_data_dir(&self.clean_db, "clean.db");
         let tracking_db = under_data_dir(&self.tracking_db, "tracking.db");
+        let model = self
+            .model
+            .parse()
+            .map_err(
+                |e: crate::inference::target::TargetError| SettingsError::Invalid {
+                    field: "model",
+                    reason: e.to_string(),
+                },
+            )?;
+        for (field, value) in [
+            ("inference_max_records", self.inference_max_records),
+            ("inference_max_body_bytes", self.inference_max_body_bytes),
+            ("drift_window", self.drift_window),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid {
+                    field,
+                    reason: "it must be at least 1".into(),
+                });
+            }
+        }
         let dags_dir = match self.dags_dir.trim() {
             "" => self.data_dir.join("dags"),
             dir => PathBuf::from(dir),
@@ -313,6 +375,10 @@ impl RawSettings {
             token,
             log_format: self.log_format,
             log_level: self.log_level,
+            model,
+            inference_max_records: self.inference_max_records,
+            inference_max_body_bytes: self.inference_max_body_bytes,
+            drift_window: self.drift_window,
         })
     }
 }

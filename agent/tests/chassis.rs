@@ -137,15 +137,24 @@ async fn health_and_reflection_answer() {
         panic!("expected a service list, got {listed:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for name in readmit_proto::SERVICE_NAMES
-        .into_iter()
-        .chain(["grpc.health.v1.Health"])
-    {
+    // Every service an agent with every role serves, and nothing it does not serve.
+    for name in [
+        "readmit.v1.Agent",
+        "readmit.v1.Etl",
+        "readmit.v1.Tracking",
+        "readmit.v1.Inference",
+        readmit_proto::OIP_SERVICE_NAME,
+        "grpc.health.v1.Health",
+    ] {
         assert!(
             names.iter().any(|n| n == name),
             "{name} missing from {names:?}"
         );
     }
+    assert!(
+        !names.iter().any(|n| n == "readmit.v1.LoadTest"),
+        "reflection advertises the load-test service, which is not served yet: {names:?}"
+    );
     let file = within("reflection", replies.next()).await.unwrap().unwrap();
     let Some(MessageResponse::FileDescriptorResponse(fd)) = file.message_response else {
         panic!("expected a file descriptor, got {file:?}");

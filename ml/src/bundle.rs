@@ -212,14 +212,11 @@ impl Bundle<'_> {
         }
         let example_probabilities = self
             .model
-            .predict_proba(
-                &self
-                    .pipeline
-                    .transform(self.input_example)
-                    .map_err(|e| BundleError::Parts {
-                        reason: format!("the input example does not transform: {e}"),
-                    })?,
-            )
+            .predict_proba(&self.pipeline.transform(self.input_example).map_err(|e| {
+                BundleError::Parts {
+                    reason: format!("the input example does not transform: {e}"),
+                }
+            })?)
             .map_err(|e| BundleError::Parts {
                 reason: format!("the model cannot score the input example: {e}"),
             })?;
@@ -468,7 +465,9 @@ impl LoadedBundle {
         }
         let scored = self.predict_records(&self.input_example)?;
         for (i, (got, want)) in scored.iter().zip(recorded).enumerate() {
-            if !((got - want).abs() <= EXAMPLE_TOLERANCE) {
+            // A NaN score fails too: it is within no distance of anything.
+            let close = (got - want).abs() <= EXAMPLE_TOLERANCE;
+            if !close {
                 return Err(BundleError::Invalid {
                     path: self.dir.join(MODEL_ONNX),
                     reason: format!(

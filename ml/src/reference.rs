@@ -199,9 +199,12 @@ impl Bins {
             (Bins::Numeric { edges }, Cell::Int(v)) => edges.partition_point(|e| *e <= v),
             (Bins::Numeric { .. }, Cell::Text(_)) => self.len(),
             (Bins::Levels { .. }, Cell::Int(v)) => self.level_bin(&v.to_string()),
-            (Bins::Levels { by_chapter: true, .. }, Cell::Text(t)) => {
-                self.level_bin(&chapter_level(t))
-            }
+            (
+                Bins::Levels {
+                    by_chapter: true, ..
+                },
+                Cell::Text(t),
+            ) => self.level_bin(&chapter_level(t)),
             (Bins::Levels { .. }, Cell::Text(t)) => self.level_bin(t),
         }
     }
@@ -265,13 +268,21 @@ mod tests {
         assert_eq!(reference.rows, 2_000);
         for (field, source) in reference.fields.iter().zip(&sources) {
             let sum: f64 = field.shares.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-9, "{}: shares sum to {sum}", field.name);
+            assert!(
+                (sum - 1.0).abs() < 1e-9,
+                "{}: shares sum to {sum}",
+                field.name
+            );
             let mut counts = vec![0u64; field.shares.len()];
             for r in &train {
                 counts[field.bin_of(source.cell(r))] += 1;
             }
             let psi = field.psi(&counts).unwrap();
-            assert!(psi.abs() < 1e-9, "{}: PSI {psi} on its own training", field.name);
+            assert!(
+                psi.abs() < 1e-9,
+                "{}: PSI {psi} on its own training",
+                field.name
+            );
         }
         let age = reference.field("age").unwrap();
         assert!(matches!(age.bins, Bins::Levels { .. }));

@@ -17,8 +17,8 @@ use readmit_ml::bundle::{
 use readmit_ml::metrics::{best_f1_threshold, report};
 use readmit_ml::models::Model;
 use readmit_ml::pipeline::{Pipeline, PipelineParams};
-use readmit_ml::reference::Reference;
 use readmit_ml::record::{FieldValue, RawRecord};
+use readmit_ml::reference::Reference;
 use readmit_ml::schema::{self, COLUMNS, Kind, Role};
 use readmit_ml::training::{BoostingParams, ForestParams, LogisticParams, Params, fit};
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use readmit_ml::bundle::Bundle;
 use readmit_ml::metrics::{Report, best_f1_threshold, report};
+use readmit_ml::reference::Reference;
 use readmit_ml::training::{Candidate, candidates, fit};
 use readmit_proto::{Client, v1};
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,21 @@ async fn train_models(
     let example =
         readmit_ml::data::records(&test_raw, 0..EXAMPLE_ROWS).map_err(|e| e.to_string())?;
     drop(test_raw);
+    // What serving compares live records with (drift) and replaces fields by (explanations):
+    // the training split the pipeline was fitted on, as RawData holds it.
+    let train_raw = data
+        .raw()
+        .read_table(raw::TRAIN_DATA)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reference = {
+        let sources = pipeline.input_sources();
+        blocking(move || {
+            Reference::fit(&train_raw, &sources).map_err(|e| EtlError::Ml(e.to_string()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
     ctx.info(&format!(
         "CleanData version {}: {} train, {} validation, {} test rows, {} features",
         version.version,
@@ -176,7 +192,7 @@ async fn train_models(
 
     let experiment_id = experiment_id(&client, &experiment).await?;
     let mut trained = read_trained(&ctx.dir)?;
-    let shared = Arc::new((train, val, test, pipeline, example));
+    let shared = Arc::new((train, val, test, pipeline, example, reference));
     for candidate in chosen {
         if let Some(done) = trained.iter().find(|t| t.name == candidate.name) {
             ctx.info(&format!(
@@ -193,7 +209,7 @@ async fn train_models(
             let candidate = candidate.clone();
             let dir = dir.clone();
             blocking(move || {
-                let (train, val, test, pipeline, example) = &*shared;
+                let (train, val, test, pipeline, example, reference) = &*shared;
                 let ml =
                     |e: &dyn std::fmt::Display| EtlError::Ml(format!("{}: {e}", candidate.name));
                 let params = candidate.params.clone().check().map_err(|e| ml(&e))?;
@@ -227,6 +243,7 @@ async fn train_models(
                     metrics: &metrics,
                     input_example: example,
                     params: &params,
+                    reference,
                 }
                 .write(&dir)
                 .map_err(|e| ml(&e))?;

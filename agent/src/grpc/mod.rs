@@ -3,7 +3,9 @@
 
 mod agent;
 mod etl;
+mod inference;
 mod layers;
+mod oip;
 mod tracking;
 
 use std::sync::Arc;
@@ -31,9 +33,6 @@ pub enum GrpcError {
 /// Serves until `shared.shutdown` is cancelled, then drains the calls in flight.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    // v1 for current tools, v1alpha for grpcurl and Postman releases that still ask for it.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let layers = tower::ServiceBuilder::new()
         .layer(layers::MetricsLayer::new(shared.metrics.clone()))
@@ -50,11 +49,26 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .etl
         .clone()
         .map(|e| etl::server(e, shared.shutdown.clone()));
+    let inference = shared.inference.clone().map(inference::server);
+    let oip = shared.inference.clone().map(oip::server);
+    // Services ready as soon as the listener is; the inference role's once its model loads.
     let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
         .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
         .chain(etl.is_some().then_some("readmit.v1.Etl"))
         .collect();
+    let inference_services = [INFERENCE_SERVICE, readmit_proto::OIP_SERVICE_NAME];
+    let advertised: Vec<&str> = served
+        .iter()
+        .copied()
+        .chain(shared.inference.iter().flat_map(|_| inference_services))
+        .collect();
+    // v1 for current tools, v1alpha for grpcurl and Postman releases that still ask for it.
+    let reflection_v1 = reflection(&advertised).build_v1()?;
+    let reflection_v1alpha = reflection(&advertised).build_v1alpha()?;
     set_health(&health, &served, ServingStatus::Serving).await;
+    if let Some(role) = &shared.inference {
+        follow_readiness(health.clone(), role.ready_watch(), shared.shutdown.clone());
+    }
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = shared.shutdown.clone();
@@ -66,19 +80,55 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .add_service(agent)
         .add_optional_service(tracking)
         .add_optional_service(etl)
+        .add_optional_service(inference)
+        .add_optional_service(oip)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.cancelled().await;
             // Tell health watchers first, so balancers stop sending new calls.
-            set_health(&health, &served, ServingStatus::NotServing).await;
+            set_health(&health, &advertised, ServingStatus::NotServing).await;
         })
         .await?;
     Ok(())
 }
 
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+const INFERENCE_SERVICE: &str = "readmit.v1.Inference";
+
+/// Reflection over every descriptor, advertising only the services this agent serves (and the
+/// standard ones), so `grpcurl list` shows what answers.
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(readmit_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for service in services {
+        builder = builder.with_service_name(*service);
+    }
+    builder
+}
+
+/// The inference services are `NOT_SERVING` until the role has a model, then `SERVING`.
+fn follow_readiness(
+    health: HealthReporter,
+    mut ready: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let status = if *ready.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in [INFERENCE_SERVICE, readmit_proto::OIP_SERVICE_NAME] {
+                health.set_service_status(service, status).await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = ready.changed() => if changed.is_err() { return },
+            }
+        }
+    });
 }
 
 async fn set_health(health: &HealthReporter, services: &[&str], status: ServingStatus) {

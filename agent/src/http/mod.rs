@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::server::Shared;
 
 mod artifacts;
+mod inference;
 mod mlflow;
 mod wire;
 
@@ -27,6 +28,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics));
     if let Some(tracking) = &shared.tracking {
         router = router.merge(mlflow::router(tracking.clone()));
+    }
+    if let Some(inference) = &shared.inference {
+        router = router.merge(inference::router(inference.clone()));
     }
     router
         .fallback(not_found)
@@ -56,9 +60,54 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+/// `?role=inference` asks whether that role is ready too (an inference role is not until its
+/// model is loaded), for a probe of a pod that runs one role.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyQuery {
+    role: Option<String>,
+}
+
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    query: Result<axum::extract::Query<ReadyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let roles: Vec<&str> = shared.settings.roles.iter().map(|r| r.name()).collect();
-    if shared.is_ready() {
+    let role = match query.map(|q| q.0.role) {
+        Ok(None) => None,
+        Ok(Some(name)) => match name.parse::<crate::Role>() {
+            Ok(role) if shared.settings.roles.contains(&role) => Some(role),
+            Ok(role) => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    &format!(
+                        "this agent does not run the {role} role (it runs {})",
+                        roles.join(", ")
+                    ),
+                );
+            }
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PARAMETER_VALUE",
+                    &e.to_string(),
+                );
+            }
+        },
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETER_VALUE",
+                &e.body_text(),
+            );
+        }
+    };
+    let role_ready = match role {
+        Some(crate::Role::Inference) => shared.inference.as_ref().is_some_and(|i| i.is_ready()),
+        _ => true,
+    };
+    if shared.is_ready() && role_ready {
         axum::Json(json!({"status": "ready", "roles": roles})).into_response()
     } else {
         (

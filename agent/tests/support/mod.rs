@@ -1,6 +1,8 @@
 //! Shared test support: fresh databases on the real servers this machine runs.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod bundles;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::Connection;

@@ -204,11 +204,13 @@ fn run_split(
                 &dir,
                 &candidate,
                 &model,
-                &pipeline,
                 threshold,
                 [("validation", val), ("test", test)],
-                &example,
-                &reference,
+                &Shipped {
+                    pipeline: &pipeline,
+                    example: &example,
+                    reference: &reference,
+                },
             )?;
             write_parity(&dir, &x_test, &tract)?;
         }
@@ -270,15 +272,20 @@ fn latency(loaded: &LoadedModel, x: &Matrix) -> Result<(f64, f64)> {
     Ok((single, batched))
 }
 
+/// What every candidate's bundle ships besides its model.
+struct Shipped<'a> {
+    pipeline: &'a Pipeline,
+    example: &'a [readmit_ml::record::RawRecord],
+    reference: &'a Reference,
+}
+
 fn write_bundle(
     dir: &Path,
     candidate: &Candidate,
     model: &readmit_ml::models::Model,
-    pipeline: &Pipeline,
     threshold: f32,
     metrics: [(&str, Report); 2],
-    example: &[readmit_ml::record::RawRecord],
-    reference: &Reference,
+    shipped: &Shipped<'_>,
 ) -> Result<()> {
     let metrics = metrics
         .into_iter()
@@ -293,12 +300,12 @@ fn write_bundle(
     Bundle {
         name: &candidate.name,
         model,
-        pipeline,
+        pipeline: shipped.pipeline,
         threshold,
         metrics: &metrics,
-        input_example: example,
+        input_example: shipped.example,
         params: &params,
-        reference,
+        reference: shipped.reference,
     }
     .write(dir)?;
     Ok(())
