@@ -4,6 +4,7 @@
 mod agent;
 mod etl;
 mod layers;
+pub mod methods;
 mod tracking;
 
 use std::sync::Arc;
@@ -35,9 +36,13 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let methods = methods::MethodTable::new();
     let layers = tower::ServiceBuilder::new()
-        .layer(layers::MetricsLayer::new(shared.metrics.clone()))
-        .layer(layers::AuthLayer::new(shared.guard.clone()))
+        .layer(layers::MetricsLayer::new(
+            shared.metrics.clone(),
+            methods.clone(),
+        ))
+        .layer(layers::AuthLayer::new(shared.guard.clone(), methods))
         .into_inner();
     let agent = AgentServer::new(agent::AgentService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
