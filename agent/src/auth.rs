@@ -211,7 +211,10 @@ impl Guard {
 
     /// The settings' tokens; with a tokens file, it is re-read when it changes until
     /// `shutdown`, so tokens rotate without a restart. Must run inside a tokio runtime.
-    pub fn from_settings(settings: &crate::settings::Settings, shutdown: &CancellationToken) -> Self {
+    pub fn from_settings(
+        settings: &crate::settings::Settings,
+        shutdown: &CancellationToken,
+    ) -> Self {
         let guard = Self::with_tokens(&settings.tokens);
         if let Some(path) = &settings.tokens_file {
             tokio::spawn(guard.clone().watch(
@@ -334,8 +337,14 @@ mod tests {
         );
         assert_eq!(g.check(&HeaderMap::new(), admin), Err(AuthError::Missing));
         assert_eq!(g.check(&headers("s3cret"), admin), Err(AuthError::Missing));
-        assert_eq!(g.check(&headers("Bearer s3cre"), admin), Err(AuthError::Invalid));
-        assert_eq!(g.check(&headers("Bearer s3cret2"), admin), Err(AuthError::Invalid));
+        assert_eq!(
+            g.check(&headers("Bearer s3cre"), admin),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            g.check(&headers("Bearer s3cret2"), admin),
+            Err(AuthError::Invalid)
+        );
         assert_eq!(g.check(&headers("Bearer "), admin), Err(AuthError::Invalid));
     }
 
@@ -349,13 +358,20 @@ mod tests {
         assert!(!format!("{tokens:?}").contains("aaa"), "{tokens:?}");
         let g = Guard::with_tokens(&tokens);
         for secret in ["aaa", "bbb"] {
-            assert!(g.check(&headers(&format!("Bearer {secret}")), Scope::Admin).is_ok());
+            assert!(
+                g.check(&headers(&format!("Bearer {secret}")), Scope::Admin)
+                    .is_ok()
+            );
         }
         let viewer = headers("Bearer ccc:with-colon");
         assert_eq!(g.check(&viewer, Scope::Read), Ok(Some("viewer".into())));
         assert!(matches!(
             g.check(&viewer, Scope::Admin),
-            Err(AuthError::Forbidden { have: Scope::Read, need: Scope::Admin, .. })
+            Err(AuthError::Forbidden {
+                have: Scope::Read,
+                need: Scope::Admin,
+                ..
+            })
         ));
         for bad in [
             "x:root:abc",

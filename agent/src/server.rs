@@ -173,8 +173,8 @@ pub(crate) async fn start_etl(
     registry: &prometheus::Registry,
 ) -> Result<Etl, ServeError> {
     use crate::etl::{
-        dag, data::DataLimits, data::DataService, data_tasks, metrics::DataMetrics, metrics::EtlMetrics,
-        store::EtlStore, tasks::TaskKinds, train_tasks,
+        dag, data::DataLimits, data::DataService, data_tasks, metrics::DataMetrics,
+        metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds, train_tasks,
     };
     let db = db::Db::connect(&settings.raw_db).await?;
     tracing::info!(db = db.url(), "RawData and ETL store open");

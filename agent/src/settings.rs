@@ -344,12 +344,13 @@ impl RawSettings {
         if let Some(token) = &token {
             check_token(token)?;
         }
-        let tokens = all_tokens(token.as_deref(), self.tokens_file.as_deref()).map_err(|reason| {
-            SettingsError::Invalid {
-                field: "tokens_file",
-                reason,
-            }
-        })?;
+        let tokens =
+            all_tokens(token.as_deref(), self.tokens_file.as_deref()).map_err(|reason| {
+                SettingsError::Invalid {
+                    field: "tokens_file",
+                    reason,
+                }
+            })?;
         if tokens.is_empty() && !self.insecure {
             for addr in [grpc_addr, http_addr] {
                 if !addr.ip().is_loopback() {
@@ -432,8 +433,7 @@ pub fn all_tokens(single: Option<&str>, file: Option<&Path>) -> Result<Vec<Token
         tokens.push(TokenSpec::new("token", Scope::Admin, secret)?);
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let listed =
             crate::auth::parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         tokens.extend(listed);

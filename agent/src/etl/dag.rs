@@ -219,9 +219,10 @@ pub fn parse(file: &str, text: &str, known_kinds: &[&str]) -> Result<DagDef, Dag
     let tasks = topological(&tasks).map_err(|reason| error(0, reason))?;
     let mut params = BTreeMap::new();
     for (name, value) in raw.params {
-        let line = text
-            .find(&format!("\n{name}"))
-            .map_or_else(|| line_containing(text, "params"), |at| line_of(text, at + 1));
+        let line = text.find(&format!("\n{name}")).map_or_else(
+            || line_containing(text, "params"),
+            |at| line_of(text, at + 1),
+        );
         let def = super::params::declare(&name, value).map_err(|reason| error(line, reason))?;
         if raw.schedule.is_some() && def.default.is_none() {
             return Err(error(
@@ -232,7 +233,10 @@ pub fn parse(file: &str, text: &str, known_kinds: &[&str]) -> Result<DagDef, Dag
         params.insert(name, def);
     }
     for name in &raw.env {
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(error(

@@ -106,10 +106,7 @@ async fn ingest_raw(data: DataService, ctx: TaskContext) -> Result<(), String> {
     let path = ctx.param("path")?;
     let split = parse_split(ctx.param_or("split", ""))?;
     let replace = flag(&ctx, "replace")?;
-    let report = data
-        .ingest_file(path, split, replace)
-        .await
-        .map_err(fail)?;
+    let report = data.ingest_file(path, split, replace).await.map_err(fail)?;
     ctx.info(&report.message).await;
     Ok(())
 }

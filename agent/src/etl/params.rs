@@ -169,7 +169,11 @@ pub fn check_value(name: &str, def: &ParamDef, value: &str) -> Result<String, St
     };
     let normal = match def.kind {
         ParamType::String => value.to_owned(),
-        ParamType::Int => value.trim().parse::<i64>().map_err(|_| wrong())?.to_string(),
+        ParamType::Int => value
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| wrong())?
+            .to_string(),
         ParamType::Float => {
             let v: f64 = value.trim().parse().map_err(|_| wrong())?;
             if !v.is_finite() {

@@ -59,7 +59,10 @@ impl Roots {
         } else {
             Err(refuse(
                 given,
-                format!("outside the directories the agent reads and writes ({})", self.allowed()),
+                format!(
+                    "outside the directories the agent reads and writes ({})",
+                    self.allowed()
+                ),
             ))
         }
     }
@@ -149,8 +152,7 @@ mod tests {
         std::fs::create_dir_all(&import).unwrap();
         std::fs::write(import.join("ok.csv"), "a,b\n").unwrap();
         std::fs::write(dir.path().join("secret.csv"), "password,hunter2\n").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret.csv"), import.join("link.csv"))
-            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.csv"), import.join("link.csv")).unwrap();
         std::os::unix::fs::symlink(dir.path(), datasets.join("out")).unwrap();
         let roots = Roots::new(&datasets, &import);
 

@@ -226,12 +226,13 @@ impl Runner {
         let def = self.dag(dag)?;
         // Only declared parameters, with values of their types: a trigger can never reach a
         // task's own parameters (a shell task's command among them).
-        let params = super::params::resolve(&def.name, &def.params, &params).map_err(
-            |(name, reason)| EtlError::Invalid {
-                field: format!("params[{name}]"),
-                reason,
-            },
-        )?;
+        let params =
+            super::params::resolve(&def.name, &def.params, &params).map_err(|(name, reason)| {
+                EtlError::Invalid {
+                    field: format!("params[{name}]"),
+                    reason,
+                }
+            })?;
         let run = self
             .inner
             .store

@@ -89,8 +89,7 @@ pub struct MethodTable {
 
 /// Every method path of `readmit.v1` in the compiled descriptor set.
 pub fn described() -> Vec<String> {
-    let Ok(set) = prost_types::FileDescriptorSet::decode(readmit_proto::FILE_DESCRIPTOR_SET)
-    else {
+    let Ok(set) = prost_types::FileDescriptorSet::decode(readmit_proto::FILE_DESCRIPTOR_SET) else {
         // The set is compiled in by our own build: it always decodes, and a test says so.
         return Vec::new();
     };
@@ -185,6 +184,9 @@ mod tests {
         assert_eq!(t.scope("/readmit.v1.Etl/NotYetWritten"), Scope::Admin);
         assert_eq!(t.scope("/grpc.health.v1.Health/Check"), Scope::Read);
         assert_eq!(t.label("/readmit.v1.Etl/NotYetWritten"), "other");
-        assert_eq!(t.label("/readmit.v1.Etl/ListDags"), "/readmit.v1.Etl/ListDags");
+        assert_eq!(
+            t.label("/readmit.v1.Etl/ListDags"),
+            "/readmit.v1.Etl/ListDags"
+        );
     }
 }

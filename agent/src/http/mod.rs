@@ -139,7 +139,10 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     let Some(need) = needed_scope(route, request.method(), shared.settings.metrics_auth) else {
         return next.run(request).await;
     };
