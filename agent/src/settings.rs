@@ -604,6 +604,70 @@ mod tests {
     }
 
     #[test]
+    fn named_tokens_limits_and_dirs_load_from_every_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("tokens", "ci:admin:ci-secret\nviewer:read:view-secret\n")?;
+            jail.create_file(
+                "agent.toml",
+                "tokens_file = \"tokens\"\nmetrics_auth = true\n",
+            )?;
+            jail.set_env("READMIT_MAX_INGEST_BYTES", "1000");
+            jail.set_env("READMIT_IMPORT_DIR", "/srv/import");
+            let mut f = flags();
+            f.config = Some("agent.toml".into());
+            f.token = Some("single".into());
+            f.max_artifact_bytes = Some(42);
+            f.grpc_addr = Some("0.0.0.0:0".into());
+            let s = f.load(process_env()).unwrap();
+            let names: Vec<(&str, Scope)> = s
+                .tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.scope))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("token", Scope::Admin),
+                    ("ci", Scope::Admin),
+                    ("viewer", Scope::Read)
+                ]
+            );
+            assert!(s.metrics_auth);
+            assert_eq!(s.max_ingest_bytes, 1000);
+            assert_eq!(s.max_artifact_bytes, 42);
+            assert_eq!(s.import_dir, PathBuf::from("/srv/import"));
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("ci-secret") && !shown.contains("single"),
+                "{shown}"
+            );
+
+            // A tokens file alone is enough to listen beyond loopback.
+            f.token = None;
+            assert!(f.load(process_env()).is_ok());
+            jail.create_file("tokens", "ci:root:ci-secret\n")?;
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tokens_file") && err.contains("line 1") && !err.contains("ci-secret"),
+                "{err}"
+            );
+            jail.create_file("tokens", "a:read:single\n")?;
+            f.token = Some("single".into());
+            assert!(f.load(process_env()).is_err(), "one secret under two names");
+            Ok(())
+        });
+        let s = flags().load(no_env()).unwrap();
+        assert_eq!(s.import_dir, PathBuf::from("./readmit-data/import"));
+        assert_eq!(s.max_ingest_bytes, DEFAULT_MAX_INGEST_BYTES);
+        assert_eq!(s.max_artifact_bytes, DEFAULT_MAX_ARTIFACT_BYTES);
+        assert!(!s.metrics_auth && s.tokens.is_empty());
+        let mut f = flags();
+        f.max_ingest_bytes = Some(0);
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("max_ingest_bytes"), "{err}");
+    }
+
+    #[test]
     fn debug_output_hides_the_token() {
         let mut f = flags();
         f.token = Some("very-secret".into());

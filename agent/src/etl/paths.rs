@@ -123,7 +123,7 @@ impl Roots {
         let real = dir
             .canonicalize()
             .map_err(|e| refuse(given, format!("cannot resolve its directory: {e}")))?;
-        let root_itself = self.roots.iter().any(|r| *r == dir);
+        let root_itself = self.roots.contains(&dir);
         if !root_itself && !self.inside(&real) {
             return Err(refuse(
                 given,
