@@ -3,101 +3,23 @@
 //! shell task's environment, paths outside the agent's directories, gzip bombs and oversized
 //! uploads, unauthenticated reads, metric label floods, and token scopes and rotation.
 
+mod security_support;
 mod support;
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use readmit_agent::RunningAgent;
 use readmit_agent::settings::RawSettings;
 use readmit_proto::Client;
 use readmit_proto::v1;
+use security_support::{
+    put_chunked, series, spawn_agent, start, tokens_file, trigger_request, upload,
+};
 use tonic::Code;
 
 const ADMIN: &str = "admin-secret-1";
 const VIEWER: &str = "viewer-secret-2";
-
-async fn start(settings: RawSettings) -> RunningAgent {
-    RunningAgent::start(settings.validate().unwrap())
-        .await
-        .unwrap()
-}
-
-fn tokens_file(dir: &Path, lines: &str) -> std::path::PathBuf {
-    let path = dir.join("tokens");
-    std::fs::write(&path, lines).unwrap();
-    path
-}
-
-/// Streams `bytes` to IngestUpload in 256 KiB chunks.
-async fn upload(
-    client: &Client,
-    name: &str,
-    bytes: &[u8],
-) -> Result<v1::IngestReply, tonic::Status> {
-    let mut chunks = vec![v1::IngestChunk {
-        chunk: Some(v1::ingest_chunk::Chunk::Header(v1::IngestHeader {
-            file_name: name.into(),
-            split: v1::SplitKind::Original as i32,
-            replace: false,
-        })),
-    }];
-    for part in bytes.chunks(256 * 1024) {
-        chunks.push(v1::IngestChunk {
-            chunk: Some(v1::ingest_chunk::Chunk::Data(part.to_vec())),
-        });
-    }
-    client
-        .etl()
-        .ingest_upload(futures_util::stream::iter(chunks))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// A PUT with a chunked body (no length up front), written by hand so nothing buffers it:
-/// `chunks` chunks of `size` bytes. Returns the status and the body's text.
-async fn put_chunked(
-    addr: std::net::SocketAddr,
-    path: &str,
-    chunks: usize,
-    size: usize,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PUT {path} HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\n\
-         connection: close\r\n\r\n"
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    for _ in 0..chunks {
-        let chunk = format!("{size:x}\r\n{}\r\n", "z".repeat(size));
-        // The server may answer and close once past its limit: later writes may fail.
-        if tcp.write_all(chunk.as_bytes()).await.is_err() {
-            break;
-        }
-    }
-    let _ = tcp.write_all(b"0\r\n\r\n").await;
-    let mut response = Vec::new();
-    let _ = tcp.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
-fn trigger_request(dag: &str, params: &[(&str, &str)]) -> v1::TriggerDagRequest {
-    v1::TriggerDagRequest {
-        dag: dag.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_cannot_change_a_shell_command() {
@@ -196,41 +118,18 @@ params = { command = "env" }
 "#,
     )
     .unwrap();
-    let port = |()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (grpc, http) = (port(()), port(()));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_readmit-agent"))
-        .env("READMIT_TOKEN", "token-in-the-environment")
-        .env("AWS_SECRET_ACCESS_KEY", "aws-key-in-the-environment")
-        .env("AWS_ACCESS_KEY_ID", "aws-id-in-the-environment")
-        .env("READMIT_TEST_ALLOWED", "allowed-by-the-dag-file")
-        .args(["--roles", "etl"])
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--dags-dir")
-        .arg(&dags)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{grpc}");
-    let mut client = None;
-    for _ in 0..300 {
-        if let Ok(c) = Client::connect(&url, Some("token-in-the-environment")).await
-            && c.agent().get_info(v1::GetInfoRequest {}).await.is_ok()
-        {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("the agent binary did not start");
+    let (mut child, client) = spawn_agent(
+        &[
+            ("READMIT_TOKEN", "token-in-the-environment"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-key-in-the-environment"),
+            ("AWS_ACCESS_KEY_ID", "aws-id-in-the-environment"),
+            ("READMIT_TEST_ALLOWED", "allowed-by-the-dag-file"),
+        ],
+        dir.path(),
+        &dags,
+        "token-in-the-environment",
+    )
+    .await;
     let run = support::trigger(&client, "printenv", &[]).await;
     let run = support::wait_for_run(&client, &run.run_id, support::run_finished, 30).await;
     assert_eq!(run.state, v1::RunState::Succeeded as i32, "{run:?}");
@@ -627,13 +526,6 @@ async fn with_tokens_every_http_route_but_the_probes_needs_one_of_the_right_scop
         200
     );
     agent.stop().await.unwrap();
-}
-
-fn series(text: &str, metric: &str) -> Vec<String> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
