@@ -178,7 +178,7 @@ async fn shared(
         host: HostFacts::read(),
         started_at_ms,
         started: Instant::now(),
-        guard: Guard::new(settings.token.as_deref()),
+        guard: Guard::from_settings(&settings, &shutdown),
         metrics,
         status: status::spawn(shutdown.clone())?,
         ready: AtomicBool::new(false),
@@ -195,8 +195,8 @@ pub(crate) async fn start_etl(
     registry: &prometheus::Registry,
 ) -> Result<Etl, ServeError> {
     use crate::etl::{
-        dag, data::DataService, data_tasks, metrics::DataMetrics, metrics::EtlMetrics,
-        store::EtlStore, tasks::TaskKinds, train_tasks,
+        dag, data::DataLimits, data::DataService, data_tasks, metrics::DataMetrics,
+        metrics::EtlMetrics, store::EtlStore, tasks::TaskKinds, train_tasks,
     };
     let db = db::Db::connect(&settings.raw_db).await?;
     tracing::info!(db = db.url(), "RawData and ETL store open");
@@ -206,6 +206,7 @@ pub(crate) async fn start_etl(
         db.clone(),
         clean_db,
         &settings.data_dir,
+        DataLimits::from_settings(settings),
         DataMetrics::new(registry)?,
     )
     .await?;

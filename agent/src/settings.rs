@@ -9,10 +9,16 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::auth::{Scope, TokenSpec};
 use crate::roles::Role;
 
+/// The real data set is 18 MB (3.3 MB gzipped): room for fourteen times that.
+pub const DEFAULT_MAX_INGEST_BYTES: u64 = 256 * 1024 * 1024;
+/// A model bundle is a few MB; room for large ones without letting one PUT fill the disk.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 19] = [
+const ENV_KEYS: [&str; 24] = [
     "model",
     "inference_max_records",
     "inference_max_body_bytes",
@@ -29,6 +35,11 @@ const ENV_KEYS: [&str; 19] = [
     "http_addr",
     "token",
     "token_file",
+    "tokens_file",
+    "metrics_auth",
+    "import_dir",
+    "max_ingest_bytes",
+    "max_artifact_bytes",
     "insecure",
     "log_format",
     "log_level",
@@ -55,6 +66,17 @@ pub struct RawSettings {
     pub http_addr: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Named tokens with scopes, one `name:scope:secret` a line; re-read when it changes.
+    pub tokens_file: Option<PathBuf>,
+    /// Whether `/metrics` needs a token too (a `read` one is enough).
+    pub metrics_auth: bool,
+    /// Where files to ingest by path may be, besides `<data_dir>/datasets`; empty for
+    /// `<data_dir>/import`.
+    pub import_dir: String,
+    /// The largest CSV ingested (a file, an upload, or a gzip's expansion), in bytes.
+    pub max_ingest_bytes: u64,
+    /// The largest artifact uploaded over HTTP, in bytes; larger uploads are answered 413.
+    pub max_artifact_bytes: u64,
     pub insecure: bool,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -105,6 +127,11 @@ impl Default for RawSettings {
             http_addr: "127.0.0.1:8080".into(),
             token: None,
             token_file: None,
+            tokens_file: None,
+            metrics_auth: false,
+            import_dir: String::new(),
+            max_ingest_bytes: DEFAULT_MAX_INGEST_BYTES,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             insecure: false,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -154,6 +181,29 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Named tokens with scopes, one `name:scope:secret` a line (scope: read or admin);
+    /// re-read when it changes, so tokens rotate without a restart.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// Require a token (read scope) on /metrics too.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub metrics_auth: bool,
+    /// Directory files to ingest by path may be in, besides <data-dir>/datasets
+    /// [default: <data-dir>/import]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<String>,
+    /// Largest CSV ingested, as a file, an upload or a gzip's expansion, in bytes
+    /// [default: 268435456]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ingest_bytes: Option<u64>,
+    /// Largest artifact uploaded over HTTP, in bytes [default: 1073741824]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_artifact_bytes: Option<u64>,
     /// Allow serving a non-loopback address without a token.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -220,7 +270,16 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The single admin token (`token`/`token_file`): also what this agent's own clients send
+    /// to other roles.
     pub token: Option<String>,
+    /// Every token accepted: the single one (named `token`) and the tokens file's.
+    pub tokens: Vec<TokenSpec>,
+    pub tokens_file: Option<PathBuf>,
+    pub metrics_auth: bool,
+    pub import_dir: PathBuf,
+    pub max_ingest_bytes: u64,
+    pub max_artifact_bytes: u64,
     pub log_format: LogFormat,
     pub log_level: String,
     pub raw_db: String,
@@ -243,6 +302,12 @@ impl fmt::Debug for Settings {
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens)
+            .field("tokens_file", &self.tokens_file)
+            .field("metrics_auth", &self.metrics_auth)
+            .field("import_dir", &self.import_dir)
+            .field("max_ingest_bytes", &self.max_ingest_bytes)
+            .field("max_artifact_bytes", &self.max_artifact_bytes)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("raw_db", &crate::db::redact(&self.raw_db))
@@ -319,7 +384,15 @@ impl RawSettings {
         };
         if let Some(token) = &token {
             check_token(token)?;
-        } else if !self.insecure {
+        }
+        let tokens =
+            all_tokens(token.as_deref(), self.tokens_file.as_deref()).map_err(|reason| {
+                SettingsError::Invalid {
+                    field: "tokens_file",
+                    reason,
+                }
+            })?;
+        if tokens.is_empty() && !self.insecure {
             for addr in [grpc_addr, http_addr] {
                 if !addr.ip().is_loopback() {
                     return Err(SettingsError::ExposedWithoutToken { addr });
@@ -361,6 +434,21 @@ impl RawSettings {
             "" => self.data_dir.join("dags"),
             dir => PathBuf::from(dir),
         };
+        let import_dir = match self.import_dir.trim() {
+            "" => self.data_dir.join("import"),
+            dir => PathBuf::from(dir),
+        };
+        for (field, value) in [
+            ("max_ingest_bytes", self.max_ingest_bytes),
+            ("max_artifact_bytes", self.max_artifact_bytes),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid {
+                    field,
+                    reason: "must be at least 1 byte".into(),
+                });
+            }
+        }
         Ok(Settings {
             raw_db,
             clean_db,
@@ -373,6 +461,12 @@ impl RawSettings {
             grpc_addr,
             http_addr,
             token,
+            tokens,
+            tokens_file: self.tokens_file,
+            metrics_auth: self.metrics_auth,
+            import_dir,
+            max_ingest_bytes: self.max_ingest_bytes,
+            max_artifact_bytes: self.max_artifact_bytes,
             log_format: self.log_format,
             log_level: self.log_level,
             model,
@@ -396,6 +490,22 @@ fn read_token_file(path: &Path) -> Result<String, SettingsError> {
         reason: e.to_string(),
     })?;
     Ok(text.trim().to_owned())
+}
+
+/// The single admin token (named `token`) and the tokens file's, checked to be distinct.
+pub fn all_tokens(single: Option<&str>, file: Option<&Path>) -> Result<Vec<TokenSpec>, String> {
+    let mut tokens = Vec::new();
+    if let Some(secret) = single {
+        tokens.push(TokenSpec::new("token", Scope::Admin, secret)?);
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let listed =
+            crate::auth::parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        tokens.extend(listed);
+    }
+    crate::auth::check_distinct(&tokens)?;
+    Ok(tokens)
 }
 
 fn check_token(token: &str) -> Result<(), SettingsError> {
@@ -557,6 +667,70 @@ mod tests {
         f.token = Some("has space".into());
         let err = f.load(no_env()).unwrap_err().to_string();
         assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn named_tokens_limits_and_dirs_load_from_every_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("tokens", "ci:admin:ci-secret\nviewer:read:view-secret\n")?;
+            jail.create_file(
+                "agent.toml",
+                "tokens_file = \"tokens\"\nmetrics_auth = true\n",
+            )?;
+            jail.set_env("READMIT_MAX_INGEST_BYTES", "1000");
+            jail.set_env("READMIT_IMPORT_DIR", "/srv/import");
+            let mut f = flags();
+            f.config = Some("agent.toml".into());
+            f.token = Some("single".into());
+            f.max_artifact_bytes = Some(42);
+            f.grpc_addr = Some("0.0.0.0:0".into());
+            let s = f.load(process_env()).unwrap();
+            let names: Vec<(&str, Scope)> = s
+                .tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.scope))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("token", Scope::Admin),
+                    ("ci", Scope::Admin),
+                    ("viewer", Scope::Read)
+                ]
+            );
+            assert!(s.metrics_auth);
+            assert_eq!(s.max_ingest_bytes, 1000);
+            assert_eq!(s.max_artifact_bytes, 42);
+            assert_eq!(s.import_dir, PathBuf::from("/srv/import"));
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("ci-secret") && !shown.contains("single"),
+                "{shown}"
+            );
+
+            // A tokens file alone is enough to listen beyond loopback.
+            f.token = None;
+            assert!(f.load(process_env()).is_ok());
+            jail.create_file("tokens", "ci:root:ci-secret\n")?;
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tokens_file") && err.contains("line 1") && !err.contains("ci-secret"),
+                "{err}"
+            );
+            jail.create_file("tokens", "a:read:single\n")?;
+            f.token = Some("single".into());
+            assert!(f.load(process_env()).is_err(), "one secret under two names");
+            Ok(())
+        });
+        let s = flags().load(no_env()).unwrap();
+        assert_eq!(s.import_dir, PathBuf::from("./readmit-data/import"));
+        assert_eq!(s.max_ingest_bytes, DEFAULT_MAX_INGEST_BYTES);
+        assert_eq!(s.max_artifact_bytes, DEFAULT_MAX_ARTIFACT_BYTES);
+        assert!(!s.metrics_auth && s.tokens.is_empty());
+        let mut f = flags();
+        f.max_ingest_bytes = Some(0);
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("max_ingest_bytes"), "{err}");
     }
 
     #[test]

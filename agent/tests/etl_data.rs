@@ -22,6 +22,11 @@ fn real_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/diabetic_data.csv.gz")
 }
 
+/// The real file without `..`, which agent-side paths may not hold.
+fn real_path() -> PathBuf {
+    real_data().canonicalize().unwrap()
+}
+
 /// Streams `bytes` to IngestUpload in 256 KiB chunks.
 async fn upload(
     client: &Client,
@@ -77,6 +82,8 @@ async fn suite(backend: Backend) {
     let settings = RawSettings {
         raw_db: raw_db.url.clone(),
         clean_db: clean_db.url.clone(),
+        // Ingest by path reads only from the import directory: the real file's own.
+        import_dir: real_path().parent().unwrap().display().to_string(),
         ..RawSettings::loopback(dir.path(), &[readmit_agent::Role::Etl])
     }
     .validate()
@@ -142,7 +149,7 @@ async fn suite(backend: Backend) {
     // The same file again, by path on the agent: nothing changes. Another file is refused.
     let again = etl
         .ingest(v1::IngestRequest {
-            path: real_data().display().to_string(),
+            path: real_path().display().to_string(),
             split: v1::SplitKind::Original as i32,
             replace: false,
         })
@@ -334,6 +341,10 @@ async fn round_trip(backend: Backend) {
         readmit_agent::db::Db::connect(&raw_db.url).await.unwrap(),
         readmit_agent::db::Db::connect(&clean_db.url).await.unwrap(),
         dir.path(),
+        readmit_agent::etl::data::DataLimits {
+            import_dir: dir.path().join("import"),
+            max_ingest_bytes: readmit_agent::settings::DEFAULT_MAX_INGEST_BYTES,
+        },
         readmit_agent::etl::metrics::DataMetrics::new(&registry).unwrap(),
     )
     .await

@@ -16,6 +16,8 @@ async fn dags_from_the_command_line() {
         dags.join("hello.toml"),
         r#"
 name = "hello"
+[params]
+batch = { type = "int" }
 [[tasks]]
 id = "write"
 kind = "shell"

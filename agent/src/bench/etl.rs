@@ -39,7 +39,14 @@ fn round(v: f64) -> f64 {
 pub async fn etl(args: EtlBenchArgs) -> anyhow::Result<Value> {
     let split = parse_split(&args.split).map_err(anyhow::Error::msg)?;
     let scratch = tempfile::tempdir()?;
+    // The agent ingests by path only from its import directory: the file's own.
+    let data = std::path::absolute(&args.data)?;
+    let import_dir = data
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     let settings = RawSettings {
+        import_dir,
         raw_db: args.raw_db.clone().unwrap_or_default(),
         clean_db: args.clean_db.clone().unwrap_or_default(),
         ..RawSettings::loopback(scratch.path(), &[crate::Role::Etl])
@@ -56,7 +63,7 @@ pub async fn etl(args: EtlBenchArgs) -> anyhow::Result<Value> {
     let start = Instant::now();
     let ingest = etl
         .data
-        .ingest_file(&args.data, split, true)
+        .ingest_file(&data.display().to_string(), split, true)
         .await
         .with_context(|| format!("ingesting {}", args.data.display()))?;
     let ingest_s = start.elapsed().as_secs_f64();

@@ -1,6 +1,6 @@
 //! DAGs as data: TOML files naming built-in task kinds, their dependencies, retries, timeouts,
-//! parameters and a cron schedule. A file that does not load is reported with its line and
-//! reason, and the other DAGs still load.
+//! declared parameters and a cron schedule. A file that does not load is reported with its line
+//! and reason, and the other DAGs still load.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use super::params::{ParamDef, ParamType};
 
 /// Why a DAG file was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +42,11 @@ pub struct DagDef {
     pub schedule: Option<String>,
     pub max_active_runs: u32,
     pub paused_on_load: bool,
-    pub params: BTreeMap<String, String>,
+    /// The parameters a trigger may set, with their types and defaults; nothing else.
+    pub params: BTreeMap<String, ParamDef>,
+    /// Names of the agent's environment variables its shell tasks may see (besides PATH and
+    /// HOME); every other variable, the token and cloud keys among them, is withheld.
+    pub env: Vec<String>,
     pub tasks: Vec<TaskDef>,
     /// The file it came from; `None` for built-in DAGs.
     pub source: Option<PathBuf>,
@@ -60,6 +66,8 @@ struct RawDag {
     paused: bool,
     #[serde(default)]
     params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    env: Vec<String>,
     #[serde(default)]
     tasks: Vec<RawTask>,
 }
@@ -85,17 +93,10 @@ fn one() -> u32 {
     1
 }
 
-/// Parameters are strings to the tasks; TOML numbers and booleans are written as text.
 fn param_text(params: BTreeMap<String, toml::Value>) -> BTreeMap<String, String> {
     params
         .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                toml::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, text)
-        })
+        .map(|(k, v)| (k, super::params::text(v)))
         .collect()
 }
 
@@ -216,13 +217,42 @@ pub fn parse(file: &str, text: &str, known_kinds: &[&str]) -> Result<DagDef, Dag
         });
     }
     let tasks = topological(&tasks).map_err(|reason| error(0, reason))?;
+    let mut params = BTreeMap::new();
+    for (name, value) in raw.params {
+        let line = text.find(&format!("\n{name}")).map_or_else(
+            || line_containing(text, "params"),
+            |at| line_of(text, at + 1),
+        );
+        let def = super::params::declare(&name, value).map_err(|reason| error(line, reason))?;
+        if raw.schedule.is_some() && def.default.is_none() {
+            return Err(error(
+                line,
+                format!("parameter {name:?} has no default, so a scheduled run cannot start"),
+            ));
+        }
+        params.insert(name, def);
+    }
+    for name in &raw.env {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(error(
+                line_containing(text, "env"),
+                format!("env {name:?} is not an environment variable name"),
+            ));
+        }
+    }
     Ok(DagDef {
         name: raw.name,
         description: raw.description,
         schedule: raw.schedule,
         max_active_runs: raw.max_active_runs,
         paused_on_load: raw.paused,
-        params: param_text(raw.params),
+        params,
+        env: raw.env,
         tasks,
         source: None,
     })
@@ -372,7 +402,8 @@ kind = "empty"
             dag.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        assert_eq!(dag.params["batch"], "15000");
+        assert_eq!(dag.params["batch"].default.as_deref(), Some("15000"));
+        assert_eq!(dag.params["batch"].kind, ParamType::Int);
         assert_eq!(dag.tasks[1].retries, 2);
         assert_eq!(dag.tasks[1].timeout, Some(Duration::from_secs(600)));
         assert_eq!(dag.max_active_runs, 1);
@@ -422,6 +453,21 @@ kind = "empty"
                 "twice",
             ),
             ("name = \"x\"\n", 0, "at least one"),
+            (
+                "name = \"x\"\nschedule = \"0 2 * * *\"\n[params]\npath = { type = \"string\" }\n[[tasks]]\nid = \"a\"\nkind = \"empty\"\n",
+                4,
+                "no default",
+            ),
+            (
+                "name = \"x\"\n[params]\nn = { type = \"int\", default = \"many\" }\n[[tasks]]\nid = \"a\"\nkind = \"empty\"\n",
+                3,
+                "not a valid int",
+            ),
+            (
+                "name = \"x\"\nenv = [\"LANG\", \"A B\"]\n[[tasks]]\nid = \"a\"\nkind = \"empty\"\n",
+                2,
+                "environment variable",
+            ),
             ("name = \"x\"\n[[tasks]\n", 2, ""),
         ];
         for (text, line, says) in cases {

@@ -1,10 +1,11 @@
 //! The ETL role's data operations, shared by the gRPC service and the DAG tasks: ingesting a
 //! CSV into RawData, appending batches, fetching and synthesising data sets, and status.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use readmit_ml::data::{decompress, read_csv_bytes, split_frame};
+use readmit_ml::data::{read_csv_bytes, split_frame};
 use readmit_ml::split::{ORIGINAL_SEED, SplitMethod};
 use sha2::{Digest, Sha256};
 
@@ -12,6 +13,7 @@ use super::clean::CleanStore;
 use super::fetch::{FetchError, Fetched, fetch_dataset};
 use super::metrics::DataMetrics;
 use super::model::{EtlError, Result};
+use super::paths::Roots;
 use super::raw::{self, Appended, Dataset, NewDataset, RawStore};
 use crate::db::Db;
 
@@ -41,11 +43,31 @@ pub struct DataStatus {
     pub tables: Vec<TableCount>,
 }
 
+/// The bounds on what callers may make the ETL role read and write.
+#[derive(Clone, Debug)]
+pub struct DataLimits {
+    /// Where operators put files to ingest by path (besides the data sets directory).
+    pub import_dir: PathBuf,
+    /// The largest CSV ingested, as sent and after gunzip: a file, an upload or its expansion.
+    pub max_ingest_bytes: u64,
+}
+
+impl DataLimits {
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        Self {
+            import_dir: settings.import_dir.clone(),
+            max_ingest_bytes: settings.max_ingest_bytes,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct DataService {
     raw: RawStore,
     clean: CleanStore,
     data_dir: PathBuf,
+    roots: Roots,
+    max_ingest_bytes: u64,
     metrics: DataMetrics,
 }
 
@@ -55,12 +77,15 @@ impl DataService {
         raw_db: Db,
         clean_db: Db,
         data_dir: &Path,
+        limits: DataLimits,
         metrics: DataMetrics,
     ) -> Result<Self> {
         let data = Self {
             raw: RawStore::open(raw_db).await?,
             clean: CleanStore::new(clean_db),
             data_dir: data_dir.to_owned(),
+            roots: Roots::new(&data_dir.join("datasets"), &limits.import_dir),
+            max_ingest_bytes: limits.max_ingest_bytes,
             metrics,
         };
         data.counts().await?;
@@ -84,14 +109,37 @@ impl DataService {
         self.data_dir.join("datasets")
     }
 
-    /// Ingests a CSV (plain or gzip) on this machine.
+    /// The largest CSV ingested, before and after gunzip (the `max_ingest_bytes` setting).
+    pub fn max_ingest_bytes(&self) -> u64 {
+        self.max_ingest_bytes
+    }
+
+    /// Ingests a CSV (plain or gzip) on this machine, named by a caller: it must lie in the
+    /// data sets or import directory and be at most `max_ingest_bytes`.
     pub async fn ingest_file(
         &self,
-        path: &Path,
+        given: &str,
         split: SplitMethod,
         replace: bool,
     ) -> Result<IngestReport> {
-        let bytes = tokio::fs::read(path).await.map_err(EtlError::io(path))?;
+        let path = self.roots.readable(given, self.max_ingest_bytes)?;
+        let max = self.max_ingest_bytes;
+        let bytes = blocking({
+            let path = path.clone();
+            move || {
+                // Bounded again while reading: the file may have grown since it was checked.
+                let file = std::fs::File::open(&path).map_err(EtlError::io(&path))?;
+                let mut bytes = Vec::new();
+                file.take(max + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(EtlError::io(&path))?;
+                Ok(bytes)
+            }
+        })
+        .await?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(given, max));
+        }
         self.ingest_bytes(bytes, &path.display().to_string(), split, replace)
             .await
     }
@@ -108,10 +156,11 @@ impl DataService {
     ) -> Result<IngestReport> {
         let start = Instant::now();
         let path = PathBuf::from(name);
+        let max = self.max_ingest_bytes;
         let (text, sha256) = blocking({
             let path = path.clone();
             move || {
-                let text = decompress(bytes, &path)?;
+                let text = gunzip_capped(bytes, &path, max)?;
                 let sha256 = hex(&Sha256::digest(&text));
                 Ok((text, sha256))
             }
@@ -197,13 +246,14 @@ impl DataService {
             })
     }
 
-    /// Writes `rows` synthetic records with the real schema to `path` (default: under the data
-    /// dir, named by rows and seed), atomically; returns the path and its SHA-256.
+    /// Writes `rows` synthetic records with the real schema to `path` (default: the data sets
+    /// directory, named by rows and seed; a caller's path must lie in the data sets or import
+    /// directory), atomically; returns the path and its SHA-256.
     pub async fn synthesize(
         &self,
         rows: usize,
         seed: u64,
-        path: Option<PathBuf>,
+        path: Option<&str>,
     ) -> Result<(PathBuf, String)> {
         if rows == 0 {
             return Err(EtlError::Invalid {
@@ -211,10 +261,12 @@ impl DataService {
                 reason: "must be at least 1".into(),
             });
         }
-        let path = path.unwrap_or_else(|| {
-            self.datasets_dir()
-                .join(format!("synthetic_{rows}_seed{seed}.csv"))
-        });
+        let path = match path {
+            Some(given) => self.roots.writable(given)?,
+            None => self
+                .datasets_dir()
+                .join(format!("synthetic_{rows}_seed{seed}.csv")),
+        };
         blocking(move || {
             let bytes = readmit_ml::synth::csv_bytes(rows, seed);
             let sha256 = hex(&Sha256::digest(&bytes));
@@ -269,6 +321,46 @@ impl DataService {
             tables: self.counts().await?,
         })
     }
+}
+
+fn too_large(what: &str, max: u64) -> EtlError {
+    EtlError::TooLarge {
+        what: what.to_owned(),
+        limit: "max_ingest_bytes",
+        max,
+    }
+}
+
+/// A gzip file's content, expanded no further than `max` bytes, so a small file that inflates
+/// a thousandfold (a gzip bomb) is refused after `max` bytes of work; plain text passes
+/// through if it fits. A CSV never starts with gzip's magic, so gzip inside gzip is refused too.
+fn gunzip_capped(bytes: Vec<u8>, path: &Path, max: u64) -> Result<Vec<u8>> {
+    const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+    let name = path.display().to_string();
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        if bytes.len() as u64 > max {
+            return Err(too_large(&name, max));
+        }
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| readmit_ml::data::DataError::Gzip {
+            path: path.to_owned(),
+            source,
+        })?;
+    if out.len() as u64 > max {
+        return Err(too_large(&format!("{name} once decompressed"), max));
+    }
+    if out.starts_with(&GZIP_MAGIC) {
+        return Err(EtlError::Invalid {
+            field: name,
+            reason: "gzip inside gzip is not a CSV".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// CPU-bound work off the async threads.

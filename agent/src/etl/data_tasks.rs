@@ -103,13 +103,10 @@ pub fn parse_split(text: &str) -> Result<SplitMethod, String> {
 /// `ingest_raw`: ingests `path` (a CSV on the agent) with `split`; `replace` swaps out another
 /// data set. The same file again is a no-op.
 async fn ingest_raw(data: DataService, ctx: TaskContext) -> Result<(), String> {
-    let path = PathBuf::from(ctx.param("path")?);
+    let path = ctx.param("path")?;
     let split = parse_split(ctx.param_or("split", ""))?;
     let replace = flag(&ctx, "replace")?;
-    let report = data
-        .ingest_file(&path, split, replace)
-        .await
-        .map_err(fail)?;
+    let report = data.ingest_file(path, split, replace).await.map_err(fail)?;
     ctx.info(&report.message).await;
     Ok(())
 }

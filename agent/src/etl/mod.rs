@@ -8,6 +8,8 @@ pub mod fetch;
 pub mod handoff;
 pub mod metrics;
 pub mod model;
+pub mod params;
+pub mod paths;
 pub mod raw;
 pub mod runner;
 pub mod store;

@@ -55,6 +55,13 @@ pub enum EtlError {
         #[source]
         source: std::io::Error,
     },
+    /// A request or file beyond one of the agent's size limits, named as its setting.
+    #[error("{what} is larger than {limit} ({max} bytes); raise that setting to allow it")]
+    TooLarge {
+        what: String,
+        limit: &'static str,
+        max: u64,
+    },
     /// A service this call needs (the network, another role) cannot be reached.
     #[error("{0}")]
     Unavailable(String),

@@ -211,7 +211,8 @@ impl Runner {
         })
     }
 
-    /// Queues a run and starts it. The trigger's parameters override the DAG's and tasks'.
+    /// Queues a run and starts it. The trigger may set only the DAG's declared parameters, each
+    /// checked against its type; a task's own parameters always win.
     pub async fn trigger(&self, dag: &str, params: BTreeMap<String, String>) -> Result<DagRun> {
         self.trigger_as(dag, "manual", params).await
     }
@@ -223,14 +224,15 @@ impl Runner {
         params: BTreeMap<String, String>,
     ) -> Result<DagRun> {
         let def = self.dag(dag)?;
-        for key in params.keys() {
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(EtlError::Invalid {
-                    field: format!("params[{key}]"),
-                    reason: "use letters, digits and _".into(),
-                });
-            }
-        }
+        // Only declared parameters, with values of their types: a trigger can never reach a
+        // task's own parameters (a shell task's command among them).
+        let params =
+            super::params::resolve(&def.name, &def.params, &params).map_err(|(name, reason)| {
+                EtlError::Invalid {
+                    field: format!("params[{name}]"),
+                    reason,
+                }
+            })?;
         let run = self
             .inner
             .store
@@ -443,11 +445,12 @@ impl Runner {
                         .all(|d| states.get(d) == Some(&RunState::Succeeded));
                 if ready {
                     states.insert(task.id.clone(), RunState::Running);
-                    let ctx_params = merged_params(dag, task, &run.params);
+                    let ctx_params = merged_params(task, &run.params);
                     let this = self.clone();
                     let (task, run, logger) = (task.clone(), run.clone(), logger.clone());
+                    let env = dag.env.clone();
                     running.spawn(async move {
-                        let result = this.attempts(&run, &task, ctx_params, logger).await;
+                        let result = this.attempts(&run, &task, ctx_params, &env, logger).await;
                         (task.id, result)
                     });
                 }
@@ -500,6 +503,7 @@ impl Runner {
         run: &DagRun,
         task: &TaskDef,
         params: BTreeMap<String, String>,
+        dag_env: &[String],
         logger: Logger,
     ) -> Result<(), String> {
         let kind = self.inner.kinds.get(&task.kind);
@@ -518,6 +522,8 @@ impl Runner {
                 task_id: task.id.clone(),
                 attempt,
                 params: params.clone(),
+                fixed: task.params.clone(),
+                env: dag_env.to_vec(),
                 dir: self.inner.runs_dir.join(&run.run_id),
                 logger: logger.clone(),
             };
@@ -742,13 +748,9 @@ fn latest_due(dag: &DagDef, due: i64, now: i64) -> i64 {
         .map_or(due, |t| t.timestamp_millis())
 }
 
-fn merged_params(
-    dag: &DagDef,
-    task: &TaskDef,
-    trigger: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut params = dag.params.clone();
+/// The run's declared parameters, then the task's own, which a trigger cannot change.
+fn merged_params(task: &TaskDef, run: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut params = run.clone();
     params.extend(task.params.clone());
-    params.extend(trigger.clone());
     params
 }

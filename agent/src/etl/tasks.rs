@@ -17,8 +17,13 @@ pub struct TaskContext {
     pub dag: String,
     pub task_id: String,
     pub attempt: u32,
-    /// The DAG's parameters, then the task's, then the trigger's, later ones winning.
+    /// The DAG's declared parameters (the trigger's values, else their defaults), then the
+    /// task's own, which win.
     pub params: BTreeMap<String, String>,
+    /// The task's own parameters from its DAG file alone: what no trigger can set.
+    pub fixed: BTreeMap<String, String>,
+    /// The agent's environment variables the DAG file lets its shell tasks see.
+    pub env: Vec<String>,
     /// The run's directory: tasks hand data to each other through durable files here, so a
     /// retried task finds its inputs.
     pub dir: PathBuf,
@@ -104,8 +109,14 @@ impl TaskKind for Empty {
     }
 }
 
-/// Runs `command` with `sh -c` in the run's directory, its output as log lines; parameters
-/// arrive as `READMIT_PARAM_<KEY>`. A timeout or a cancel kills it.
+/// Where a shell task looks for programs when the agent itself has no PATH.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Runs the task's own `command` with `sh -c` in the run's directory, its output as log lines.
+/// A timeout or a cancel kills it. It starts from an empty environment: PATH, HOME, the run's
+/// facts (`READMIT_RUN_ID`, `READMIT_RUN_DIR`, ...), its parameters as `READMIT_PARAM_<KEY>`
+/// and the variables its DAG file names in `env`, so the agent's token and cloud keys stay
+/// out of reach. Parameters are never spliced into the command line.
 struct Shell;
 
 impl TaskKind for Shell {
@@ -115,7 +126,12 @@ impl TaskKind for Shell {
 
     fn run(&self, ctx: TaskContext) -> TaskFuture {
         Box::pin(async move {
-            let command = ctx.param("command")?.to_owned();
+            let command = ctx
+                .fixed
+                .get("command")
+                .filter(|c| !c.trim().is_empty())
+                .ok_or("parameter \"command\" is required in the task's own params")?
+                .to_owned();
             tokio::fs::create_dir_all(&ctx.dir)
                 .await
                 .map_err(|e| format!("run directory: {e}"))?;
@@ -123,6 +139,16 @@ impl TaskKind for Shell {
             cmd.arg("-c")
                 .arg(&command)
                 .current_dir(&ctx.dir)
+                .env_clear()
+                .env(
+                    "PATH",
+                    std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+                )
+                .env(
+                    "HOME",
+                    std::env::var_os("HOME").unwrap_or_else(|| ctx.dir.clone().into()),
+                )
+                .env("READMIT_RUN_DIR", &ctx.dir)
                 .env("READMIT_RUN_ID", &ctx.run_id)
                 .env("READMIT_DAG", &ctx.dag)
                 .env("READMIT_TASK_ID", &ctx.task_id)
@@ -131,7 +157,12 @@ impl TaskKind for Shell {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
-            for (k, v) in &ctx.params {
+            for name in &ctx.env {
+                if let Some(value) = std::env::var_os(name) {
+                    cmd.env(name, value);
+                }
+            }
+            for (k, v) in ctx.params.iter().filter(|(k, _)| *k != "command") {
                 cmd.env(format!("READMIT_PARAM_{}", k.to_ascii_uppercase()), v);
             }
             let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;

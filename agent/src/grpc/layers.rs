@@ -1,5 +1,5 @@
 //! Tower layers around every gRPC service: request metrics (outermost, so refused calls count
-//! too) and the bearer-token check.
+//! too) and the bearer-token check, each method needing the scope the method table gives it.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -7,18 +7,21 @@ use std::time::Instant;
 use futures_util::future::{BoxFuture, Either, FutureExt, Ready, ready};
 use tower::{Layer, Service};
 
-use crate::auth::Guard;
+use super::methods::MethodTable;
+use crate::auth::{AuthError, Guard};
 use crate::metrics::Metrics;
 
-/// Refuses calls without the agent's token with `Unauthenticated`.
+/// Refuses calls without a valid token with `Unauthenticated`, and calls beyond the token's
+/// scope with `PermissionDenied`.
 #[derive(Clone)]
 pub struct AuthLayer {
     guard: Guard,
+    methods: MethodTable,
 }
 
 impl AuthLayer {
-    pub fn new(guard: Guard) -> Self {
-        Self { guard }
+    pub fn new(guard: Guard, methods: MethodTable) -> Self {
+        Self { guard, methods }
     }
 }
 
@@ -29,6 +32,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             guard: self.guard.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -37,6 +41,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     guard: Guard,
+    methods: MethodTable,
 }
 
 impl<S, B> Service<http::Request<B>> for Auth<S>
@@ -52,11 +57,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match self.guard.check(request.headers()) {
-            Ok(()) => Either::Left(self.inner.call(request)),
-            Err(e) => Either::Right(ready(Ok(
-                tonic::Status::unauthenticated(e.to_string()).into_http::<tonic::body::Body>()
-            ))),
+        let need = self.methods.scope(request.uri().path());
+        match self.guard.check(request.headers(), need) {
+            Ok(_) => Either::Left(self.inner.call(request)),
+            Err(e) => {
+                let status = match e {
+                    AuthError::Missing | AuthError::Invalid => {
+                        tonic::Status::unauthenticated(e.to_string())
+                    }
+                    AuthError::Forbidden { .. } => tonic::Status::permission_denied(e.to_string()),
+                };
+                Either::Right(ready(Ok(status.into_http::<tonic::body::Body>())))
+            }
         }
     }
 }
@@ -65,11 +77,12 @@ where
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
+    methods: MethodTable,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Metrics, methods: MethodTable) -> Self {
+        Self { metrics, methods }
     }
 }
 
@@ -80,6 +93,7 @@ impl<S> Layer<S> for MetricsLayer {
         Observed {
             inner,
             metrics: self.metrics.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -88,6 +102,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct Observed<S> {
     inner: S,
     metrics: Metrics,
+    methods: MethodTable,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Observed<S>
@@ -104,7 +119,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let method = self.methods.label(request.uri().path());
         let started = Instant::now();
         let metrics = self.metrics.clone();
         self.inner
@@ -128,16 +143,5 @@ where
                 result
             })
             .boxed()
-    }
-}
-
-/// Known services keep their method path; anything else is one label, so a client probing
-/// random paths cannot blow up the metric's cardinality.
-fn method_label(path: &str) -> String {
-    const KNOWN: [&str; 3] = ["/readmit.v1.", "/grpc.health.v1.", "/grpc.reflection."];
-    if KNOWN.iter().any(|p| path.starts_with(p)) && path.len() < 128 {
-        path.to_owned()
-    } else {
-        "other".to_owned()
     }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod etl;
 mod inference;
 mod layers;
+pub mod methods;
 mod oip;
 mod tracking;
 
@@ -34,9 +35,13 @@ pub enum GrpcError {
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), GrpcError> {
     let (health, health_service) = tonic_health::server::health_reporter();
 
+    let methods = methods::MethodTable::new();
     let layers = tower::ServiceBuilder::new()
-        .layer(layers::MetricsLayer::new(shared.metrics.clone()))
-        .layer(layers::AuthLayer::new(shared.guard.clone()))
+        .layer(layers::MetricsLayer::new(
+            shared.metrics.clone(),
+            methods.clone(),
+        ))
+        .layer(layers::AuthLayer::new(shared.guard.clone(), methods))
         .into_inner();
     let agent = AgentServer::new(agent::AgentService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);

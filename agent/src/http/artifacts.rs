@@ -1,6 +1,9 @@
 //! MLflow's proxied artifact API (`/api/2.0/mlflow-artifacts/artifacts/...`): uploads stream
 //! into the artifact store, downloads stream out, and every path is checked before use.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -8,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -69,14 +72,55 @@ fn key_from_uri(request: &Request) -> Result<ArtifactKey, ApiError> {
     Ok(ArtifactKey::parse(&decoded)?)
 }
 
+/// 413, naming the limit and the setting that raises it.
+fn too_large(key: &ArtifactKey, max: u64) -> Response {
+    super::error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RESOURCE_LIMIT_EXCEEDED",
+        &format!(
+            "artifact {:?} is larger than max_artifact_bytes ({max} bytes); raise that setting \
+             to allow it",
+            key.path
+        ),
+    )
+}
+
 async fn upload(State(t): State<Tracking>, request: Request) -> ApiResult<Response> {
     let key = key_from_uri(&request)?;
+    let max = request
+        .extensions()
+        .get::<super::ArtifactLimit>()
+        .map_or(crate::settings::DEFAULT_MAX_ARTIFACT_BYTES, |l| l.0);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Ok(too_large(&key, max));
+    }
+    // A chunked body has no length up front: count as it streams, and stop the upload (the
+    // store abandons it whole) at the first byte past the limit.
+    let over = Arc::new(AtomicBool::new(false));
+    let mut total = 0u64;
+    let flag = Arc::clone(&over);
     let body = request
         .into_body()
         .into_data_stream()
-        .map_err(|e| e.to_string());
-    t.upload(&key, body).await?;
-    Ok(Json(json!({})).into_response())
+        .map_err(|e| e.to_string())
+        .map(move |chunk| {
+            let chunk = chunk?;
+            total += chunk.len() as u64;
+            if total > max {
+                flag.store(true, Ordering::Relaxed);
+                return Err(format!("larger than max_artifact_bytes ({max} bytes)"));
+            }
+            Ok(chunk)
+        });
+    match t.upload(&key, body).await {
+        Ok(_) => Ok(Json(json!({})).into_response()),
+        Err(_) if over.load(Ordering::Relaxed) => Ok(too_large(&key, max)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn download(State(t): State<Tracking>, request: Request) -> ApiResult<Response> {

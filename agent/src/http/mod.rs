@@ -1,5 +1,6 @@
-//! The HTTP transport: probes and Prometheus metrics now, the roles' HTTP APIs as they land.
-//! Every mutating request needs the agent's token; reads are open so probes and scrapers work.
+//! The HTTP transport: probes, Prometheus metrics and the roles' HTTP APIs. With tokens set,
+//! every route but the probes (and `/metrics`, unless `metrics_auth`) needs one: `read` for
+//! reads, `admin` for every mutation.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::auth::{AuthError, Scope};
 use crate::server::Shared;
 
 mod artifacts;
@@ -34,6 +36,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(axum::Extension(ArtifactLimit(
+            shared.settings.max_artifact_bytes,
+        )))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_token,
@@ -149,8 +154,38 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
-fn is_mutating(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+/// The largest artifact an HTTP PUT may carry (the `max_artifact_bytes` setting), handed to the
+/// upload handler as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct ArtifactLimit(pub u64);
+
+/// Routes that answer without a token: the probes that orchestrators call unauthenticated.
+const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
+/// MLflow's searches travel as POSTs but change nothing: a `read` token may call them.
+const READ_POSTS: [&str; 8] = [
+    "/api/2.0/mlflow/runs/search",
+    "/ajax-api/2.0/mlflow/runs/search",
+    "/api/2.0/mlflow/logged-models/search",
+    "/ajax-api/2.0/mlflow/logged-models/search",
+    // Predictions change nothing but metrics: any valid token may ask for them.
+    "/predict",
+    "/invocations",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+];
+
+/// The scope a request needs: none for the probes (and `/metrics` unless `metrics_auth`),
+/// `read` for GET and HEAD and the read-only POSTs, `admin` for every other request, routes
+/// that do not exist included.
+fn needed_scope(route: Option<&str>, method: &Method, metrics_auth: bool) -> Option<Scope> {
+    match route {
+        Some(r) if PROBES.contains(&r) => None,
+        Some("/metrics") if !metrics_auth => None,
+        _ if matches!(*method, Method::GET | Method::HEAD) => Some(Scope::Read),
+        Some(r) if *method == Method::POST && READ_POSTS.contains(&r) => Some(Scope::Read),
+        _ => Some(Scope::Admin),
+    }
 }
 
 async fn require_token(
@@ -158,31 +193,57 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if is_mutating(request.method())
-        && let Err(e) = shared.guard.check(request.headers())
-    {
-        let mut response =
-            error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &e.to_string());
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return response;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let Some(need) = needed_scope(route, request.method(), shared.settings.metrics_auth) else {
+        return next.run(request).await;
+    };
+    match shared.guard.check(request.headers(), need) {
+        Ok(_) => next.run(request).await,
+        Err(e @ AuthError::Forbidden { .. }) => {
+            error_response(StatusCode::FORBIDDEN, "PERMISSION_DENIED", &e.to_string())
+        }
+        Err(e) => {
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &e.to_string());
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
     }
-    next.run(request).await
+}
+
+/// A request method as a metric label: the standard ones by name, anything else `other`, so
+/// invented methods cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    // Route templates only (`/logged-models/{model_id}`), never the path a client sent.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     shared.metrics.observe_http(
         &route,
-        method.as_str(),
+        method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

@@ -33,10 +33,20 @@ pub struct UpArgs {
 }
 
 pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
-    let settings = args
+    let mut settings = args
         .agent
         .load(settings::process_env())
         .context("invalid settings")?;
+    // The agent ingests by path only from its import directory: the operator's own file names
+    // this one's.
+    if let Some(dir) = args
+        .data
+        .as_ref()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .and_then(|d| d.parent().map(PathBuf::from))
+    {
+        settings.import_dir = dir;
+    }
     let filter = EnvFilter::try_new(&settings.log_level).with_context(|| {
         format!(
             "setting `log_level`: {:?} is not a filter",
