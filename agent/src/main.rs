@@ -36,6 +36,11 @@ enum BenchCommand {
     Tracking(readmit_agent::bench::TrackingBenchArgs),
     /// The ETL role's data path: ingest, every batch appended, the preprocessing DAG.
     Etl(readmit_agent::bench::EtlBenchArgs),
+    /// The inference role under load, beside a bare JSON handler (the floor).
+    Serve(readmit_agent::bench::ServeBenchArgs),
+    /// The floor's server, which `bench serve` starts itself.
+    #[command(hide = true)]
+    ServeFloor(readmit_agent::bench::FloorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +68,11 @@ fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
         match bench {
             BenchCommand::Tracking(args) => readmit_agent::bench::tracking(args).await,
             BenchCommand::Etl(args) => readmit_agent::bench::etl(args).await,
+            BenchCommand::Serve(args) => readmit_agent::bench::serve(args).await,
+            BenchCommand::ServeFloor(args) => {
+                readmit_agent::bench::floor(args).await?;
+                Ok(serde_json::Value::Null)
+            }
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -2,7 +2,9 @@
 //! object.
 
 pub mod etl;
+pub mod serve;
 pub mod tracking;
 
 pub use etl::{EtlBenchArgs, etl};
+pub use serve::{FloorArgs, ServeBenchArgs, floor, serve};
 pub use tracking::{TrackingBenchArgs, tracking};

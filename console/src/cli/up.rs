@@ -191,8 +191,40 @@ async fn main_job(client: &readmit_proto::Client, args: &UpArgs) -> anyhow::Resu
             "model: best_diabetes_readmission_model version {} is in Production ({})",
             v.version, v.description
         );
+        wait_served(client, v.version).await?;
     }
     Ok(())
+}
+
+/// Waits until the inference role serves `version` (it follows the registry on its own).
+async fn wait_served(client: &readmit_proto::Client, version: i64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let served = match client
+            .inference()
+            .get_served_model(v1::GetServedModelRequest {})
+            .await
+        {
+            Ok(reply) => reply.into_inner(),
+            // Started without the inference role: nothing to wait for.
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
+            Err(status) => return Err(status.into()),
+        };
+        if served.loaded && served.version == version {
+            println!(
+                "serving: version {version} answers POST /predict, /invocations and /v2/models/{}/infer",
+                served.name
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the inference role did not load version {version} within 2 minutes: {}",
+                served.last_error
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.
