@@ -631,7 +631,7 @@ impl v1::tracking_server::Tracking for TrackingService {
             let (page, next) = self
                 .tracking
                 .store
-                .search_registered_models("", 1000, token.as_deref())
+                .search_registered_models("", &[], 1000, token.as_deref())
                 .await
                 .map_err(status)?;
             models.extend(page.into_iter().map(registered_out));
@@ -770,7 +770,7 @@ impl v1::tracking_server::Tracking for TrackingService {
             let names = match &only {
                 Some(n) => vec![n.clone()],
                 None => store
-                    .search_registered_models("", 0, None)
+                    .search_registered_models("", &[], 0, None)
                     .await
                     .map_err(status)?
                     .0

@@ -1070,6 +1070,8 @@ async fn delete_registered_model(
 struct RegistrySearch {
     #[serde(default)]
     filter: Option<String>,
+    #[serde(default, deserialize_with = "strings_lenient")]
+    order_by: Vec<String>,
     #[serde(default, deserialize_with = "u32_lenient")]
     max_results: u32,
     #[serde(default)]
@@ -1083,6 +1085,7 @@ async fn search_registered_models(
     let (models, next) = s
         .search_registered_models(
             r.filter.as_deref().unwrap_or_default(),
+            &r.order_by,
             r.max_results,
             r.page_token.as_deref(),
         )
@@ -1200,7 +1203,17 @@ async fn delete_alias(State(s): State<TrackingStore>, Params(r): Params<Alias>) 
 }
 
 async fn get_by_alias(State(s): State<TrackingStore>, Params(r): Params<Alias>) -> ApiResult {
-    let v = s.get_version_by_alias(&r.name, &r.alias).await?;
+    // MLflow answers an alias that does not exist with INVALID_PARAMETER_VALUE, not
+    // RESOURCE_DOES_NOT_EXIST, and its clients test for that code.
+    let v = s
+        .get_version_by_alias(&r.name, &r.alias)
+        .await
+        .map_err(|e| match e {
+            TrackingError::NotFound { what: "alias", id } => {
+                TrackingError::invalid("alias", format!("{id} does not exist"))
+            }
+            other => other,
+        })?;
     Ok(Json(json!({ "model_version": model_version_json(v) })))
 }
 
@@ -1271,6 +1284,7 @@ async fn search_model_versions(
     let (versions, next) = s
         .search_model_versions(
             r.filter.as_deref().unwrap_or_default(),
+            &r.order_by,
             r.max_results,
             r.page_token.as_deref(),
         )

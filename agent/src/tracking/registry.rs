@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::model::*;
-use super::search::{self, Attribute, Bind, Entity, Op, Value};
+use super::search::{self, Bind};
 use super::store::{
     TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
 };
@@ -60,71 +60,32 @@ pub fn parse_version(text: &str) -> Result<i64> {
     })
 }
 
-/// Registry searches filter on `name` (and `run_id` for versions) with =, !=, LIKE, ILIKE, IN.
-fn registry_clauses(
+/// The page of a registry search: `filter` and `order_by` in MLflow's registry grammar.
+fn registry_page_query(
+    dialect: Dialect,
+    target: search::Target,
     filter: &str,
-    allow_run_id: bool,
-) -> Result<Vec<(&'static str, search::Clause)>> {
-    search::parse_filter(filter, search::Target::Runs)?
-        .into_iter()
-        .map(|clause| {
-            let column = match &clause.entity {
-                Entity::Attribute(Attribute::Name) => "name",
-                Entity::Attribute(Attribute::RunId) if allow_run_id => "run_id",
-                other => {
-                    return Err(TrackingError::invalid(
-                        "filter",
-                        format!(
-                            "{other:?}: registry searches filter on name{}",
-                            if allow_run_id { " and run_id" } else { "" }
-                        ),
-                    ));
-                }
-            };
-            Ok((column, clause))
-        })
-        .collect()
-}
-
-fn push_registry_clause(q: &mut search::SqlParts, column: &str, clause: &search::Clause) {
-    let op = match clause.op {
-        Op::Eq => "=",
-        Op::Ne => "<>",
-        Op::Like => "LIKE",
-        Op::ILike => "ILIKE",
-        Op::In => "IN",
-        Op::NotIn => "NOT IN",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::IsNull => "IS NULL",
-        Op::IsNotNull => "IS NOT NULL",
-    };
-    match (&clause.op, &clause.value) {
-        (Op::In | Op::NotIn, Value::List(items)) => {
-            q.text.push_str(&format!(
-                " AND {column} {op} ({})",
-                vec!["?"; items.len()].join(", ")
-            ));
-            q.binds.extend(items.iter().map(|i| Bind::Text(i.clone())));
-        }
-        (Op::ILike, Value::Text(t)) => {
-            q.text
-                .push_str(&format!(" AND LOWER({column}) LIKE LOWER(?)"));
-            q.binds.push(Bind::Text(t.clone()));
-        }
-        (Op::IsNull | Op::IsNotNull, _) => q.text.push_str(&format!(" AND {column} {op}")),
-        (_, Value::Text(t)) => {
-            q.text.push_str(&format!(" AND {column} {op} ?"));
-            q.binds.push(Bind::Text(t.clone()));
-        }
-        (_, Value::Number(n)) => {
-            q.text.push_str(&format!(" AND {column} {op} ?"));
-            q.binds.push(Bind::Text(n.to_string()));
-        }
-        (_, Value::List(_) | Value::None) => {}
-    }
+    order_by: &[String],
+    limit: i64,
+    offset: i64,
+) -> Result<search::SqlParts> {
+    let clauses = search::parse_filter(filter, target)?;
+    let order = order_by
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| search::parse_order_by(o, target))
+        .collect::<Result<Vec<_>>>()?;
+    search::registry_query(
+        dialect,
+        &search::RegistryQuery {
+            target,
+            clauses: &clauses,
+            order: &order,
+            // One more than a page tells whether another page follows.
+            limit: limit + 1,
+            offset,
+        },
+    )
 }
 
 impl TrackingStore {
@@ -346,22 +307,21 @@ impl TrackingStore {
     pub async fn search_registered_models(
         &self,
         filter: &str,
+        order_by: &[String],
         max_results: u32,
         page_token: Option<&str>,
     ) -> Result<(Vec<RegisteredModel>, Option<String>)> {
-        let clauses = registry_clauses(filter, false)?;
         let limit = page_size(max_results)?;
         let offset = parse_page_token(page_token)?;
-        let mut q = search::SqlParts {
-            text: "SELECT name FROM registered_models WHERE 1 = 1".into(),
-            binds: Vec::new(),
-        };
-        for (column, clause) in &clauses {
-            push_registry_clause(&mut q, column, clause);
-        }
-        q.text.push_str(" ORDER BY name LIMIT ? OFFSET ?");
-        q.binds.extend([Bind::Int(limit + 1), Bind::Int(offset)]);
         let db = self.db();
+        let q = registry_page_query(
+            db.dialect(),
+            search::Target::RegisteredModels,
+            filter,
+            order_by,
+            limit,
+            offset,
+        )?;
         let mut names: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(db.pool())
             .await?
@@ -679,22 +639,20 @@ impl TrackingStore {
     pub async fn search_model_versions(
         &self,
         filter: &str,
+        order_by: &[String],
         max_results: u32,
         page_token: Option<&str>,
     ) -> Result<(Vec<ModelVersion>, Option<String>)> {
-        let clauses = registry_clauses(filter, true)?;
         let limit = page_size(max_results)?;
         let offset = parse_page_token(page_token)?;
-        let mut q = search::SqlParts {
-            text: "SELECT name, version FROM model_versions WHERE 1 = 1".into(),
-            binds: Vec::new(),
-        };
-        for (column, clause) in &clauses {
-            push_registry_clause(&mut q, column, clause);
-        }
-        q.text
-            .push_str(" ORDER BY name, version DESC LIMIT ? OFFSET ?");
-        q.binds.extend([Bind::Int(limit + 1), Bind::Int(offset)]);
+        let q = registry_page_query(
+            self.db().dialect(),
+            search::Target::ModelVersions,
+            filter,
+            order_by,
+            limit,
+            offset,
+        )?;
         let db = self.db();
         let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(db.pool())

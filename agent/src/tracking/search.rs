@@ -19,6 +19,14 @@ pub enum Target {
     Runs,
     LoggedModels,
     Experiments,
+    RegisteredModels,
+    ModelVersions,
+}
+
+impl Target {
+    fn is_registry(self) -> bool {
+        matches!(self, Target::RegisteredModels | Target::ModelVersions)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +44,8 @@ pub enum Attribute {
     SourceRunId,
     CreationTime,
     LastUpdatedTime,
+    SourcePath,
+    VersionNumber,
 }
 
 impl Attribute {
@@ -48,7 +58,9 @@ impl Attribute {
             (Target::Runs, "start_time" | "created") => Attribute::StartTime,
             (Target::Runs, "end_time") => Attribute::EndTime,
             (Target::Runs, "artifact_uri") => Attribute::ArtifactUri,
-            (_, "experiment_id") => Attribute::ExperimentId,
+            (Target::Runs | Target::LoggedModels | Target::Experiments, "experiment_id") => {
+                Attribute::ExperimentId
+            }
             (Target::LoggedModels, "model_id") => Attribute::ModelId,
             (Target::LoggedModels, "name") => Attribute::Name,
             (Target::LoggedModels, "model_type") => Attribute::ModelType,
@@ -61,6 +73,17 @@ impl Attribute {
             (Target::Experiments, "name") => Attribute::Name,
             (Target::Experiments, "creation_time") => Attribute::CreationTime,
             (Target::Experiments, "last_update_time") => Attribute::LastUpdatedTime,
+            (Target::RegisteredModels | Target::ModelVersions, "name") => Attribute::Name,
+            (Target::ModelVersions, "run_id") => Attribute::RunId,
+            (Target::ModelVersions, "source_path") => Attribute::SourcePath,
+            (Target::ModelVersions, "version_number") => Attribute::VersionNumber,
+            (Target::RegisteredModels | Target::ModelVersions, "creation_timestamp") => {
+                Attribute::CreationTime
+            }
+            (
+                Target::RegisteredModels | Target::ModelVersions,
+                "last_updated_timestamp" | "timestamp",
+            ) => Attribute::LastUpdatedTime,
             _ => {
                 let known = match target {
                     Target::Runs => {
@@ -72,6 +95,13 @@ impl Attribute {
                          last_updated_timestamp or experiment_id"
                     }
                     Target::Experiments => "name, creation_time, last_update_time or experiment_id",
+                    Target::RegisteredModels => {
+                        "name, creation_timestamp or last_updated_timestamp"
+                    }
+                    Target::ModelVersions => {
+                        "name, run_id, source_path, version_number, creation_timestamp or \
+                         last_updated_timestamp"
+                    }
                 };
                 return Err(invalid(format!("unknown attribute {name:?}; use {known}")));
             }
@@ -97,6 +127,16 @@ impl Attribute {
             (Target::Experiments, Attribute::Name) => "r.name",
             (Target::Experiments, Attribute::CreationTime) => "r.creation_time",
             (Target::Experiments, Attribute::LastUpdatedTime) => "r.last_update_time",
+            (Target::RegisteredModels | Target::ModelVersions, Attribute::Name) => "r.name",
+            (Target::ModelVersions, Attribute::RunId) => "r.run_id",
+            (Target::ModelVersions, Attribute::SourcePath) => "r.source",
+            (Target::ModelVersions, Attribute::VersionNumber) => "r.version",
+            (Target::RegisteredModels | Target::ModelVersions, Attribute::CreationTime) => {
+                "r.creation_time"
+            }
+            (Target::RegisteredModels | Target::ModelVersions, Attribute::LastUpdatedTime) => {
+                "r.last_updated_time"
+            }
             (_, Attribute::Status) => "r.status",
             (_, Attribute::ExperimentId) => "r.experiment_id",
             // `Attribute::parse` only hands out attributes the target has.
@@ -112,6 +152,7 @@ impl Attribute {
                 | Attribute::ExperimentId
                 | Attribute::CreationTime
                 | Attribute::LastUpdatedTime
+                | Attribute::VersionNumber
         )
     }
 }
@@ -383,6 +424,9 @@ impl Parser {
             },
         };
         check_clause(&entity, &op, &value)?;
+        if self.target.is_registry() {
+            check_registry_clause(&entity, &op, &value)?;
+        }
         Ok(Clause { entity, op, value })
     }
 
@@ -447,6 +491,29 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
                 " (it takes quoted strings)"
             }
         )))
+    }
+}
+
+/// MLflow's registry searches take fewer forms than run search: attributes and tags only,
+/// tags compared with =, !=, LIKE and ILIKE, no NULL checks, and whole version numbers.
+fn check_registry_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
+    match entity {
+        Entity::Metric(_) | Entity::Param(_) => Err(invalid(format!(
+            "{entity:?}: registry searches filter on attributes and tags"
+        ))),
+        Entity::Tag(key) if !matches!(op, Op::Eq | Op::Ne | Op::Like | Op::ILike) => Err(invalid(
+            format!("tags.{key} takes =, !=, LIKE or ILIKE, not {}", op.sql()),
+        )),
+        Entity::Attribute(_) if matches!(op, Op::IsNull | Op::IsNotNull) => {
+            Err(invalid(format!("{entity:?} is never NULL in the registry")))
+        }
+        Entity::Attribute(Attribute::VersionNumber) => match value {
+            Value::Number(n) if n.fract() == 0.0 => Ok(()),
+            _ => Err(invalid(format!(
+                "version_number takes a whole number, not {value:?}"
+            ))),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -570,6 +637,23 @@ impl Target {
                 metrics: None,
                 newest_first: "r.creation_time DESC, r.experiment_id DESC",
             },
+            // MLflow's natural orders: registered models by name, versions newest first.
+            Target::RegisteredModels => Tables {
+                main: "registered_models",
+                id: "name",
+                params: None,
+                tags: "registered_model_tags",
+                metrics: None,
+                newest_first: "r.name ASC",
+            },
+            Target::ModelVersions => Tables {
+                main: "model_versions",
+                id: "name",
+                params: None,
+                tags: "model_version_tags",
+                metrics: None,
+                newest_first: "r.name ASC, r.version DESC",
+            },
         }
     }
 }
@@ -588,6 +672,11 @@ pub struct IdsQuery<'a> {
 /// The query that finds one page of ids of the target's rows.
 pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
     let target = query.target;
+    if target.is_registry() {
+        return Err(invalid(format!(
+            "{target:?} is searched by registry_query: it has no experiments"
+        )));
+    }
     let t = target.tables();
     let joined = |entity: &Entity| -> Result<Option<(&'static str, &'static str, String)>> {
         Ok(match entity {
@@ -668,6 +757,109 @@ pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
         ));
     }
     q.push(t.newest_first);
+    q.push(" LIMIT ");
+    q.bind(Bind::Int(query.limit));
+    q.push(" OFFSET ");
+    q.bind(Bind::Int(query.offset));
+    Ok(q)
+}
+
+/// The tag that marks a registered model (and its versions) as one of MLflow's prompts.
+pub const PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
+
+/// A registry search, already parsed: registered models or model versions.
+pub struct RegistryQuery<'a> {
+    pub target: Target,
+    pub clauses: &'a [Clause],
+    pub order: &'a [OrderBy],
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Whether a filter asks for prompts, as MLflow decides it: by its first clause on the prompt
+/// tag, `= 'true'` or `!= 'false'`. Any other filter leaves prompts out.
+fn asks_for_prompts(clauses: &[Clause]) -> bool {
+    clauses
+        .iter()
+        .find(|c| matches!(&c.entity, Entity::Tag(k) if k == PROMPT_TAG))
+        .is_some_and(|c| match (&c.op, &c.value) {
+            (Op::Eq, Value::Text(v)) => v.eq_ignore_ascii_case("true"),
+            (Op::Ne, Value::Text(v)) => v.eq_ignore_ascii_case("false"),
+            _ => false,
+        })
+}
+
+/// The query that finds one page of registered-model names, or of (name, version) pairs.
+///
+/// A tag clause needs the tag to exist, as in MLflow. The prompt tag is the exception: prompts
+/// are models too, and unless the filter asks for them they are left out whole, since plain
+/// models carry no prompt tag for `!= 'true'` to compare (3.x clients add that clause to
+/// every registered-model search).
+pub fn registry_query(dialect: Dialect, query: &RegistryQuery<'_>) -> Result<SqlParts> {
+    let target = query.target;
+    let (select, owner) = match target {
+        Target::RegisteredModels => ("r.name", "x.name = r.name"),
+        Target::ModelVersions => (
+            "r.name, r.version",
+            "x.name = r.name AND x.version = r.version",
+        ),
+        Target::Runs | Target::LoggedModels | Target::Experiments => {
+            return Err(invalid(format!("{target:?} is not a registry search")));
+        }
+    };
+    let Tables {
+        main,
+        tags,
+        newest_first: natural,
+        ..
+    } = target.tables();
+    let prompts = asks_for_prompts(query.clauses);
+    let mut q = SqlParts::default();
+    q.push(&format!("SELECT {select} FROM {main} r WHERE 1 = 1"));
+    for clause in query.clauses {
+        match &clause.entity {
+            Entity::Attribute(a) => {
+                q.push(" AND ");
+                push_comparison(&mut q, dialect, a.column(target), clause);
+            }
+            Entity::Tag(key) if key == PROMPT_TAG && !prompts => {}
+            Entity::Tag(key) => {
+                q.push(&format!(
+                    " AND EXISTS (SELECT 1 FROM {tags} x WHERE {owner} AND x.tag_key = "
+                ));
+                q.bind(Bind::Text(key.clone()));
+                q.push(" AND ");
+                push_comparison(&mut q, dialect, "x.value", clause);
+                q.push(")");
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{other:?}: registry searches filter on attributes and tags"
+                )));
+            }
+        }
+    }
+    if !prompts {
+        q.push(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM {tags} p WHERE p.name = r.name AND p.tag_key = "
+        ));
+        q.bind(Bind::Text(PROMPT_TAG.to_owned()));
+        q.push(" AND p.value = ");
+        q.bind(Bind::Text("true".to_owned()));
+        q.push(")");
+    }
+    q.push(" ORDER BY ");
+    for o in query.order {
+        let Entity::Attribute(a) = &o.entity else {
+            return Err(TrackingError::invalid(
+                "order_by",
+                format!("{:?}: registry searches order by attributes", o.entity),
+            ));
+        };
+        let dir = if o.ascending { "ASC" } else { "DESC" };
+        q.push(&format!("{} {dir}, ", a.column(target)));
+    }
+    q.push(natural);
     q.push(" LIMIT ");
     q.bind(Bind::Int(query.limit));
     q.push(" OFFSET ");
@@ -822,5 +1014,50 @@ mod tests {
             Bind::Text("val_roc_auc".into()),
             "join binds come first"
         );
+    }
+
+    #[test]
+    fn registry_filters_follow_mlflows_registry_grammar() {
+        let c = parse_filter(
+            "name='M' and run_id='R' AND tag.`mlflow.prompt.is_prompt` != 'true' \
+             and version_number >= 2 and source_path LIKE 'runs:/%'",
+            Target::ModelVersions,
+        )
+        .unwrap();
+        assert_eq!(c[1].entity, Entity::Attribute(Attribute::RunId));
+        assert_eq!(c[2].entity, Entity::Tag(PROMPT_TAG.into()));
+        assert_eq!(c[3].entity, Entity::Attribute(Attribute::VersionNumber));
+        assert!(parse_filter("run_id = 'R'", Target::RegisteredModels).is_err());
+        assert!(parse_filter("experiment_id = 1", Target::ModelVersions).is_err());
+        assert!(!asks_for_prompts(&c));
+        let q = registry_query(
+            Dialect::Sqlite,
+            &RegistryQuery {
+                target: Target::ModelVersions,
+                clauses: &c,
+                order: &[parse_order_by("version_number ASC", Target::ModelVersions).unwrap()],
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(q.text.matches('?').count(), q.binds.len());
+        assert!(!q.text.contains("'"), "values are bound: {}", q.text);
+        assert!(
+            q.text.contains("NOT EXISTS"),
+            "prompts are left out: {}",
+            q.text
+        );
+        assert!(
+            q.text.contains("ORDER BY r.version ASC, r.name ASC"),
+            "{}",
+            q.text
+        );
+        let asking = parse_filter(
+            "tags.`mlflow.prompt.is_prompt` = 'TRUE'",
+            Target::ModelVersions,
+        )
+        .unwrap();
+        assert!(asks_for_prompts(&asking));
     }
 }
