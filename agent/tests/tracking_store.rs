@@ -50,6 +50,7 @@ async fn suite(backend: Backend) {
     search(&store).await;
     logged_models_and_registry(&store).await;
     registry_search(&store).await;
+    registry_watch(&store).await;
     test_db.cleanup().await;
 }
 
@@ -891,6 +892,105 @@ async fn registry_search(store: &TrackingStore) {
     ));
     for name in ["churn", "churn-eu", "readmit", "a-prompt"] {
         store.delete_registered_model(name).await.unwrap();
+    }
+}
+
+/// `registry::watch`: the versions as they stand, then each change once, then the end at
+/// shutdown.
+async fn registry_watch(store: &TrackingStore) {
+    use futures_util::StreamExt;
+    use readmit_agent::tracking::registry::{self, Watch, Watched};
+    use tokio_util::sync::CancellationToken;
+
+    let next = |w: Watched| match w {
+        Watched::Current { version, .. } => (None, version.version, Some(version.stage)),
+        Watched::Changed { event, version } => {
+            (Some(event.kind), event.version, version.map(|v| v.stage))
+        }
+    };
+    let name = "watched";
+    store.create_registered_model(name, "", &[]).await.unwrap();
+    store
+        .create_registered_model("other", "", &[])
+        .await
+        .unwrap();
+    for model in [name, name, "other"] {
+        store
+            .create_model_version(NewModelVersion {
+                name: model.into(),
+                source: "s3://bucket/model".into(),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .transition_stage(name, 1, Stage::Production, true)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let what = Watch {
+        name: Some(name.into()),
+        include_current: true,
+    };
+    let mut watch = Box::pin(
+        registry::watch(store.clone(), what, shutdown.clone())
+            .await
+            .unwrap(),
+    );
+    let mut take = async |n: usize| {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+                .await
+                .expect("a watched item")
+                .expect("the watch goes on")
+                .unwrap();
+            seen.push(next(item));
+        }
+        seen
+    };
+    assert_eq!(
+        take(2).await,
+        [
+            (None, 1, Some(Stage::Production)),
+            (None, 2, Some(Stage::None))
+        ]
+    );
+    store
+        .create_model_version(NewModelVersion {
+            name: "other".into(),
+            source: "s3://bucket/model".into(),
+            ..NewModelVersion::default()
+        })
+        .await
+        .unwrap();
+    store
+        .transition_stage(name, 2, Stage::Staging, false)
+        .await
+        .unwrap();
+    store.delete_model_version(name, 1).await.unwrap();
+    assert_eq!(
+        take(2).await,
+        [
+            (
+                Some(RegistryEventKind::StageChanged),
+                2,
+                Some(Stage::Staging)
+            ),
+            (Some(RegistryEventKind::VersionDeleted), 1, None),
+        ],
+        "only the watched model's changes, each once, none from before the watch"
+    );
+    shutdown.cancel();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch ends at shutdown")
+            .is_none()
+    );
+    for model in [name, "other"] {
+        store.delete_registered_model(model).await.unwrap();
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -13,12 +12,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::tracking::artifacts::ArtifactError;
 use crate::tracking::model::{self as m, TrackingError};
+use crate::tracking::registry::{self, Watched};
 use crate::tracking::{Compared, ExperimentQuery, RunQuery, Tracking};
 
 /// Chunks of artifact downloads.
 const CHUNK_BYTES: usize = 1024 * 1024;
-/// How often `WatchRegistry` looks for new events (they may come from another agent).
-const REGISTRY_POLL: Duration = Duration::from_millis(200);
 
 pub struct TrackingService {
     tracking: Tracking,
@@ -217,6 +215,44 @@ fn registered_out(r: m::RegisteredModel) -> v1::RegisteredModel {
             .map(|(alias, version)| v1::ModelAlias { alias, version })
             .collect(),
         tags: tags_out(r.tags),
+    }
+}
+
+fn event_kind_out(kind: m::RegistryEventKind) -> v1::RegistryEventKind {
+    match kind {
+        m::RegistryEventKind::VersionCreated => v1::RegistryEventKind::VersionCreated,
+        m::RegistryEventKind::StageChanged => v1::RegistryEventKind::StageChanged,
+        m::RegistryEventKind::AliasSet => v1::RegistryEventKind::AliasSet,
+        m::RegistryEventKind::AliasDeleted => v1::RegistryEventKind::AliasDeleted,
+        m::RegistryEventKind::VersionDeleted => v1::RegistryEventKind::VersionDeleted,
+        m::RegistryEventKind::ModelDeleted => v1::RegistryEventKind::ModelDeleted,
+    }
+}
+
+fn watched_out(w: Watched) -> v1::RegistryEvent {
+    match w {
+        Watched::Current { timestamp, version } => v1::RegistryEvent {
+            timestamp_ms: timestamp,
+            kind: v1::RegistryEventKind::Current as i32,
+            version: Some(version_out(version)),
+            previous_stage: 0,
+            alias: String::new(),
+        },
+        Watched::Changed { event, version } => v1::RegistryEvent {
+            timestamp_ms: event.timestamp,
+            kind: event_kind_out(event.kind) as i32,
+            // A version that is gone still names itself.
+            version: Some(version.map_or_else(
+                || v1::ModelVersion {
+                    name: event.name,
+                    version: event.version,
+                    ..Default::default()
+                },
+                version_out,
+            )),
+            previous_stage: event.from_stage.map_or(0, stage_out),
+            alias: event.alias.unwrap_or_default(),
+        },
     }
 }
 
@@ -755,103 +791,15 @@ impl v1::tracking_server::Tracking for TrackingService {
 
     async fn watch_registry(&self, r: Request<v1::WatchRegistryRequest>) -> Reply<EventStream> {
         let r = r.into_inner();
-        let store = self.tracking.store.clone();
-        let only = Some(r.name).filter(|n| !n.is_empty());
-        // Start after the newest event now, so nothing between the snapshot and the stream
-        // is lost or repeated.
-        let mut after = store
-            .registry_events_after(0, i64::MAX)
+        let what = registry::Watch {
+            name: Some(r.name).filter(|n| !n.is_empty()),
+            include_current: r.include_current,
+        };
+        let events = registry::watch(self.tracking.store.clone(), what, self.shutdown.clone())
             .await
-            .map_err(status)?
-            .last()
-            .map_or(0, |e| e.seq);
-        let mut current = Vec::new();
-        if r.include_current {
-            let names = match &only {
-                Some(n) => vec![n.clone()],
-                None => store
-                    .search_registered_models("", &[], 0, None)
-                    .await
-                    .map_err(status)?
-                    .0
-                    .into_iter()
-                    .map(|m| m.name)
-                    .collect(),
-            };
-            for name in names {
-                for v in store.model_versions(&name).await.map_err(status)? {
-                    current.push(Ok(v1::RegistryEvent {
-                        timestamp_ms: crate::now_ms(),
-                        kind: v1::RegistryEventKind::Current as i32,
-                        version: Some(version_out(v)),
-                        previous_stage: 0,
-                        alias: String::new(),
-                    }));
-                }
-            }
-        }
-        let shutdown = self.shutdown.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REGISTRY_POLL);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tx.closed() => break,
-                    _ = tick.tick() => {}
-                }
-                let events = match store.registry_events_after(after, 500).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        break;
-                    }
-                };
-                for e in events {
-                    after = e.seq;
-                    if only.as_ref().is_some_and(|n| *n != e.name) {
-                        continue;
-                    }
-                    let version = match e.kind {
-                        m::RegistryEventKind::ModelDeleted
-                        | m::RegistryEventKind::VersionDeleted => None,
-                        _ => store.get_model_version(&e.name, e.version).await.ok(),
-                    };
-                    let version = version.map(version_out).or_else(|| {
-                        Some(v1::ModelVersion {
-                            name: e.name.clone(),
-                            version: e.version,
-                            ..Default::default()
-                        })
-                    });
-                    let kind = match e.kind {
-                        m::RegistryEventKind::VersionCreated => {
-                            v1::RegistryEventKind::VersionCreated
-                        }
-                        m::RegistryEventKind::StageChanged => v1::RegistryEventKind::StageChanged,
-                        m::RegistryEventKind::AliasSet => v1::RegistryEventKind::AliasSet,
-                        m::RegistryEventKind::AliasDeleted => v1::RegistryEventKind::AliasDeleted,
-                        m::RegistryEventKind::VersionDeleted => {
-                            v1::RegistryEventKind::VersionDeleted
-                        }
-                        m::RegistryEventKind::ModelDeleted => v1::RegistryEventKind::ModelDeleted,
-                    };
-                    let event = v1::RegistryEvent {
-                        timestamp_ms: e.timestamp,
-                        kind: kind as i32,
-                        version,
-                        previous_stage: e.from_stage.map_or(0, stage_out),
-                        alias: e.alias.unwrap_or_default(),
-                    };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let live = tokio_stream::wrappers::ReceiverStream::new(rx);
+            .map_err(status)?;
         Ok(Response::new(Box::pin(
-            futures_util::stream::iter(current).chain(live),
+            events.map(|e| e.map(watched_out).map_err(status)),
         )))
     }
 }

@@ -2,6 +2,8 @@
 //! (moving a version to Production archives the one before), aliases, and an ordered log of
 //! every change that the inference role follows.
 
+mod watch;
+
 use std::collections::HashMap;
 
 use sqlx::Row;
@@ -14,6 +16,8 @@ use super::store::{
 };
 use crate::db::Dialect;
 use crate::{now_ms, sql};
+
+pub use watch::{Watch, Watched, watch};
 
 const MAX_NAME_LEN: usize = 250;
 
@@ -908,6 +912,17 @@ impl TrackingStore {
         .execute(conn)
         .await?;
         Ok(())
+    }
+
+    /// The sequence number of the newest registry event, 0 when there is none.
+    pub async fn latest_registry_seq(&self) -> Result<i64> {
+        let db = self.db();
+        Ok(sqlx::query_scalar(sql!(
+            db,
+            "SELECT COALESCE(MAX(seq), 0) FROM registry_events"
+        ))
+        .fetch_one(db.pool())
+        .await?)
     }
 
     /// Registry events after `seq`, oldest first.
