@@ -3,7 +3,7 @@
 mod support;
 
 use readmit_agent::db::Db;
-use readmit_agent::tracking::model::*;
+use readmit_agent::tracking::entities::*;
 use readmit_agent::tracking::{ExperimentQuery, RunQuery, TrackingError, TrackingStore};
 use support::Backend;
 

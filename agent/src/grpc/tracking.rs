@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::tracking::artifacts::ArtifactError;
-use crate::tracking::model::{self as m, TrackingError};
+use crate::tracking::entities::{self as m, TrackingError};
 use crate::tracking::registry::{self, Watched};
 use crate::tracking::{Compared, ExperimentQuery, RunQuery, Tracking};
 

@@ -16,7 +16,7 @@ use super::wire::{
 };
 use crate::tracking::artifacts::ArtifactError;
 use crate::tracking::logged_models::LoggedModelQuery;
-use crate::tracking::model::{self as m, Lifecycle, TrackingError, ViewType};
+use crate::tracking::entities::{self as m, Lifecycle, TrackingError, ViewType};
 use crate::tracking::{ExperimentQuery, RunQuery, Tracking, TrackingStore};
 
 impl axum::extract::FromRef<Tracking> for TrackingStore {

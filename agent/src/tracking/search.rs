@@ -2,7 +2,7 @@
 //! clauses such as `metrics.val_roc_auc DESC`, parsed into clauses and turned into SQL whose
 //! every value is a bound parameter.
 
-use super::model::{Result, TrackingError};
+use super::entities::{Result, TrackingError};
 use crate::db::Dialect;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::model::*;
+use super::entities::*;
 use super::search::{self, Bind};
 use crate::db::{Db, Dialect, SchemaChange, is_unique_violation};
 use crate::{now_ms, sql};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::model::*;
+use super::entities::*;
 use super::search::{self, Bind};
 use super::store::{
     TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,

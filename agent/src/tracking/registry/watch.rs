@@ -8,7 +8,7 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::tracking::TrackingStore;
-use crate::tracking::model::{ModelVersion, RegistryEvent, RegistryEventKind, Result};
+use crate::tracking::entities::{ModelVersion, RegistryEvent, RegistryEventKind, Result};
 
 /// How often a watch looks for new events: they may come from another agent sharing the
 /// database, so there is nothing to wake on but time.

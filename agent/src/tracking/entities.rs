@@ -1,5 +1,6 @@
-//! The tracking domain's types: experiments, runs and what they log, with MLflow's rules for
-//! names, keys and sizes. Transport layers convert these to and from the wire.
+//! The tracking domain's entities (as MLflow names them): experiments, runs and what they log,
+//! registered models and versions, with MLflow's rules for names, keys and sizes. Transport
+//! layers convert these to and from the wire.
 
 /// MLflow's limits, so a client that worked against MLflow gets the same answers here.
 pub const MAX_KEY_LEN: usize = 250;
