@@ -15,8 +15,8 @@ use super::wire::{
     Params, f64_lenient, i64_lenient, opt_i64_lenient, strings_lenient, u32_lenient,
 };
 use crate::tracking::artifacts::ArtifactError;
-use crate::tracking::logged_models::LoggedModelQuery;
 use crate::tracking::entities::{self as m, Lifecycle, TrackingError, ViewType};
+use crate::tracking::logged_models::LoggedModelQuery;
 use crate::tracking::{ExperimentQuery, RunQuery, Tracking, TrackingStore};
 
 impl axum::extract::FromRef<Tracking> for TrackingStore {

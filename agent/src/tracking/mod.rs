@@ -2,8 +2,8 @@
 //! and as MLflow's REST API.
 
 pub mod artifacts;
-pub mod logged_models;
 pub mod entities;
+pub mod logged_models;
 pub mod registry;
 pub mod search;
 pub mod store;
