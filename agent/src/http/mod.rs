@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::server::Shared;
 
+mod api_error;
 mod artifacts;
 mod mlflow;
 mod wire;
