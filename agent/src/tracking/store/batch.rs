@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::rows::metric_from_row;
-use super::runs::{require_active, run_not_found};
+use super::runs::{RUN_STAGE_SQL, check_writable};
 use super::{Query, ROWS_PER_INSERT, TrackingStore, bind_all, value_rows};
 use crate::db::{Db, Dialect};
 use crate::tracking::entities::*;
@@ -204,11 +204,10 @@ fn stored_params_query(run_id: &str, params: &[Param]) -> search::SqlParts {
 fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch) -> Result<()> {
     use rusqlite::OptionalExtension as _;
     let stage: Option<String> = tx
-        .prepare_cached("SELECT lifecycle_stage FROM runs WHERE run_id = ?1")?
+        .prepare_cached(RUN_STAGE_SQL)?
         .query_row([run_id], |r| r.get(0))
         .optional()?;
-    let stage = stage.ok_or_else(|| run_not_found(run_id))?;
-    require_active(run_id, stage.parse()?)?;
+    check_writable(run_id, stage)?;
     if !batch.params.is_empty() {
         let q = stored_params_query(run_id, &batch.params);
         let stored: HashMap<String, String> = tx
@@ -328,7 +327,7 @@ impl TrackingStore {
                 .await;
         }
         let mut w = self.db.begin_write().await?;
-        self.active_run(&mut w.tx, run_id).await?;
+        self.require_writable(&mut w.tx, run_id).await?;
         self.insert_params(&mut w.tx, run_id, &batch.params).await?;
         self.upsert_tags(&mut w.tx, run_id, &batch.tags).await?;
         self.insert_metrics(&mut w.tx, run_id, &batch.metrics)

@@ -30,6 +30,16 @@ pub(super) fn require_active(run_id: &str, stage: Lifecycle) -> Result<()> {
     Ok(())
 }
 
+/// Whether a run takes writes is read with this one query on either driver: its stage.
+pub(super) const RUN_STAGE_SQL: &str = "SELECT lifecycle_stage FROM runs WHERE run_id = ?";
+
+/// A run takes writes only when it exists and is active; `stage` is what [`RUN_STAGE_SQL`]
+/// found, on whichever driver read it.
+pub(super) fn check_writable(run_id: &str, stage: Option<String>) -> Result<()> {
+    let stage = stage.ok_or_else(|| run_not_found(run_id))?;
+    require_active(run_id, stage.parse()?)
+}
+
 impl TrackingStore {
     pub async fn create_run(&self, new: NewRun) -> Result<Run> {
         let experiment = self.get_experiment(new.experiment_id).await?;
@@ -119,6 +129,19 @@ impl TrackingStore {
         run_info_from_row(&row)
     }
 
+    /// Refuses, inside a write transaction, a run that may not take writes.
+    pub(super) async fn require_writable(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        run_id: &str,
+    ) -> Result<()> {
+        let stage: Option<String> = sqlx::query_scalar(self.db.dynamic(RUN_STAGE_SQL))
+            .bind(run_id)
+            .fetch_optional(conn)
+            .await?;
+        check_writable(run_id, stage)
+    }
+
     /// The run, which must be active, inside a write transaction.
     pub(super) async fn active_run(
         &self,
@@ -187,7 +210,7 @@ impl TrackingStore {
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
         let db = &self.db;
         let mut w = db.begin_write().await?;
-        self.active_run(&mut w.tx, run_id).await?;
+        self.require_writable(&mut w.tx, run_id).await?;
         let done = sqlx::query(sql!(
             db,
             "DELETE FROM tags WHERE run_id = ? AND tag_key = ?"
