@@ -4,6 +4,7 @@ mod support;
 
 use readmit_agent::db::Db;
 use readmit_agent::tracking::entities::*;
+use readmit_agent::tracking::registry::RegistrySearch;
 use readmit_agent::tracking::{ExperimentQuery, RunQuery, TrackingError, TrackingStore};
 use support::Backend;
 
@@ -682,7 +683,7 @@ async fn logged_models_and_registry(store: &TrackingStore) {
         Err(TrackingError::NotFound { .. })
     ));
     let (found, _) = store
-        .search_model_versions("name = 'renamed'", &[], 0, None)
+        .search_model_versions(&only("name = 'renamed'"))
         .await
         .unwrap();
     assert_eq!(found.len(), 2);
@@ -690,10 +691,21 @@ async fn logged_models_and_registry(store: &TrackingStore) {
     assert!(store.get_model_version("renamed", 1).await.is_err());
 }
 
+fn only(filter: &str) -> RegistrySearch {
+    RegistrySearch {
+        filter: filter.to_owned(),
+        ..RegistrySearch::default()
+    }
+}
+
 async fn versions(store: &TrackingStore, filter: &str, order: &[&str]) -> Vec<(String, i64)> {
     let order: Vec<String> = order.iter().map(|o| o.to_string()).collect();
     store
-        .search_model_versions(filter, &order, 0, None)
+        .search_model_versions(&RegistrySearch {
+            filter: filter.to_owned(),
+            order_by: order,
+            ..RegistrySearch::default()
+        })
         .await
         .unwrap_or_else(|e| panic!("{filter}: {e}"))
         .0
@@ -705,7 +717,11 @@ async fn versions(store: &TrackingStore, filter: &str, order: &[&str]) -> Vec<(S
 async fn models(store: &TrackingStore, filter: &str, order: &[&str]) -> Vec<String> {
     let order: Vec<String> = order.iter().map(|o| o.to_string()).collect();
     store
-        .search_registered_models(filter, &order, 0, None)
+        .search_registered_models(&RegistrySearch {
+            filter: filter.to_owned(),
+            order_by: order,
+            ..RegistrySearch::default()
+        })
         .await
         .unwrap_or_else(|e| panic!("{filter}: {e}"))
         .0
@@ -863,7 +879,7 @@ async fn registry_search(store: &TrackingStore) {
         ("name IS NULL", "never NULL"),
     ] {
         let err = store
-            .search_registered_models(filter, &[], 0, None)
+            .search_registered_models(&only(filter))
             .await
             .expect_err(filter)
             .to_string();
@@ -878,7 +894,7 @@ async fn registry_search(store: &TrackingStore) {
         ),
     ] {
         let err = store
-            .search_model_versions(filter, &[], 0, None)
+            .search_model_versions(&only(filter))
             .await
             .expect_err(filter)
             .to_string();
@@ -886,7 +902,10 @@ async fn registry_search(store: &TrackingStore) {
     }
     assert!(matches!(
         store
-            .search_model_versions("", &["tags.x DESC".to_owned()], 0, None)
+            .search_model_versions(&RegistrySearch {
+                order_by: vec!["tags.x DESC".to_owned()],
+                ..RegistrySearch::default()
+            })
             .await,
         Err(TrackingError::Invalid { .. })
     ));

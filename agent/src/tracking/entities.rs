@@ -408,6 +408,11 @@ pub fn parse_experiment_id(text: &str) -> Result<i64> {
     })
 }
 
+/// Parses the experiment ids a search is scoped to.
+pub fn parse_experiment_ids(texts: &[String]) -> Result<Vec<i64>> {
+    texts.iter().map(|t| parse_experiment_id(t)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

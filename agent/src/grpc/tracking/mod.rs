@@ -266,11 +266,7 @@ impl v1::tracking_server::Tracking for TrackingService {
     async fn search_runs(&self, r: Request<v1::SearchRunsRequest>) -> Reply<v1::SearchRunsReply> {
         let r = r.into_inner();
         let query = RunQuery {
-            experiment_ids: r
-                .experiment_ids
-                .iter()
-                .map(|id| experiment_id(id))
-                .collect::<Result<_, _>>()?,
+            experiment_ids: m::parse_experiment_ids(&r.experiment_ids).map_err(status)?,
             filter: r.filter,
             order_by: r.order_by,
             view: view(r.view)?,
@@ -446,7 +442,11 @@ impl v1::tracking_server::Tracking for TrackingService {
             let (page, next) = self
                 .tracking
                 .store
-                .search_registered_models("", &[], 1000, token.as_deref())
+                .search_registered_models(&registry::RegistrySearch {
+                    max_results: 1000,
+                    page_token: token.clone(),
+                    ..registry::RegistrySearch::default()
+                })
                 .await
                 .map_err(status)?;
             models.extend(page.into_iter().map(registered_out));

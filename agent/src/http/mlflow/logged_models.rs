@@ -156,11 +156,7 @@ pub(super) async fn search_logged_models(
     Params(r): Params<SearchLoggedModels>,
 ) -> ApiResult {
     let query = LoggedModelQuery {
-        experiment_ids: r
-            .experiment_ids
-            .iter()
-            .map(|id| m::parse_experiment_id(id))
-            .collect::<Result<_, _>>()?,
+        experiment_ids: m::parse_experiment_ids(&r.experiment_ids)?,
         filter: r.filter.unwrap_or_default(),
         order_by: r
             .order_by

@@ -10,6 +10,7 @@ use crate::http::api_error::ApiResult;
 use crate::http::wire::{Params, i64_lenient, opt_i64_lenient, strings_lenient, u32_lenient};
 use crate::tracking::TrackingStore;
 use crate::tracking::entities::{self as m, TrackingError};
+use crate::tracking::registry::RegistrySearch;
 
 #[derive(Deserialize)]
 pub(super) struct CreateRegisteredModel {
@@ -94,7 +95,7 @@ pub(super) async fn delete_registered_model(
 }
 
 #[derive(Deserialize)]
-pub(super) struct RegistrySearch {
+pub(super) struct RegistrySearchRequest {
     #[serde(default)]
     filter: Option<String>,
     #[serde(default, deserialize_with = "strings_lenient")]
@@ -105,21 +106,25 @@ pub(super) struct RegistrySearch {
     page_token: Option<String>,
 }
 
+impl From<RegistrySearchRequest> for RegistrySearch {
+    fn from(r: RegistrySearchRequest) -> Self {
+        Self {
+            filter: r.filter.unwrap_or_default(),
+            order_by: r.order_by,
+            max_results: r.max_results,
+            page_token: r.page_token,
+        }
+    }
+}
+
 pub(super) async fn search_registered_models(
     State(s): State<TrackingStore>,
-    Params(r): Params<RegistrySearch>,
+    Params(r): Params<RegistrySearchRequest>,
 ) -> ApiResult {
-    let (models, next) = s
-        .search_registered_models(
-            r.filter.as_deref().unwrap_or_default(),
-            &r.order_by,
-            r.max_results,
-            r.page_token.as_deref(),
-        )
-        .await?;
+    let (found, next) = s.search_registered_models(&r.into()).await?;
     Ok(paged(
         "registered_models",
-        models.into_iter().map(registered_model_json).collect(),
+        found.into_iter().map(registered_model_json).collect(),
         next,
     ))
 }
@@ -315,19 +320,12 @@ pub(super) async fn delete_model_version(
 
 pub(super) async fn search_model_versions(
     State(s): State<TrackingStore>,
-    Params(r): Params<RegistrySearch>,
+    Params(r): Params<RegistrySearchRequest>,
 ) -> ApiResult {
-    let (versions, next) = s
-        .search_model_versions(
-            r.filter.as_deref().unwrap_or_default(),
-            &r.order_by,
-            r.max_results,
-            r.page_token.as_deref(),
-        )
-        .await?;
+    let (found, next) = s.search_model_versions(&r.into()).await?;
     Ok(paged(
         "model_versions",
-        versions.into_iter().map(model_version_json).collect(),
+        found.into_iter().map(model_version_json).collect(),
         next,
     ))
 }

@@ -249,11 +249,7 @@ pub(super) async fn search_runs(
     Params(r): Params<SearchRuns>,
 ) -> ApiResult {
     let query = RunQuery {
-        experiment_ids: r
-            .experiment_ids
-            .iter()
-            .map(|id| m::parse_experiment_id(id))
-            .collect::<Result<_, _>>()?,
+        experiment_ids: m::parse_experiment_ids(&r.experiment_ids)?,
         filter: r.filter.unwrap_or_default(),
         order_by: r.order_by,
         view: view_type(r.run_view_type.as_deref())?,

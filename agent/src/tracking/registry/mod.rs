@@ -10,12 +10,11 @@ mod watch;
 use std::collections::HashMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::entities::*;
 use super::search::{self, Bind};
-use super::store::{
-    TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
-};
+use super::store::{TrackingStore, fetch_rows, page_size, page_token_for, parse_page_token};
 use crate::db::Dialect;
 use crate::{now_ms, sql};
 
@@ -66,35 +65,45 @@ pub fn parse_version(text: &str) -> Result<i64> {
     })
 }
 
-/// The page of a registry search: `filter` and `order_by` in MLflow's registry grammar.
-fn registry_page_query(
-    dialect: Dialect,
-    target: search::Target,
-    filter: &str,
-    order_by: &[String],
-    limit: i64,
-    offset: i64,
-) -> Result<search::SqlParts> {
-    let clauses = search::parse_filter(filter, target)?;
-    let order = order_by
-        .iter()
-        .filter(|o| !o.trim().is_empty())
-        .map(|o| search::parse_order_by(o, target))
-        .collect::<Result<Vec<_>>>()?;
-    search::registry_query(
-        dialect,
-        &search::RegistryQuery {
-            target,
-            clauses: &clauses,
-            order: &order,
-            // One more than a page tells whether another page follows.
-            limit: limit + 1,
-            offset,
-        },
-    )
+/// What a registry search looks for: `filter` and `order_by` in MLflow's registry grammar.
+#[derive(Clone, Debug, Default)]
+pub struct RegistrySearch {
+    pub filter: String,
+    pub order_by: Vec<String>,
+    pub max_results: u32,
+    pub page_token: Option<String>,
 }
 
 impl TrackingStore {
+    /// One page of a registry search's rows (`name`, and `version` for versions), and the
+    /// token of the next page if there is one.
+    async fn registry_page(
+        &self,
+        target: search::Target,
+        query: &RegistrySearch,
+    ) -> Result<(Vec<AnyRow>, Option<String>)> {
+        let limit = page_size(query.max_results)?;
+        let offset = parse_page_token(query.page_token.as_deref())?;
+        let clauses = search::parse_filter(&query.filter, target)?;
+        let order = search::parse_order_list(&query.order_by, target)?;
+        let db = self.db();
+        let q = search::registry_query(
+            db.dialect(),
+            &search::RegistryQuery {
+                target,
+                clauses: &clauses,
+                order: &order,
+                // One more than a page tells whether another page follows.
+                limit: limit + 1,
+                offset,
+            },
+        )?;
+        let mut rows = fetch_rows(db, q.text, &q.binds).await?;
+        let next = (rows.len() as i64 > limit).then(|| page_token_for(offset + limit));
+        rows.truncate(limit as usize);
+        Ok((rows, next))
+    }
+
     pub async fn create_registered_model(
         &self,
         name: &str,
@@ -253,30 +262,15 @@ impl TrackingStore {
 
     pub async fn search_registered_models(
         &self,
-        filter: &str,
-        order_by: &[String],
-        max_results: u32,
-        page_token: Option<&str>,
+        query: &RegistrySearch,
     ) -> Result<(Vec<RegisteredModel>, Option<String>)> {
-        let limit = page_size(max_results)?;
-        let offset = parse_page_token(page_token)?;
-        let db = self.db();
-        let q = registry_page_query(
-            db.dialect(),
-            search::Target::RegisteredModels,
-            filter,
-            order_by,
-            limit,
-            offset,
-        )?;
-        let mut names: Vec<String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(db.pool())
-            .await?
+        let (rows, next) = self
+            .registry_page(search::Target::RegisteredModels, query)
+            .await?;
+        let names: Vec<String> = rows
             .iter()
             .map(|r| r.try_get("name"))
             .collect::<Result<_, _>>()?;
-        let next = (names.len() as i64 > limit).then(|| page_token_for(offset + limit));
-        names.truncate(limit as usize);
         Ok((self.load_registered_models(&names).await?, next))
     }
 

@@ -6,12 +6,10 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{model_not_found, registry_page_query, version_not_found};
+use super::{RegistrySearch, model_not_found, version_not_found};
 use crate::tracking::entities::*;
 use crate::tracking::search::{self, Bind};
-use crate::tracking::store::{
-    TrackingStore, bind_all, fetch_rows, page_size, page_token_for, parse_page_token,
-};
+use crate::tracking::store::{TrackingStore, fetch_rows};
 use crate::{now_ms, sql};
 
 impl TrackingStore {
@@ -256,28 +254,13 @@ impl TrackingStore {
 
     pub async fn search_model_versions(
         &self,
-        filter: &str,
-        order_by: &[String],
-        max_results: u32,
-        page_token: Option<&str>,
+        query: &RegistrySearch,
     ) -> Result<(Vec<ModelVersion>, Option<String>)> {
-        let limit = page_size(max_results)?;
-        let offset = parse_page_token(page_token)?;
-        let q = registry_page_query(
-            self.db().dialect(),
-            search::Target::ModelVersions,
-            filter,
-            order_by,
-            limit,
-            offset,
-        )?;
-        let db = self.db();
-        let rows = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
-            .fetch_all(db.pool())
+        let (rows, next) = self
+            .registry_page(search::Target::ModelVersions, query)
             .await?;
-        let next = (rows.len() as i64 > limit).then(|| page_token_for(offset + limit));
-        let mut versions = Vec::new();
-        for row in rows.iter().take(limit as usize) {
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in &rows {
             versions.push(
                 self.get_model_version(&row.try_get::<String, _>("name")?, row.try_get("version")?)
                     .await?,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
+use super::RegistrySearch;
 use crate::tracking::TrackingStore;
 use crate::tracking::entities::{ModelVersion, RegistryEvent, RegistryEventKind, Result};
 
@@ -87,7 +88,11 @@ async fn snapshot(store: &TrackingStore, only: Option<&str>) -> Result<Vec<Watch
             let mut token: Option<String> = None;
             loop {
                 let (page, next) = store
-                    .search_registered_models("", &[], MODELS_PER_PAGE, token.as_deref())
+                    .search_registered_models(&RegistrySearch {
+                        max_results: MODELS_PER_PAGE,
+                        page_token: token.clone(),
+                        ..RegistrySearch::default()
+                    })
                     .await?;
                 names.extend(page.into_iter().map(|m| m.name));
                 match next {

@@ -8,7 +8,7 @@ mod sql;
 
 use super::entities::TrackingError;
 
-pub use parse::{parse_filter, parse_order_by};
+pub use parse::{parse_filter, parse_order_by, parse_order_list};
 pub use sql::{IdsQuery, PROMPT_TAG, RegistryQuery, SqlParts, ids_query, registry_query};
 
 #[derive(Clone, Debug, PartialEq)]

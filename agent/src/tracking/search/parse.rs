@@ -384,6 +384,15 @@ pub fn parse_filter(text: &str, target: Target) -> Result<Vec<Clause>> {
     Ok(clauses)
 }
 
+/// Parses a search's order-by clauses, skipping empty ones (clients send `[""]`).
+pub fn parse_order_list(order_by: &[String], target: Target) -> Result<Vec<OrderBy>> {
+    order_by
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| parse_order_by(o, target))
+        .collect()
+}
+
 /// Parses one order-by clause: `metrics.val_roc_auc DESC`, `start_time`, `params.C ASC`.
 pub fn parse_order_by(text: &str, target: Target) -> Result<OrderBy> {
     let bad = |reason: String| TrackingError::invalid("order_by", reason);

@@ -188,12 +188,7 @@ impl TrackingStore {
     ) -> Result<(Vec<Experiment>, Option<String>)> {
         let target = search::Target::Experiments;
         let clauses = search::parse_filter(&query.filter, target)?;
-        let order: Vec<search::OrderBy> = query
-            .order_by
-            .iter()
-            .filter(|o| !o.trim().is_empty())
-            .map(|o| search::parse_order_by(o, target))
-            .collect::<Result<_>>()?;
+        let order = search::parse_order_list(&query.order_by, target)?;
         let (ids, next) = self
             .page_of_ids::<i64>(search::IdsQuery {
                 target,

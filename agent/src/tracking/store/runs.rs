@@ -258,12 +258,7 @@ impl TrackingStore {
         }
         let target = search::Target::Runs;
         let clauses = search::parse_filter(&query.filter, target)?;
-        let order: Vec<search::OrderBy> = query
-            .order_by
-            .iter()
-            .filter(|o| !o.trim().is_empty())
-            .map(|o| search::parse_order_by(o, target))
-            .collect::<Result<_>>()?;
+        let order = search::parse_order_list(&query.order_by, target)?;
         let limit = page_size(query.max_results)?;
         let offset = parse_page_token(query.page_token.as_deref())?;
         let (ids, next) = self
