@@ -199,8 +199,37 @@ fn stored_params_query(run_id: &str, params: &[Param]) -> search::SqlParts {
     )
 }
 
-/// [`TrackingStore::log_batch`] on the SQLite writer connection: the same statements, each
-/// prepared once and run a row at a time.
+/// The rows a batch writes, once the run's stored params are known. Every rule about which
+/// rows go in is applied here, and both drivers write exactly these rows.
+struct BatchRows<'a> {
+    /// Params not stored yet, one per key; a changed value has been refused.
+    params: Vec<&'a Param>,
+    /// Tags, the last value given for each key.
+    tags: Vec<(&'a str, &'a str)>,
+    /// Every metric, for the history.
+    history: &'a [Metric],
+    /// The newest metric of each key in the batch, for `latest_metrics`.
+    latest: Vec<&'a Metric>,
+}
+
+impl<'a> BatchRows<'a> {
+    fn new(
+        run_id: &str,
+        batch: &'a Batch,
+        stored_params: &HashMap<String, String>,
+    ) -> Result<Self> {
+        let tags: Vec<(&str, &str)> = batch.tags.iter().map(Tag::pair).collect();
+        Ok(Self {
+            params: new_params(run_id, &batch.params, stored_params)?,
+            tags: last_per_key(&tags),
+            history: &batch.metrics,
+            latest: newest_per_key(&batch.metrics),
+        })
+    }
+}
+
+/// [`TrackingStore::log_batch`] on the SQLite writer connection: the same reads and rows as
+/// the sqlx path, each statement prepared once and run a row at a time.
 fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch) -> Result<()> {
     use rusqlite::OptionalExtension as _;
     let stage: Option<String> = tx
@@ -208,37 +237,31 @@ fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch)
         .query_row([run_id], |r| r.get(0))
         .optional()?;
     check_writable(run_id, stage)?;
-    if !batch.params.is_empty() {
+    let stored: HashMap<String, String> = if batch.params.is_empty() {
+        HashMap::new()
+    } else {
         let q = stored_params_query(run_id, &batch.params);
-        let stored: HashMap<String, String> = tx
-            .prepare(&q.text)?
+        tx.prepare(&q.text)?
             .query_map(rusqlite::params_from_iter(&q.binds), |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
-            .collect::<Result<_, _>>()?;
-        let mut insert = tx.prepare_cached(&key_values_sql(
-            Dialect::Sqlite,
-            KeyValues::RUN_PARAMS,
-            1,
-            false,
-        ))?;
-        for p in new_params(run_id, &batch.params, &stored)? {
-            insert.execute([run_id, &p.key, &p.value])?;
+            .collect::<Result<_, _>>()?
+    };
+    let rows = BatchRows::new(run_id, batch, &stored)?;
+    let key_values = |kv: KeyValues, upsert: bool, rows: &[(&str, &str)]| {
+        if rows.is_empty() {
+            return Ok(());
         }
-    }
-    if !batch.tags.is_empty() {
-        let rows: Vec<(&str, &str)> = batch.tags.iter().map(Tag::pair).collect();
-        let mut upsert = tx.prepare_cached(&key_values_sql(
-            Dialect::Sqlite,
-            KeyValues::RUN_TAGS,
-            1,
-            true,
-        ))?;
-        for (k, v) in last_per_key(&rows) {
-            upsert.execute([run_id, k, v])?;
+        let mut statement = tx.prepare_cached(&key_values_sql(Dialect::Sqlite, kv, 1, upsert))?;
+        for &(k, v) in rows {
+            statement.execute([run_id, k, v])?;
         }
-    }
-    if !batch.metrics.is_empty() {
+        Ok::<_, rusqlite::Error>(())
+    };
+    let params: Vec<(&str, &str)> = rows.params.iter().map(|p| p.pair()).collect();
+    key_values(KeyValues::RUN_PARAMS, false, &params)?;
+    key_values(KeyValues::RUN_TAGS, true, &rows.tags)?;
+    if !rows.history.is_empty() {
         // Each metric as a row `(run_id, metric_key, step, ts, value, is_nan)`.
         let write = |sql: String, metrics: &mut dyn Iterator<Item = &Metric>| {
             let mut statement = tx.prepare_cached(&sql)?;
@@ -249,11 +272,10 @@ fn log_batch_sqlite(tx: &rusqlite::Transaction<'_>, run_id: &str, batch: &Batch)
             }
             Ok::<_, rusqlite::Error>(())
         };
-        write(metrics_sql(Dialect::Sqlite, 1), &mut batch.metrics.iter())?;
-        let newest = newest_per_key(&batch.metrics);
+        write(metrics_sql(Dialect::Sqlite, 1), &mut rows.history.iter())?;
         write(
             latest_metrics_sql(Dialect::Sqlite, 1),
-            &mut newest.into_iter(),
+            &mut rows.latest.into_iter(),
         )?;
     }
     Ok(())
@@ -326,36 +348,38 @@ impl TrackingStore {
                 .run(move |tx| log_batch_sqlite(tx, &id, &batch))
                 .await;
         }
-        let mut w = self.db.begin_write().await?;
+        let db = &self.db;
+        let mut w = db.begin_write().await?;
         self.require_writable(&mut w.tx, run_id).await?;
-        self.insert_params(&mut w.tx, run_id, &batch.params).await?;
-        self.upsert_tags(&mut w.tx, run_id, &batch.tags).await?;
-        self.insert_metrics(&mut w.tx, run_id, &batch.metrics)
+        let stored = self.stored_params(&mut w.tx, run_id, &batch.params).await?;
+        let rows = BatchRows::new(run_id, batch, &stored)?;
+        let params: Vec<(&str, &str)> = rows.params.iter().map(|p| p.pair()).collect();
+        write_key_values(db, &mut w.tx, KeyValues::RUN_PARAMS, run_id, &params, false).await?;
+        write_key_values(db, &mut w.tx, KeyValues::RUN_TAGS, run_id, &rows.tags, true).await?;
+        self.insert_metrics(&mut w.tx, run_id, rows.history, rows.latest)
             .await?;
         w.commit().await?;
         Ok(())
     }
 
-    async fn insert_params(
+    /// The stored values of the batch's params, read inside its transaction.
+    async fn stored_params(
         &self,
         conn: &mut sqlx::AnyConnection,
         run_id: &str,
         params: &[Param],
-    ) -> Result<()> {
+    ) -> Result<HashMap<String, String>> {
         if params.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let db = &self.db;
         let q = stored_params_query(run_id, params);
-        let stored: HashMap<String, String> = bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
+        Ok(bind_all(sqlx::query(db.dynamic(&q.text)), &q.binds)
             .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| Ok((r.try_get("param_key")?, r.try_get("value")?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        let fresh = new_params(run_id, params, &stored)?;
-        let rows: Vec<(&str, &str)> = fresh.iter().map(|p| p.pair()).collect();
-        write_key_values(&self.db, conn, KeyValues::RUN_PARAMS, run_id, &rows, false).await
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     pub(super) async fn upsert_tags(
@@ -368,11 +392,14 @@ impl TrackingStore {
         write_key_values(&self.db, conn, KeyValues::RUN_TAGS, run_id, &rows, true).await
     }
 
+    /// Writes the history and, of `newest` (the batch's newest metric per key), the values
+    /// newer than the stored ones to `latest_metrics`.
     async fn insert_metrics(
         &self,
         conn: &mut sqlx::AnyConnection,
         run_id: &str,
         metrics: &[Metric],
+        newest: Vec<&Metric>,
     ) -> Result<()> {
         if metrics.is_empty() {
             return Ok(());
@@ -387,7 +414,6 @@ impl TrackingStore {
 
         // The newest value per key in this batch, against the newest already stored: MySQL
         // reads the stored values first (see `latest_metrics_sql`).
-        let newest = newest_per_key(metrics);
         let changed: Vec<&Metric> = if db.dialect() == Dialect::MySql {
             let q = keyed_query(
                 "SELECT metric_key, step, ts, value, is_nan FROM latest_metrics WHERE run_id = ? AND metric_key IN",
