@@ -8,28 +8,47 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::mlflow::{ApiError, ApiResult};
+use super::api_error::{ApiError, ApiResult};
 use super::wire::Params;
 use crate::tracking::Tracking;
 use crate::tracking::artifacts::{ArtifactError, ArtifactKey};
 
 const PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
 
+/// Every route of the artifact API: (method, path pattern, handler).
+fn table() -> Vec<(Method, String, MethodRouter<Tracking>)> {
+    let file = format!("{PREFIX}/{{*path}}");
+    vec![
+        (Method::GET, PREFIX.to_owned(), on(MethodFilter::GET, list)),
+        (Method::GET, file.clone(), on(MethodFilter::GET, download)),
+        (Method::PUT, file.clone(), on(MethodFilter::PUT, upload)),
+        (Method::DELETE, file, on(MethodFilter::DELETE, delete)),
+    ]
+}
+
 pub fn router<S: Clone + Send + Sync + 'static>(tracking: Tracking) -> Router<S> {
-    Router::new()
-        .route(PREFIX, get(list))
-        .route(
-            &format!("{PREFIX}/{{*path}}"),
-            get(download).put(upload).delete(delete),
-        )
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(&path, handler)
+        })
         .with_state(tracking)
+}
+
+/// Every route `router` serves, as (method, path pattern).
+#[cfg(test)]
+pub(super) fn routes() -> Vec<(Method, String)> {
+    table()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
 }
 
 /// The artifact path from the raw URL. Separators and dots that arrive percent-encoded are

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::auth::{AuthError, Scope};
 use crate::server::Shared;
 
+mod api_error;
 mod artifacts;
 mod inference;
 mod mlflow;
@@ -248,4 +249,76 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A concrete path for a route pattern: every parameter filled with a plausible value.
+    fn concrete(pattern: &str) -> String {
+        pattern
+            .split('/')
+            .map(|segment| match segment {
+                s if s.starts_with("{*") => "dir/file.txt".to_owned(),
+                s if s.starts_with('{') => "x1".to_owned(),
+                s => s.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Walks every route the router has — MLflow's table, the artifact API, the inference
+    /// role's — without a token: each must answer 401, so a route added later cannot be left
+    /// open by forgetting it here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_but_the_probes_needs_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::RawSettings {
+            token: Some("s3cret-walk".into()),
+            ..crate::settings::RawSettings::loopback(dir.path(), &crate::Role::ALL)
+        }
+        .validate()
+        .unwrap();
+        let agent = crate::RunningAgent::start(settings).await.unwrap();
+        let http = reqwest::Client::new();
+        let inference = [
+            (Method::POST, "/predict"),
+            (Method::GET, "/model-info"),
+            (Method::POST, "/invocations"),
+            (Method::GET, "/ping"),
+            (Method::GET, "/health"),
+            (Method::GET, "/version"),
+            (Method::GET, "/v2"),
+            (Method::GET, "/v2/health/live"),
+            (Method::GET, "/v2/health/ready"),
+            (Method::GET, "/v2/models/{name}"),
+            (Method::GET, "/v2/models/{name}/versions/{version}"),
+            (Method::GET, "/v2/models/{name}/ready"),
+            (Method::GET, "/v2/models/{name}/versions/{version}/ready"),
+            (Method::POST, "/v2/models/{name}/infer"),
+            (Method::POST, "/v2/models/{name}/versions/{version}/infer"),
+        ]
+        .map(|(m, p)| (m, p.to_owned()));
+        let routes: Vec<(Method, String)> = mlflow::routes().into_iter().chain(inference).collect();
+        assert!(routes.len() > 100, "{} routes", routes.len());
+        for (method, pattern) in &routes {
+            let url = format!("{}{}", agent.http_url(), concrete(pattern));
+            let response = http.request(method.clone(), &url).send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {pattern} answered without a token"
+            );
+        }
+        for probe in PROBES {
+            let response = http
+                .get(format!("{}{probe}", agent.http_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{probe}");
+        }
+        agent.stop().await.unwrap();
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::model::*;
+use super::entities::*;
 use super::search::{self, Bind};
 use super::store::{
     KeyValues, TrackingStore, fetch_rows, page_size, parse_page_token, write_key_values,

@@ -2,8 +2,8 @@
 //! and as MLflow's REST API.
 
 pub mod artifacts;
+pub mod entities;
 pub mod logged_models;
-pub mod model;
 pub mod registry;
 pub mod search;
 pub mod store;
@@ -13,8 +13,8 @@ use futures_util::Stream;
 use futures_util::stream::BoxStream;
 
 use artifacts::{ArtifactEntry, ArtifactError, ArtifactKey, ArtifactStore, Scope};
-pub use model::TrackingError;
-use model::{Lifecycle, Result};
+pub use entities::TrackingError;
+use entities::{Lifecycle, Result};
 pub use store::{ExperimentQuery, RunQuery, TrackingStore};
 
 /// The tracking role's state: metadata in SQL, files in the artifact store.
@@ -35,15 +35,15 @@ pub struct Compared {
 /// Runs side by side: every param, metric and tag any of them has.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
-    pub runs: Vec<model::Run>,
+    pub runs: Vec<entities::Run>,
     pub params: Vec<Compared>,
     pub metrics: Vec<Compared>,
     pub tags: Vec<Compared>,
 }
 
 fn compare<'a>(
-    runs: &'a [model::Run],
-    pick: impl Fn(&'a model::Run) -> Vec<(&'a str, String)>,
+    runs: &'a [entities::Run],
+    pick: impl Fn(&'a entities::Run) -> Vec<(&'a str, String)>,
 ) -> Vec<Compared> {
     let per_run: Vec<std::collections::BTreeMap<&str, String>> =
         runs.iter().map(|r| pick(r).into_iter().collect()).collect();

@@ -157,13 +157,35 @@ def artifacts(client, experiment_id):
     return run
 
 
+def registry_search(client, best_run_id, version):
+    """MLflow's registry search grammar, as the client sends it."""
+    found = [v.version for v in client.search_model_versions(f"name='{MODEL}' and run_id='{best_run_id}'")]
+    check("search_model_versions by name and run_id", found == [version], str(found))
+    client.set_model_version_tag(MODEL, version, "mlflow.note", "best")
+    found = [v.version for v in client.search_model_versions(f"name = '{MODEL}' and tags.`mlflow.note` = 'best'")]
+    check("search_model_versions by a backquoted tag", found == [version], str(found))
+    found = [v.version for v in client.search_model_versions(f"name='{MODEL}' AND tags.`mlflow.prompt.is_prompt` != 'true'", order_by=["version_number ASC"])]
+    check("search_model_versions with the prompt clause and order_by", found == sorted(found) and version in found and len(found) == 2, str(found))
+    found = [v.version for v in client.search_model_versions(f"name IN ('{MODEL}') and version_number = {version}")]
+    check("search_model_versions with IN and version_number", found == [version], str(found))
+    # 3.x clients add `tag.`mlflow.prompt.is_prompt` != 'true'` to this search themselves.
+    client.create_registered_model("a_second_model")
+    found = [m.name for m in client.search_registered_models(order_by=["name DESC"])]
+    check("search_registered_models with order_by", found == [MODEL, "a_second_model"], str(found))
+    found = [m.name for m in client.search_registered_models(filter_string="name ILIKE 'BEST%'")]
+    check("search_registered_models with ILIKE", found == [MODEL], str(found))
+    client.delete_registered_model("a_second_model")
+    expect_error("a bad registry filter is INVALID_PARAMETER_VALUE", "INVALID_PARAMETER_VALUE", lambda: client.search_model_versions("metrics.auc > 1"))
+
+
 def registry_extras(client, version):
     client.set_registered_model_alias(MODEL, "champion", version)
     check("alias resolves", client.get_model_version_by_alias(MODEL, "champion").version == version)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     check("pyfunc loads models:/…@alias", model is not None)
     client.delete_registered_model_alias(MODEL, "champion")
-    expect_error("a deleted alias is gone", "RESOURCE_DOES_NOT_EXIST", lambda: client.get_model_version_by_alias(MODEL, "champion"))
+    expect_error("a deleted alias is INVALID_PARAMETER_VALUE, as MLflow answers", "INVALID_PARAMETER_VALUE", lambda: client.get_model_version_by_alias(MODEL, "champion"))
+    expect_error("an alias never set is INVALID_PARAMETER_VALUE", "INVALID_PARAMETER_VALUE", lambda: client.get_model_version_by_alias(MODEL, "never-set"))
     expect_error("a duplicate registered model is refused", "RESOURCE_ALREADY_EXISTS", lambda: client.create_registered_model(MODEL))
 
 
@@ -202,7 +224,8 @@ def traversal_probes(run):
 def main():
     mlflow.set_tracking_uri(URL)
     client = MlflowClient()
-    _, version = original_system(client)
+    best_run_id, version = original_system(client)
+    registry_search(client, best_run_id, version)
     experiment_id = tracking_details(client)
     run = artifacts(client, experiment_id)
     registry_extras(client, version)

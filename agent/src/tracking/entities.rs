@@ -1,5 +1,6 @@
-//! The tracking domain's types: experiments, runs and what they log, with MLflow's rules for
-//! names, keys and sizes. Transport layers convert these to and from the wire.
+//! The tracking domain's entities (as MLflow names them): experiments, runs and what they log,
+//! registered models and versions, with MLflow's rules for names, keys and sizes. Transport
+//! layers convert these to and from the wire.
 
 /// MLflow's limits, so a client that worked against MLflow gets the same answers here.
 pub const MAX_KEY_LEN: usize = 250;
@@ -405,6 +406,11 @@ pub fn parse_experiment_id(text: &str) -> Result<i64> {
     text.trim().parse().map_err(|_| {
         TrackingError::invalid("experiment_id", format!("{text:?} is not an experiment id"))
     })
+}
+
+/// Parses the experiment ids a search is scoped to.
+pub fn parse_experiment_ids(texts: &[String]) -> Result<Vec<i64>> {
+    texts.iter().map(|t| parse_experiment_id(t)).collect()
 }
 
 #[cfg(test)]

@@ -1,42 +1,7 @@
-//! MLflow's run search language: `metrics.val_roc_auc > 0.6 and params.C = '1'`, and order-by
-//! clauses such as `metrics.val_roc_auc DESC`, parsed into clauses and turned into SQL whose
-//! every value is a bound parameter.
+//! Parsing search text into clauses, checking each against what its target can compare.
 
-use super::model::{Result, TrackingError};
-use crate::db::Dialect;
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Entity {
-    Metric(String),
-    Param(String),
-    Tag(String),
-    Attribute(Attribute),
-}
-
-/// What a search looks through: attributes differ, the language is the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Runs,
-    LoggedModels,
-    Experiments,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attribute {
-    RunId,
-    Name,
-    Status,
-    UserId,
-    StartTime,
-    EndTime,
-    ArtifactUri,
-    ExperimentId,
-    ModelId,
-    ModelType,
-    SourceRunId,
-    CreationTime,
-    LastUpdatedTime,
-}
+use super::{Attribute, Clause, Entity, Op, OrderBy, Target, Value, invalid};
+use crate::tracking::entities::{Result, TrackingError};
 
 impl Attribute {
     fn parse(name: &str, target: Target) -> Result<Self> {
@@ -48,7 +13,9 @@ impl Attribute {
             (Target::Runs, "start_time" | "created") => Attribute::StartTime,
             (Target::Runs, "end_time") => Attribute::EndTime,
             (Target::Runs, "artifact_uri") => Attribute::ArtifactUri,
-            (_, "experiment_id") => Attribute::ExperimentId,
+            (Target::Runs | Target::LoggedModels | Target::Experiments, "experiment_id") => {
+                Attribute::ExperimentId
+            }
             (Target::LoggedModels, "model_id") => Attribute::ModelId,
             (Target::LoggedModels, "name") => Attribute::Name,
             (Target::LoggedModels, "model_type") => Attribute::ModelType,
@@ -61,6 +28,17 @@ impl Attribute {
             (Target::Experiments, "name") => Attribute::Name,
             (Target::Experiments, "creation_time") => Attribute::CreationTime,
             (Target::Experiments, "last_update_time") => Attribute::LastUpdatedTime,
+            (Target::RegisteredModels | Target::ModelVersions, "name") => Attribute::Name,
+            (Target::ModelVersions, "run_id") => Attribute::RunId,
+            (Target::ModelVersions, "source_path") => Attribute::SourcePath,
+            (Target::ModelVersions, "version_number") => Attribute::VersionNumber,
+            (Target::RegisteredModels | Target::ModelVersions, "creation_timestamp") => {
+                Attribute::CreationTime
+            }
+            (
+                Target::RegisteredModels | Target::ModelVersions,
+                "last_updated_timestamp" | "timestamp",
+            ) => Attribute::LastUpdatedTime,
             _ => {
                 let known = match target {
                     Target::Runs => {
@@ -72,36 +50,18 @@ impl Attribute {
                          last_updated_timestamp or experiment_id"
                     }
                     Target::Experiments => "name, creation_time, last_update_time or experiment_id",
+                    Target::RegisteredModels => {
+                        "name, creation_timestamp or last_updated_timestamp"
+                    }
+                    Target::ModelVersions => {
+                        "name, run_id, source_path, version_number, creation_timestamp or \
+                         last_updated_timestamp"
+                    }
                 };
                 return Err(invalid(format!("unknown attribute {name:?}; use {known}")));
             }
         };
         Ok(attribute)
-    }
-
-    /// The column in the search's main table, aliased `r`.
-    fn column(self, target: Target) -> &'static str {
-        match (target, self) {
-            (Target::Runs, Attribute::RunId) => "r.run_id",
-            (Target::Runs, Attribute::Name) => "r.run_name",
-            (Target::Runs, Attribute::StartTime) => "r.start_time",
-            (Target::Runs, Attribute::EndTime) => "r.end_time",
-            (Target::Runs, Attribute::UserId) => "r.user_id",
-            (Target::Runs, Attribute::ArtifactUri) => "r.artifact_uri",
-            (Target::LoggedModels, Attribute::Name) => "r.name",
-            (Target::LoggedModels, Attribute::ModelId) => "r.model_id",
-            (Target::LoggedModels, Attribute::ModelType) => "r.model_type",
-            (Target::LoggedModels, Attribute::SourceRunId) => "r.source_run_id",
-            (Target::LoggedModels, Attribute::CreationTime) => "r.creation_time",
-            (Target::LoggedModels, Attribute::LastUpdatedTime) => "r.last_updated_time",
-            (Target::Experiments, Attribute::Name) => "r.name",
-            (Target::Experiments, Attribute::CreationTime) => "r.creation_time",
-            (Target::Experiments, Attribute::LastUpdatedTime) => "r.last_update_time",
-            (_, Attribute::Status) => "r.status",
-            (_, Attribute::ExperimentId) => "r.experiment_id",
-            // `Attribute::parse` only hands out attributes the target has.
-            (_, _) => "NULL",
-        }
     }
 
     fn is_numeric(self) -> bool {
@@ -112,87 +72,9 @@ impl Attribute {
                 | Attribute::ExperimentId
                 | Attribute::CreationTime
                 | Attribute::LastUpdatedTime
+                | Attribute::VersionNumber
         )
     }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    Eq,
-    Ne,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-    Like,
-    ILike,
-    In,
-    NotIn,
-    IsNull,
-    IsNotNull,
-}
-
-impl Op {
-    fn sql(&self) -> &'static str {
-        match self {
-            Op::Eq => "=",
-            Op::Ne => "<>",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Like | Op::ILike => "LIKE",
-            Op::In => "IN",
-            Op::NotIn => "NOT IN",
-            Op::IsNull => "IS NULL",
-            Op::IsNotNull => "IS NOT NULL",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Number(f64),
-    Text(String),
-    List(Vec<String>),
-    None,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Clause {
-    pub entity: Entity,
-    pub op: Op,
-    pub value: Value,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct OrderBy {
-    pub entity: Entity,
-    pub ascending: bool,
-}
-
-/// A value bound to a `?` in generated SQL.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Bind {
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
-
-/// Binds the same value on SQLite's read path (`Db::read_sqlite`) as `bind_all` does on sqlx's.
-impl rusqlite::ToSql for Bind {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(ToSqlOutput::Borrowed(match self {
-            Bind::Int(v) => ValueRef::Integer(*v),
-            Bind::Float(v) => ValueRef::Real(*v),
-            Bind::Text(v) => ValueRef::Text(v.as_bytes()),
-        }))
-    }
-}
-
-fn invalid(reason: impl Into<String>) -> TrackingError {
-    TrackingError::invalid("filter", reason)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -383,6 +265,9 @@ impl Parser {
             },
         };
         check_clause(&entity, &op, &value)?;
+        if self.target.is_registry() {
+            check_registry_clause(&entity, &op, &value)?;
+        }
         Ok(Clause { entity, op, value })
     }
 
@@ -450,6 +335,29 @@ fn check_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
     }
 }
 
+/// MLflow's registry searches take fewer forms than run search: attributes and tags only,
+/// tags compared with =, !=, LIKE and ILIKE, no NULL checks, and whole version numbers.
+fn check_registry_clause(entity: &Entity, op: &Op, value: &Value) -> Result<()> {
+    match entity {
+        Entity::Metric(_) | Entity::Param(_) => Err(invalid(format!(
+            "{entity:?}: registry searches filter on attributes and tags"
+        ))),
+        Entity::Tag(key) if !matches!(op, Op::Eq | Op::Ne | Op::Like | Op::ILike) => Err(invalid(
+            format!("tags.{key} takes =, !=, LIKE or ILIKE, not {}", op.sql()),
+        )),
+        Entity::Attribute(_) if matches!(op, Op::IsNull | Op::IsNotNull) => {
+            Err(invalid(format!("{entity:?} is never NULL in the registry")))
+        }
+        Entity::Attribute(Attribute::VersionNumber) => match value {
+            Value::Number(n) if n.fract() == 0.0 => Ok(()),
+            _ => Err(invalid(format!(
+                "version_number takes a whole number, not {value:?}"
+            ))),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Parses a filter: clauses joined by AND. An empty filter has no clauses.
 pub fn parse_filter(text: &str, target: Target) -> Result<Vec<Clause>> {
     let tokens = tokenize(text)?;
@@ -474,6 +382,15 @@ pub fn parse_filter(text: &str, target: Target) -> Result<Vec<Clause>> {
         }
     }
     Ok(clauses)
+}
+
+/// Parses a search's order-by clauses, skipping empty ones (clients send `[""]`).
+pub fn parse_order_list(order_by: &[String], target: Target) -> Result<Vec<OrderBy>> {
+    order_by
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| parse_order_by(o, target))
+        .collect()
 }
 
 /// Parses one order-by clause: `metrics.val_roc_auc DESC`, `start_time`, `params.C ASC`.
@@ -502,211 +419,6 @@ pub fn parse_order_by(text: &str, target: Target) -> Result<OrderBy> {
         return Err(bad(format!("{text:?} is not `<entity>.<key> [ASC|DESC]`")));
     }
     Ok(OrderBy { entity, ascending })
-}
-
-/// SQL text with `?` placeholders and the values to bind to them, in order.
-#[derive(Debug, Default)]
-pub struct SqlParts {
-    pub text: String,
-    pub binds: Vec<Bind>,
-}
-
-impl SqlParts {
-    fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-
-    fn bind(&mut self, value: Bind) {
-        self.text.push('?');
-        self.binds.push(value);
-    }
-
-    fn list(&mut self, items: impl IntoIterator<Item = Bind>) {
-        self.push("(");
-        for (i, item) in items.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.bind(item);
-        }
-        self.push(")");
-    }
-}
-
-/// The tables a target's search reads.
-struct Tables {
-    main: &'static str,
-    id: &'static str,
-    params: Option<&'static str>,
-    tags: &'static str,
-    metrics: Option<&'static str>,
-    newest_first: &'static str,
-}
-
-impl Target {
-    fn tables(self) -> Tables {
-        match self {
-            Target::Runs => Tables {
-                main: "runs",
-                id: "run_id",
-                params: Some("params"),
-                tags: "tags",
-                metrics: Some("latest_metrics"),
-                newest_first: "r.start_time DESC, r.run_id ASC",
-            },
-            Target::LoggedModels => Tables {
-                main: "logged_models",
-                id: "model_id",
-                params: Some("logged_model_params"),
-                tags: "logged_model_tags",
-                metrics: None,
-                newest_first: "r.creation_time DESC, r.model_id ASC",
-            },
-            Target::Experiments => Tables {
-                main: "experiments",
-                id: "experiment_id",
-                params: None,
-                tags: "experiment_tags",
-                metrics: None,
-                newest_first: "r.creation_time DESC, r.experiment_id DESC",
-            },
-        }
-    }
-}
-
-/// What a search asks for, already parsed.
-pub struct IdsQuery<'a> {
-    pub target: Target,
-    pub experiment_ids: &'a [i64],
-    pub stages: &'a [&'a str],
-    pub clauses: &'a [Clause],
-    pub order: &'a [OrderBy],
-    pub limit: i64,
-    pub offset: i64,
-}
-
-/// The query that finds one page of ids of the target's rows.
-pub fn ids_query(dialect: Dialect, query: &IdsQuery<'_>) -> Result<SqlParts> {
-    let target = query.target;
-    let t = target.tables();
-    let joined = |entity: &Entity| -> Result<Option<(&'static str, &'static str, String)>> {
-        Ok(match entity {
-            Entity::Metric(k) => {
-                let table = t.metrics.ok_or_else(|| {
-                    invalid(format!("metrics.{k}: this search does not look at metrics"))
-                })?;
-                Some((table, "metric_key", k.clone()))
-            }
-            Entity::Param(k) => {
-                let table = t.params.ok_or_else(|| {
-                    invalid(format!("params.{k}: this search does not look at params"))
-                })?;
-                Some((table, "param_key", k.clone()))
-            }
-            Entity::Tag(k) => Some((t.tags, "tag_key", k.clone())),
-            Entity::Attribute(_) => None,
-        })
-    };
-    let mut q = SqlParts::default();
-    q.push(&format!(
-        "SELECT r.{id} FROM {main} r",
-        id = t.id,
-        main = t.main
-    ));
-    for (i, o) in query.order.iter().enumerate() {
-        if let Some((table, key_column, key)) = joined(&o.entity)? {
-            q.push(&format!(
-                " LEFT JOIN {table} o{i} ON o{i}.{id} = r.{id} AND o{i}.{key_column} = ",
-                id = t.id
-            ));
-            q.bind(Bind::Text(key));
-        }
-    }
-    // Experiments are what the other searches are scoped to; they are searched whole.
-    if target == Target::Experiments {
-        q.push(" WHERE 1 = 1");
-    } else {
-        q.push(" WHERE r.experiment_id IN ");
-        q.list(query.experiment_ids.iter().map(|id| Bind::Int(*id)));
-    }
-    q.push(" AND r.lifecycle_stage IN ");
-    q.list(query.stages.iter().map(|s| Bind::Text((*s).to_owned())));
-    for clause in query.clauses {
-        q.push(" AND ");
-        match (&clause.entity, joined(&clause.entity)?) {
-            (Entity::Attribute(a), _) => push_comparison(&mut q, dialect, a.column(target), clause),
-            (_, Some((table, key_column, key))) => {
-                let exists = if clause.op == Op::IsNull {
-                    "NOT EXISTS"
-                } else {
-                    "EXISTS"
-                };
-                q.push(&format!(
-                    "{exists} (SELECT 1 FROM {table} x WHERE x.{id} = r.{id} AND x.{key_column} = ",
-                    id = t.id
-                ));
-                q.bind(Bind::Text(key));
-                if !matches!(clause.op, Op::IsNull | Op::IsNotNull) {
-                    q.push(" AND ");
-                    push_comparison(&mut q, dialect, "x.value", clause);
-                }
-                q.push(")");
-            }
-            (_, None) => unreachable!("only attributes have no joined table"),
-        }
-    }
-    q.push(" ORDER BY ");
-    for (i, o) in query.order.iter().enumerate() {
-        let column = match &o.entity {
-            Entity::Attribute(a) => a.column(target).to_owned(),
-            _ => format!("o{i}.value"),
-        };
-        // Rows without the key sort last whichever way the order goes, as in MLflow.
-        let dir = if o.ascending { "ASC" } else { "DESC" };
-        q.push(&format!(
-            "CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {dir}, "
-        ));
-    }
-    q.push(t.newest_first);
-    q.push(" LIMIT ");
-    q.bind(Bind::Int(query.limit));
-    q.push(" OFFSET ");
-    q.bind(Bind::Int(query.offset));
-    Ok(q)
-}
-
-fn value_bind(value: &Value) -> Bind {
-    match value {
-        Value::Number(n) => Bind::Float(*n),
-        Value::Text(s) => Bind::Text(s.clone()),
-        Value::List(_) | Value::None => Bind::Text(String::new()),
-    }
-}
-
-fn push_comparison(q: &mut SqlParts, dialect: Dialect, column: &str, clause: &Clause) {
-    match (&clause.op, &clause.value) {
-        (Op::IsNull | Op::IsNotNull, _) => q.push(&format!("{column} {}", clause.op.sql())),
-        (Op::In | Op::NotIn, Value::List(items)) => {
-            q.push(&format!("{column} {} ", clause.op.sql()));
-            q.list(items.iter().map(|s| Bind::Text(s.clone())));
-        }
-        (Op::ILike, value) => {
-            q.push(&format!("LOWER({column}) LIKE LOWER("));
-            q.bind(value_bind(value));
-            q.push(")");
-        }
-        (Op::Like, value) => {
-            // LIKE is case-sensitive in MLflow. SQLite's is made so per connection (see db.rs);
-            // MySQL's follows the binary collation of our tables.
-            let _ = dialect;
-            q.push(&format!("{column} LIKE "));
-            q.bind(value_bind(value));
-        }
-        (op, value) => {
-            q.push(&format!("{column} {} ", op.sql()));
-            q.bind(value_bind(value));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -793,34 +505,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c[1].entity, Entity::Attribute(Attribute::SourceRunId));
-    }
-
-    #[test]
-    fn every_value_is_bound_never_spliced() {
-        let clauses = parse_filter("params.C = '); DROP TABLE runs; --'", Target::Runs).unwrap();
-        let query = |clauses, order| IdsQuery {
-            target: Target::Runs,
-            experiment_ids: &[1, 2],
-            stages: &["active"],
-            clauses,
-            order,
-            limit: 100,
-            offset: 0,
-        };
-        let q = ids_query(Dialect::Sqlite, &query(&clauses, &[])).unwrap();
-        assert!(!q.text.contains("DROP"), "{}", q.text);
-        assert!(
-            q.binds
-                .contains(&Bind::Text("); DROP TABLE runs; --".into()))
-        );
-        let clauses = parse_filter("params.C = 'a' and metrics.m >= 2", Target::Runs).unwrap();
-        let order = [parse_order_by("metrics.val_roc_auc DESC", Target::Runs).unwrap()];
-        let q = ids_query(Dialect::Postgres, &query(&clauses, &order)).unwrap();
-        assert_eq!(q.text.matches('?').count(), q.binds.len());
-        assert_eq!(
-            q.binds[0],
-            Bind::Text("val_roc_auc".into()),
-            "join binds come first"
-        );
     }
 }

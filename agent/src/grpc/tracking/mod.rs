@@ -1,9 +1,9 @@
 //! The `Tracking` gRPC service: converts messages to the tracking domain's types and back,
 //! naming the field when a request is malformed. No logic lives here.
 
-use std::collections::HashMap;
+mod convert;
+
 use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::tracking::artifacts::ArtifactError;
-use crate::tracking::model::{self as m, TrackingError};
-use crate::tracking::{Compared, ExperimentQuery, RunQuery, Tracking};
+use crate::tracking::entities::{self as m, TrackingError};
+use crate::tracking::registry;
+use crate::tracking::{ExperimentQuery, RunQuery, Tracking};
+use convert::*;
 
 /// Chunks of artifact downloads.
 const CHUNK_BYTES: usize = 1024 * 1024;
-/// How often `WatchRegistry` looks for new events (they may come from another agent).
-const REGISTRY_POLL: Duration = Duration::from_millis(200);
 
 pub struct TrackingService {
     tracking: Tracking,
@@ -55,191 +55,6 @@ pub fn status(error: TrackingError) -> Status {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-fn lifecycle(l: m::Lifecycle) -> i32 {
-    match l {
-        m::Lifecycle::Active => v1::LifecycleStage::Active as i32,
-        m::Lifecycle::Deleted => v1::LifecycleStage::Deleted as i32,
-    }
-}
-
-fn view(v: i32) -> Result<m::ViewType, Status> {
-    match v1::ViewType::try_from(v) {
-        Ok(v1::ViewType::Unspecified | v1::ViewType::ActiveOnly) => Ok(m::ViewType::ActiveOnly),
-        Ok(v1::ViewType::DeletedOnly) => Ok(m::ViewType::DeletedOnly),
-        Ok(v1::ViewType::All) => Ok(m::ViewType::All),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "view: {v} is not a view type"
-        ))),
-    }
-}
-
-fn run_status_out(s: m::RunStatus) -> i32 {
-    (match s {
-        m::RunStatus::Running => v1::RunStatus::Running,
-        m::RunStatus::Scheduled => v1::RunStatus::Scheduled,
-        m::RunStatus::Finished => v1::RunStatus::Finished,
-        m::RunStatus::Failed => v1::RunStatus::Failed,
-        m::RunStatus::Killed => v1::RunStatus::Killed,
-    }) as i32
-}
-
-fn run_status_in(s: i32) -> Result<Option<m::RunStatus>, Status> {
-    Ok(match v1::RunStatus::try_from(s) {
-        Ok(v1::RunStatus::Unspecified) => None,
-        Ok(v1::RunStatus::Running) => Some(m::RunStatus::Running),
-        Ok(v1::RunStatus::Scheduled) => Some(m::RunStatus::Scheduled),
-        Ok(v1::RunStatus::Finished) => Some(m::RunStatus::Finished),
-        Ok(v1::RunStatus::Failed) => Some(m::RunStatus::Failed),
-        Ok(v1::RunStatus::Killed) => Some(m::RunStatus::Killed),
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "status: {s} is not a run status"
-            )));
-        }
-    })
-}
-
-fn stage_out(s: m::Stage) -> i32 {
-    (match s {
-        m::Stage::None => v1::Stage::None,
-        m::Stage::Staging => v1::Stage::Staging,
-        m::Stage::Production => v1::Stage::Production,
-        m::Stage::Archived => v1::Stage::Archived,
-    }) as i32
-}
-
-fn stage_in(s: i32) -> Result<m::Stage, Status> {
-    match v1::Stage::try_from(s) {
-        Ok(v1::Stage::None) => Ok(m::Stage::None),
-        Ok(v1::Stage::Staging) => Ok(m::Stage::Staging),
-        Ok(v1::Stage::Production) => Ok(m::Stage::Production),
-        Ok(v1::Stage::Archived) => Ok(m::Stage::Archived),
-        Ok(v1::Stage::Unspecified) | Err(_) => Err(Status::invalid_argument(format!(
-            "stage: {s} is not None, Staging, Production or Archived"
-        ))),
-    }
-}
-
-fn tags_in(tags: HashMap<String, String>) -> Vec<m::Tag> {
-    let mut tags: Vec<m::Tag> = tags
-        .into_iter()
-        .map(|(key, value)| m::Tag { key, value })
-        .collect();
-    tags.sort_by(|a, b| a.key.cmp(&b.key));
-    tags
-}
-
-fn tags_out(tags: Vec<m::Tag>) -> HashMap<String, String> {
-    tags.into_iter().map(|t| (t.key, t.value)).collect()
-}
-
-fn experiment_id(text: &str) -> Result<i64, Status> {
-    m::parse_experiment_id(text).map_err(status)
-}
-
-fn experiment_out(e: m::Experiment) -> v1::Experiment {
-    v1::Experiment {
-        experiment_id: e.experiment_id.to_string(),
-        name: e.name,
-        artifact_location: e.artifact_location,
-        lifecycle_stage: lifecycle(e.lifecycle_stage),
-        creation_time_ms: e.creation_time,
-        last_update_time_ms: e.last_update_time,
-        tags: tags_out(e.tags),
-    }
-}
-
-fn metric_out(x: m::Metric) -> v1::Metric {
-    v1::Metric {
-        key: x.key,
-        value: x.value,
-        timestamp_ms: x.timestamp,
-        step: x.step,
-    }
-}
-
-pub fn run_out(r: m::Run) -> v1::Run {
-    let i = r.info;
-    v1::Run {
-        info: Some(v1::RunInfo {
-            run_id: i.run_id,
-            run_name: i.run_name,
-            experiment_id: i.experiment_id.to_string(),
-            user_id: i.user_id,
-            status: run_status_out(i.status),
-            start_time_ms: i.start_time,
-            end_time_ms: i.end_time.unwrap_or_default(),
-            artifact_uri: i.artifact_uri,
-            lifecycle_stage: lifecycle(i.lifecycle_stage),
-        }),
-        data: Some(v1::RunData {
-            metrics: r.metrics.into_iter().map(metric_out).collect(),
-            params: r
-                .params
-                .into_iter()
-                .map(|p| v1::Param {
-                    key: p.key,
-                    value: p.value,
-                })
-                .collect(),
-            tags: tags_out(r.tags),
-        }),
-    }
-}
-
-fn version_out(v: m::ModelVersion) -> v1::ModelVersion {
-    v1::ModelVersion {
-        name: v.name,
-        version: v.version,
-        creation_time_ms: v.creation_time,
-        last_updated_time_ms: v.last_updated_time,
-        stage: stage_out(v.stage),
-        description: v.description,
-        source: v.source,
-        run_id: v.run_id.unwrap_or_default(),
-        status: v.status,
-        aliases: v.aliases,
-        tags: tags_out(v.tags),
-    }
-}
-
-fn registered_out(r: m::RegisteredModel) -> v1::RegisteredModel {
-    v1::RegisteredModel {
-        name: r.name,
-        creation_time_ms: r.creation_time,
-        last_updated_time_ms: r.last_updated_time,
-        description: r.description,
-        latest_versions: r.latest_versions.into_iter().map(version_out).collect(),
-        aliases: r
-            .aliases
-            .into_iter()
-            .map(|(alias, version)| v1::ModelAlias { alias, version })
-            .collect(),
-        tags: tags_out(r.tags),
-    }
-}
-
-fn compared_out(c: Compared) -> v1::ComparedValue {
-    v1::ComparedValue {
-        key: c.key,
-        present: c.values.iter().map(Option::is_some).collect(),
-        values: c
-            .values
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect(),
-        differs: c.differs,
-    }
-}
-
-fn non_empty<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
-    if value.trim().is_empty() {
-        Err(Status::invalid_argument(format!("{field}: required")))
-    } else {
-        Ok(value)
-    }
-}
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ArtifactChunk, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RegistryEvent, Status>> + Send>>;
@@ -451,11 +266,7 @@ impl v1::tracking_server::Tracking for TrackingService {
     async fn search_runs(&self, r: Request<v1::SearchRunsRequest>) -> Reply<v1::SearchRunsReply> {
         let r = r.into_inner();
         let query = RunQuery {
-            experiment_ids: r
-                .experiment_ids
-                .iter()
-                .map(|id| experiment_id(id))
-                .collect::<Result<_, _>>()?,
+            experiment_ids: m::parse_experiment_ids(&r.experiment_ids).map_err(status)?,
             filter: r.filter,
             order_by: r.order_by,
             view: view(r.view)?,
@@ -631,7 +442,11 @@ impl v1::tracking_server::Tracking for TrackingService {
             let (page, next) = self
                 .tracking
                 .store
-                .search_registered_models("", 1000, token.as_deref())
+                .search_registered_models(&registry::RegistrySearch {
+                    max_results: 1000,
+                    page_token: token.clone(),
+                    ..registry::RegistrySearch::default()
+                })
                 .await
                 .map_err(status)?;
             models.extend(page.into_iter().map(registered_out));
@@ -755,103 +570,15 @@ impl v1::tracking_server::Tracking for TrackingService {
 
     async fn watch_registry(&self, r: Request<v1::WatchRegistryRequest>) -> Reply<EventStream> {
         let r = r.into_inner();
-        let store = self.tracking.store.clone();
-        let only = Some(r.name).filter(|n| !n.is_empty());
-        // Start after the newest event now, so nothing between the snapshot and the stream
-        // is lost or repeated.
-        let mut after = store
-            .registry_events_after(0, i64::MAX)
+        let what = registry::Watch {
+            name: Some(r.name).filter(|n| !n.is_empty()),
+            include_current: r.include_current,
+        };
+        let events = registry::watch(self.tracking.store.clone(), what, self.shutdown.clone())
             .await
-            .map_err(status)?
-            .last()
-            .map_or(0, |e| e.seq);
-        let mut current = Vec::new();
-        if r.include_current {
-            let names = match &only {
-                Some(n) => vec![n.clone()],
-                None => store
-                    .search_registered_models("", 0, None)
-                    .await
-                    .map_err(status)?
-                    .0
-                    .into_iter()
-                    .map(|m| m.name)
-                    .collect(),
-            };
-            for name in names {
-                for v in store.model_versions(&name).await.map_err(status)? {
-                    current.push(Ok(v1::RegistryEvent {
-                        timestamp_ms: crate::now_ms(),
-                        kind: v1::RegistryEventKind::Current as i32,
-                        version: Some(version_out(v)),
-                        previous_stage: 0,
-                        alias: String::new(),
-                    }));
-                }
-            }
-        }
-        let shutdown = self.shutdown.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REGISTRY_POLL);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tx.closed() => break,
-                    _ = tick.tick() => {}
-                }
-                let events = match store.registry_events_after(after, 500).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        break;
-                    }
-                };
-                for e in events {
-                    after = e.seq;
-                    if only.as_ref().is_some_and(|n| *n != e.name) {
-                        continue;
-                    }
-                    let version = match e.kind {
-                        m::RegistryEventKind::ModelDeleted
-                        | m::RegistryEventKind::VersionDeleted => None,
-                        _ => store.get_model_version(&e.name, e.version).await.ok(),
-                    };
-                    let version = version.map(version_out).or_else(|| {
-                        Some(v1::ModelVersion {
-                            name: e.name.clone(),
-                            version: e.version,
-                            ..Default::default()
-                        })
-                    });
-                    let kind = match e.kind {
-                        m::RegistryEventKind::VersionCreated => {
-                            v1::RegistryEventKind::VersionCreated
-                        }
-                        m::RegistryEventKind::StageChanged => v1::RegistryEventKind::StageChanged,
-                        m::RegistryEventKind::AliasSet => v1::RegistryEventKind::AliasSet,
-                        m::RegistryEventKind::AliasDeleted => v1::RegistryEventKind::AliasDeleted,
-                        m::RegistryEventKind::VersionDeleted => {
-                            v1::RegistryEventKind::VersionDeleted
-                        }
-                        m::RegistryEventKind::ModelDeleted => v1::RegistryEventKind::ModelDeleted,
-                    };
-                    let event = v1::RegistryEvent {
-                        timestamp_ms: e.timestamp,
-                        kind: kind as i32,
-                        version,
-                        previous_stage: e.from_stage.map_or(0, stage_out),
-                        alias: e.alias.unwrap_or_default(),
-                    };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let live = tokio_stream::wrappers::ReceiverStream::new(rx);
+            .map_err(status)?;
         Ok(Response::new(Box::pin(
-            futures_util::stream::iter(current).chain(live),
+            events.map(|e| e.map(watched_out).map_err(status)),
         )))
     }
 }
