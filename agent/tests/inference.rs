@@ -408,66 +408,36 @@ async fn every_interface_gives_the_bundles_own_probabilities() {
         .unwrap();
     close_one(one["probability"].as_f64().unwrap(), expected[0]);
 
-    let scored: Value = http
-        .post(format!("{base}/invocations"))
-        .json(&json!({"dataframe_records": as_json}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<f64> = scored["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
+    let got = scored(
+        http.post(format!("{base}/invocations"))
+            .json(&json!({"dataframe_records": as_json})),
+    )
+    .await;
     close("/invocations records", &got);
     // The split orient and CSV give the same.
     let columns: Vec<String> = readmit_ml::schema::COLUMNS
         .iter()
         .map(|c| c.name.to_owned())
         .collect();
-    let rows: Vec<Vec<Value>> = as_json
-        .iter()
-        .map(|r| {
-            columns
-                .iter()
-                .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
-                .collect()
-        })
-        .collect();
     let with_prior: Vec<String> = columns
         .iter()
         .cloned()
         .chain(["prior_encounters".to_owned()])
         .collect();
-    let rows_prior: Vec<Vec<Value>> = rows
+    let rows_prior: Vec<Vec<Value>> = as_json
         .iter()
-        .zip(&as_json)
-        .map(|(row, r)| {
-            row.iter()
-                .cloned()
-                .chain([r["prior_encounters"].clone()])
+        .map(|r| {
+            with_prior
+                .iter()
+                .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
                 .collect()
         })
         .collect();
-    let split: Value = http
-        .post(format!("{base}/invocations"))
-        .json(&json!({"dataframe_split": {"columns": with_prior, "data": rows_prior}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<f64> = split["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
+    let got = scored(
+        http.post(format!("{base}/invocations"))
+            .json(&json!({"dataframe_split": {"columns": with_prior, "data": rows_prior}})),
+    )
+    .await;
     close("/invocations split", &got);
     let mut csv = with_prior.join(",") + "\n";
     for row in &rows_prior {
@@ -483,22 +453,12 @@ async fn every_interface_gives_the_bundles_own_probabilities() {
         csv.push_str(&cells.join(","));
         csv.push('\n');
     }
-    let from_csv: Value = http
-        .post(format!("{base}/invocations"))
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<f64> = from_csv["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
+    let got = scored(
+        http.post(format!("{base}/invocations"))
+            .header("content-type", "text/csv")
+            .body(csv),
+    )
+    .await;
     close("/invocations csv", &got);
 
     // OIP REST, one BYTES or INT64 tensor per field.
@@ -621,6 +581,17 @@ async fn every_interface_gives_the_bundles_own_probabilities() {
         "{effect} vs {first}"
     );
     agent.stop().await.unwrap();
+}
+
+/// The `predictions` of an `/invocations` reply.
+async fn scored(request: reqwest::RequestBuilder) -> Vec<f64> {
+    let reply: Value = request.send().await.unwrap().json().await.unwrap();
+    reply["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no predictions in {reply}"))
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect()
 }
 
 fn close_one(got: f64, expected: f64) {

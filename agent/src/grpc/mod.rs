@@ -72,6 +72,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     let reflection_v1alpha = reflection(&advertised).build_v1alpha()?;
     set_health(&health, &served, ServingStatus::Serving).await;
     if let Some(role) = &shared.inference {
+        // Set before the listener serves, so a probe never finds the service unknown.
+        set_health(&health, &inference_services, ServingStatus::NotServing).await;
         follow_readiness(health.clone(), role.ready_watch(), shared.shutdown.clone());
     }
 

@@ -12,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Scope};
@@ -22,13 +21,29 @@ mod api_error;
 mod artifacts;
 mod inference;
 mod mlflow;
+mod openapi;
 mod wire;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    // The roles are fixed at start-up, so the document is rendered once.
+    let document = match openapi::document(&shared).to_json() {
+        Ok(json) => OpenApiJson(Arc::from(json)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render /openapi.json");
+            OpenApiJson(Arc::from(
+                serde_json::json!({"error_code": "INTERNAL_ERROR", "message": e.to_string()})
+                    .to_string(),
+            ))
+        }
+    };
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(openapi_json).layer(axum::Extension(document)),
+        );
     if let Some(tracking) = &shared.tracking {
         router = router.merge(mlflow::router(tracking.clone()));
     }
@@ -62,18 +77,76 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Resul
         .await
 }
 
+/// `/openapi.json`'s body, rendered when the router is built.
+#[derive(Clone)]
+struct OpenApiJson(Arc<str>);
+
+/// The OpenAPI 3.1 document of the routes this agent serves (see `openapi`).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "agent",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json",
+        body = Object))
+)]
+async fn openapi_json(axum::Extension(document): axum::Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+        .into_response()
+}
+
+/// The agent's liveness.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// The agent's readiness and the roles it runs.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Readiness<'a> {
+    /// `ready` or `not ready`.
+    status: &'static str,
+    roles: Vec<&'a str>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "agent",
+    responses((status = 200, body = Health))
+)]
 async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
 }
 
 /// `?role=inference` asks whether that role is ready too (an inference role is not until its
 /// model is loaded), for a probe of a pod that runs one role.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReadyQuery {
+    /// A role this agent runs (`etl`, `tracking` or `inference`) that must be ready too.
     role: Option<String>,
 }
 
+/// Readiness: the agent, and with `role` that role too.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "agent",
+    params(ReadyQuery),
+    responses(
+        (status = 200, body = Readiness),
+        (status = 400, description = "Not a role name", body = MlflowError),
+        (status = 404, description = "A role this agent does not run", body = MlflowError),
+        (status = 503, description = "Not ready yet", body = Readiness),
+    )
+)]
 async fn readyz(
     State(shared): State<Arc<Shared>>,
     query: Result<axum::extract::Query<ReadyQuery>, axum::extract::rejection::QueryRejection>,
@@ -114,16 +187,30 @@ async fn readyz(
         _ => true,
     };
     if shared.is_ready() && role_ready {
-        axum::Json(json!({"status": "ready", "roles": roles})).into_response()
+        axum::Json(Readiness {
+            status: "ready",
+            roles,
+        })
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not ready", "roles": roles})),
+            axum::Json(Readiness {
+                status: "not ready",
+                roles,
+            }),
         )
             .into_response()
     }
 }
 
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "agent",
+    responses((status = 200, body = String, content_type = "text/plain; version=0.0.4"))
+)]
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let body = shared
         .metrics
@@ -146,11 +233,22 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     )
 }
 
+/// MLflow's error body, which readmit's agent routes and the scoring protocol answer with.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct MlflowError<'a> {
+    /// MLflow's error code, e.g. `INVALID_PARAMETER_VALUE`.
+    error_code: &'a str,
+    message: String,
+}
+
 /// An error body in the shape MLflow's clients expect from every readmit HTTP API.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
-        axum::Json(json!({"error_code": code, "message": message})),
+        axum::Json(MlflowError {
+            error_code: code,
+            message: message.to_owned(),
+        }),
     )
         .into_response()
 }

@@ -4,8 +4,11 @@
 //! `Inference::predict`; each protocol renders results and errors in its own shape.
 
 mod oip;
+mod record;
 mod scoring;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::Router;
@@ -16,9 +19,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{OpenApi, PartialSchema as _, ToSchema as _};
 
 use crate::inference::input::{self, json_kind};
 use crate::inference::{Endpoint, Inference, InferenceError, Place, Prediction, Scored, Served};
+
+/// The inference role's part of `/openapi.json`: every route [`router`] serves.
+pub fn api() -> utoipa::openapi::OpenApi {
+    let mut api = ReadmitApi::openapi();
+    api.merge(scoring::Api::openapi());
+    api.merge(oip::Api::openapi());
+    api
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(predict, model_info),
+    tags((name = "readmit", description = "readmit's own prediction API"))
+)]
+struct ReadmitApi;
 
 pub fn router<S: Clone + Send + Sync + 'static>(inference: Inference) -> Router<S> {
     Router::new()
@@ -94,27 +115,105 @@ where
     result
 }
 
-#[derive(Serialize)]
+/// How one raw field moved a record's score.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Contribution)]
 struct ContributionJson<'a> {
     field: &'a str,
+    /// As sent, `?` when missing.
     value: &'a str,
+    /// The typical training value the field was replaced by.
     reference: &'a str,
+    /// The record's score minus its score with the field replaced.
     effect: f64,
 }
 
-#[derive(Serialize)]
+/// One record's prediction.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Prediction)]
 struct PredictionJson<'a> {
+    /// P(readmitted within 30 days).
     probability: f32,
+    /// Whether `probability` is at or above the model's threshold.
     readmitted: bool,
+    /// With `?explain=K`: the K fields that moved the score most, largest effect first.
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<Vec<ContributionJson<'a>>>,
 }
 
-#[derive(Serialize)]
+/// The model that made the predictions.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PredictedBy)]
 struct ModelJson<'a> {
     model_name: &'a str,
     model_version: i64,
     threshold: f32,
+}
+
+/// The reply to one record: its prediction and the model that made it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PredictReply<'a> {
+    #[serde(flatten)]
+    prediction: PredictionJson<'a>,
+    #[serde(flatten)]
+    model: ModelJson<'a>,
+}
+
+/// The reply to a list of records: one prediction per record, in order.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PredictBatchReply<'a> {
+    predictions: Vec<PredictionJson<'a>>,
+    #[serde(flatten)]
+    model: ModelJson<'a>,
+}
+
+/// readmit's error body: the message, its kind, and where the bad value was.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PredictError)]
+struct ErrorJson<'a> {
+    /// What was wrong; it names the field (and the record's index in a batch).
+    error: String,
+    /// `not_ready`, `invalid_input`, `malformed`, `empty`, `too_large`, `unknown_model`,
+    /// `unsupported`, `reload` or `internal`.
+    kind: &'a str,
+    /// The bad record's index in a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<usize>,
+    /// The bad field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+/// The body of `POST /predict`: one record, or a list of them.
+struct PredictBody;
+
+impl utoipa::PartialSchema for PredictBody {
+    fn schema() -> RefOr<Schema> {
+        let record = || Ref::from_schema_name(record::RawRecordSchema::name());
+        OneOfBuilder::new()
+            .item(record())
+            .item(ArrayBuilder::new().items(record()).min_items(Some(1)))
+            .description(Some("One record, or a non-empty list of them (a batch)."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PredictBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("PredictBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        record_schemas(schemas);
+    }
+}
+
+/// Registers `RawRecord` for the bodies that reference it.
+fn record_schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((
+        record::RawRecordSchema::name().into_owned(),
+        record::RawRecordSchema::schema(),
+    ));
 }
 
 fn prediction_json(s: &Scored, explained: bool) -> PredictionJson<'_> {
@@ -158,6 +257,30 @@ fn explain_of(query: Option<&str>) -> Result<usize, InferenceError> {
 }
 
 /// `POST /predict`: one record (a JSON object of raw fields) or a list of them.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    tag = "readmit",
+    summary = "Score one encounter or a batch",
+    params((
+        "explain" = Option<usize>,
+        Query,
+        description = "Also return the K raw fields that moved each score most (at most 50)",
+        maximum = 50
+    )),
+    request_body(content = PredictBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The prediction for one record, or one per record of a list",
+            content((PredictReply = "application/json"), (PredictBatchReply = "application/json"))),
+        (status = 400, description = "Malformed JSON, not a record or list, or an empty list",
+            body = ErrorJson),
+        (status = 413, description = "The body or the batch is over its limit (named)",
+            body = ErrorJson),
+        (status = 422, description = "A bad field: missing, unknown, wrong type or level",
+            body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn predict(
     State(inference): State<Inference>,
     RawQuery(query): RawQuery,
@@ -189,25 +312,12 @@ async fn predict(
         };
         let explained = explain > 0;
         let body = if single {
-            #[derive(Serialize)]
-            struct One<'a> {
-                #[serde(flatten)]
-                prediction: PredictionJson<'a>,
-                #[serde(flatten)]
-                model: ModelJson<'a>,
-            }
-            serde_json::to_vec(&One {
+            serde_json::to_vec(&PredictReply {
                 prediction: prediction_json(&scored[0], explained),
                 model,
             })
         } else {
-            #[derive(Serialize)]
-            struct Many<'a> {
-                predictions: Vec<PredictionJson<'a>>,
-                #[serde(flatten)]
-                model: ModelJson<'a>,
-            }
-            serde_json::to_vec(&Many {
+            serde_json::to_vec(&PredictBatchReply {
                 predictions: scored
                     .iter()
                     .map(|s| prediction_json(s, explained))
@@ -233,19 +343,19 @@ fn json_bytes(body: Result<Vec<u8>, serde_json::Error>) -> Response {
 
 /// readmit's own error body: the message, its kind, and where the bad value was.
 fn readmit_error(e: &InferenceError) -> Response {
-    let mut body = serde_json::json!({"error": e.to_string(), "kind": e.kind()});
-    if let Some(place) = e.place() {
-        if let Some(record) = place.record {
-            body["record"] = record.into();
-        }
-        if let Some(field) = &place.field {
-            body["field"] = field.clone().into();
-        }
-    }
+    let place = e.place();
+    let body = ErrorJson {
+        error: e.to_string(),
+        kind: e.kind(),
+        record: place.and_then(|p| p.record),
+        field: place.and_then(|p| p.field.as_deref()),
+    };
     (status_of(e), axum::Json(body)).into_response()
 }
 
-#[derive(Serialize)]
+/// One input field of the model's signature, for building forms.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = InputField)]
 struct FieldJson<'a> {
     name: &'a str,
     /// `categorical`, `integer` or `icd9`.
@@ -266,8 +376,60 @@ struct FieldJson<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     training_levels: &'a [String],
     missing_allowed: bool,
+    /// The typical training value (a level, or a whole number).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = typical_schema)]
     typical: Option<&'a readmit_ml::record::FieldValue>,
+}
+
+fn typical_schema() -> Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .build(),
+    )
+}
+
+/// What serves, and the input signature forms are built from.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ModelInfo)]
+struct ModelInfoJson<'a> {
+    name: &'a str,
+    version: i64,
+    /// The stage the version was in when loaded.
+    stage: &'a str,
+    run_id: &'a str,
+    source: &'a str,
+    /// RFC 3339, UTC.
+    loaded_at: String,
+    /// The stage, alias or version the role follows.
+    following: &'a str,
+    /// Why the last bundle was refused, if one was.
+    last_error: &'a str,
+    run_name: &'a str,
+    /// `logistic_regression`, `random_forest` or `gradient_boosting`.
+    family: &'a str,
+    /// When the bundle was written, RFC 3339 in UTC.
+    created: &'a str,
+    threshold: f32,
+    /// `split.metric` (e.g. `test.roc_auc`) to its value.
+    metrics: BTreeMap<String, f64>,
+    /// The hyper-parameters, as logged for the run.
+    params: &'a BTreeMap<String, String>,
+    inputs: Vec<FieldJson<'a>>,
+    /// The largest `explain` accepted.
+    explain_max: usize,
+    limits: LimitsJson,
+}
+
+/// The request limits, each configurable.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Limits)]
+struct LimitsJson {
+    max_records: usize,
+    max_body_bytes: usize,
 }
 
 fn fields_json(served: &Served) -> Vec<FieldJson<'_>> {
@@ -296,6 +458,16 @@ fn fields_json(served: &Served) -> Vec<FieldJson<'_>> {
 }
 
 /// `GET /model-info`: what serves, and the input signature forms are built from.
+#[utoipa::path(
+    get,
+    path = "/model-info",
+    tag = "readmit",
+    summary = "The served model and its input signature",
+    responses(
+        (status = 200, body = ModelInfoJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn model_info(State(inference): State<Inference>) -> Response {
     let status = inference.status();
     let Some(served) = status.served else {
@@ -305,27 +477,27 @@ async fn model_info(State(inference): State<Inference>) -> Response {
         });
     };
     let info = served.bundle.info();
-    let body = serde_json::json!({
-        "name": served.meta.name,
-        "version": served.meta.version,
-        "stage": served.meta.stage,
-        "run_id": served.meta.run_id,
-        "source": served.meta.source,
-        "loaded_at": crate::format_ms(served.meta.loaded_at_ms),
-        "following": status.following,
-        "last_error": status.last_error,
-        "run_name": info.name,
-        "family": info.family,
-        "created": info.created,
-        "threshold": info.threshold,
-        "metrics": served.metrics(),
-        "params": info.params,
-        "inputs": fields_json(&served),
-        "explain_max": crate::inference::MAX_EXPLAIN,
-        "limits": {
-            "max_records": inference.config().max_records,
-            "max_body_bytes": inference.config().max_body_bytes,
+    let body = ModelInfoJson {
+        name: &served.meta.name,
+        version: served.meta.version,
+        stage: &served.meta.stage,
+        run_id: &served.meta.run_id,
+        source: &served.meta.source,
+        loaded_at: crate::format_ms(served.meta.loaded_at_ms),
+        following: &status.following,
+        last_error: &status.last_error,
+        run_name: &info.name,
+        family: &info.family,
+        created: &info.created,
+        threshold: info.threshold,
+        metrics: served.metrics(),
+        params: &info.params,
+        inputs: fields_json(&served),
+        explain_max: crate::inference::MAX_EXPLAIN,
+        limits: LimitsJson {
+            max_records: inference.config().max_records,
+            max_body_bytes: inference.config().max_body_bytes,
         },
-    });
+    };
     axum::Json(body).into_response()
 }

@@ -8,7 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::OpenApi;
+use utoipa::openapi::schema::Schema;
 
 use super::{observed, read_body, status_of};
 use crate::inference::input::{self, Column, Sent, json_kind};
@@ -17,6 +20,24 @@ use crate::inference::{Endpoint, Inference, InferenceError, Place, Prediction, S
 
 /// The binary tensor extension's header: the length of the JSON part of the body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// This module's part of `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        server_metadata,
+        live,
+        ready,
+        metadata,
+        metadata_version,
+        model_ready,
+        model_ready_version,
+        infer,
+        infer_version
+    ),
+    tags((name = "oip", description = "KServe's Open Inference Protocol v2 over REST"))
+)]
+pub(super) struct Api;
 
 pub(super) fn router() -> Router<Inference> {
     Router::new()
@@ -40,21 +61,110 @@ pub(super) fn router() -> Router<Inference> {
         )
 }
 
-fn oip_error(e: &InferenceError) -> Response {
-    (status_of(e), axum::Json(json!({"error": e.to_string()}))).into_response()
+/// The protocol's error body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipError)]
+struct ErrorJson {
+    error: String,
 }
 
-async fn server_metadata() -> Response {
-    axum::Json(
-        json!({"name": "readmit", "version": crate::VERSION, "extensions": ["binary_tensor_data"]}),
+fn oip_error(e: &InferenceError) -> Response {
+    (
+        status_of(e),
+        axum::Json(ErrorJson {
+            error: e.to_string(),
+        }),
     )
+        .into_response()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipServerMetadata)]
+struct ServerMetadataJson {
+    name: &'static str,
+    version: &'static str,
+    extensions: Vec<&'static str>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipLive)]
+struct LiveJson {
+    live: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipReady)]
+struct ReadyJson {
+    ready: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipModelReady)]
+struct ModelReadyJson<'a> {
+    name: &'a str,
+    ready: bool,
+}
+
+/// A tensor's name, datatype and shape (`-1`: one element per record).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipTensorMetadata)]
+struct TensorMetadataJson<'a> {
+    name: &'a str,
+    /// `BYTES` for categorical fields, `INT64` or `FP64` for numbers; `FP32` and `BOOL` out.
+    datatype: &'a str,
+    shape: Vec<i64>,
+}
+
+/// A model's metadata: one input tensor per raw field it reads or requires.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipModelMetadata)]
+struct ModelMetadataJson<'a> {
+    name: &'a str,
+    versions: Vec<String>,
+    platform: &'a str,
+    inputs: Vec<TensorMetadataJson<'a>>,
+    outputs: Vec<TensorMetadataJson<'a>>,
+}
+
+/// `name` and `version` of the model routes; the name is the served registered model's.
+const NAME: &str = "The registered model's name, e.g. best_diabetes_readmission_model";
+const VERSION: &str = "The registered model version; only the served one answers";
+
+#[utoipa::path(
+    get,
+    path = "/v2",
+    tag = "oip",
+    summary = "Server metadata",
+    responses((status = 200, body = ServerMetadataJson))
+)]
+async fn server_metadata() -> Response {
+    axum::Json(ServerMetadataJson {
+        name: "readmit",
+        version: crate::VERSION,
+        extensions: vec!["binary_tensor_data"],
+    })
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/health/live",
+    tag = "oip",
+    responses((status = 200, body = LiveJson))
+)]
 async fn live() -> Response {
-    axum::Json(json!({"live": true})).into_response()
+    axum::Json(LiveJson { live: true }).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    tag = "oip",
+    responses(
+        (status = 200, description = "A model serves", body = ReadyJson),
+        (status = 503, description = "No model is loaded yet", body = ReadyJson),
+    )
+)]
 async fn ready(State(inference): State<Inference>) -> Response {
     let ready = inference.is_ready();
     let status = if ready {
@@ -62,22 +172,43 @@ async fn ready(State(inference): State<Inference>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({"ready": ready}))).into_response()
+    (status, axum::Json(ReadyJson { ready })).into_response()
 }
 
-fn metadata_json(served: &Served) -> Value {
-    let (inputs, outputs) = (input_tensors(served), OUTPUTS);
-    let tensor =
-        |(name, datatype): (&str, &str)| json!({"name": name, "datatype": datatype, "shape": [-1]});
-    json!({
-        "name": served.meta.name,
-        "versions": [served.meta.version.to_string()],
-        "platform": "readmit_onnx_tract",
-        "inputs": inputs.into_iter().map(tensor).collect::<Vec<_>>(),
-        "outputs": outputs.into_iter().map(tensor).collect::<Vec<_>>(),
-    })
+fn metadata_json(served: &Served) -> ModelMetadataJson<'_> {
+    fn tensors<'a>(
+        metas: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<TensorMetadataJson<'a>> {
+        metas
+            .into_iter()
+            .map(|(name, datatype)| TensorMetadataJson {
+                name,
+                datatype,
+                shape: vec![-1],
+            })
+            .collect()
+    }
+    ModelMetadataJson {
+        name: &served.meta.name,
+        versions: vec![served.meta.version.to_string()],
+        platform: "readmit_onnx_tract",
+        inputs: tensors(input_tensors(served)),
+        outputs: tensors(OUTPUTS),
+    }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}",
+    tag = "oip",
+    summary = "Model metadata",
+    params(("name" = String, Path, description = NAME)),
+    responses(
+        (status = 200, body = ModelMetadataJson),
+        (status = 404, description = "Not the served model", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn metadata(State(inference): State<Inference>, Path(name): Path<String>) -> Response {
     match inference.served_as(&name, None) {
         Ok(served) => axum::Json(metadata_json(&served)).into_response(),
@@ -85,6 +216,21 @@ async fn metadata(State(inference): State<Inference>, Path(name): Path<String>) 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}",
+    tag = "oip",
+    summary = "Model version metadata",
+    params(
+        ("name" = String, Path, description = NAME),
+        ("version" = String, Path, description = VERSION),
+    ),
+    responses(
+        (status = 200, body = ModelMetadataJson),
+        (status = 404, description = "Not the served model or version", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn metadata_version(
     State(inference): State<Inference>,
     Path((name, version)): Path<(String, String)>,
@@ -97,20 +243,45 @@ async fn metadata_version(
 
 fn ready_reply(inference: &Inference, name: &str, version: Option<&str>) -> Response {
     match inference.served_as(name, version) {
-        Ok(_) => axum::Json(json!({"name": name, "ready": true})).into_response(),
+        Ok(_) => axum::Json(ModelReadyJson { name, ready: true }).into_response(),
         Err(e @ InferenceError::NotReady { .. }) => (
             status_of(&e),
-            axum::Json(json!({"name": name, "ready": false})),
+            axum::Json(ModelReadyJson { name, ready: false }),
         )
             .into_response(),
         Err(e) => oip_error(&e),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/ready",
+    tag = "oip",
+    params(("name" = String, Path, description = NAME)),
+    responses(
+        (status = 200, description = "The model serves", body = ModelReadyJson),
+        (status = 404, description = "Not the served model", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ModelReadyJson),
+    )
+)]
 async fn model_ready(State(inference): State<Inference>, Path(name): Path<String>) -> Response {
     ready_reply(&inference, &name, None)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}/ready",
+    tag = "oip",
+    params(
+        ("name" = String, Path, description = NAME),
+        ("version" = String, Path, description = VERSION),
+    ),
+    responses(
+        (status = 200, description = "The model version serves", body = ModelReadyJson),
+        (status = 404, description = "Not the served model or version", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ModelReadyJson),
+    )
+)]
 async fn model_ready_version(
     State(inference): State<Inference>,
     Path((name, version)): Path<(String, String)>,
@@ -118,6 +289,28 @@ async fn model_ready_version(
     ready_reply(&inference, &name, Some(&version))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/infer",
+    tag = "oip",
+    summary = "Score records given as one tensor per raw field",
+    params(("name" = String, Path, description = NAME), InferHeader),
+    request_body(
+        description = "JSON, or with the binary tensor extension the JSON part followed by the \
+                       tensors' raw bytes",
+        content((InferRequest = "application/json"), (InferRequest = "application/octet-stream"))
+    ),
+    responses(
+        (status = 200, description = "The outputs, in JSON or (binary_data) followed by raw bytes",
+            content((InferResponse = "application/json"),
+                    (InferResponse = "application/octet-stream"))),
+        (status = 400, description = "A malformed request", body = ErrorJson),
+        (status = 404, description = "Not the served model", body = ErrorJson),
+        (status = 413, description = "The body or the batch is over its limit", body = ErrorJson),
+        (status = 422, description = "A bad tensor or field", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn infer(
     State(inference): State<Inference>,
     Path(name): Path<String>,
@@ -127,6 +320,31 @@ async fn infer(
     infer_common(inference, name, None, headers, body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/versions/{version}/infer",
+    tag = "oip",
+    summary = "Score records with a given model version",
+    params(
+        ("name" = String, Path, description = NAME),
+        ("version" = String, Path, description = VERSION),
+        InferHeader,
+    ),
+    request_body(
+        description = "As for /v2/models/{name}/infer",
+        content((InferRequest = "application/json"), (InferRequest = "application/octet-stream"))
+    ),
+    responses(
+        (status = 200, description = "The outputs, in JSON or (binary_data) followed by raw bytes",
+            content((InferResponse = "application/json"),
+                    (InferResponse = "application/octet-stream"))),
+        (status = 400, description = "A malformed request", body = ErrorJson),
+        (status = 404, description = "Not the served model or version", body = ErrorJson),
+        (status = 413, description = "The body or the batch is over its limit", body = ErrorJson),
+        (status = 422, description = "A bad tensor or field", body = ErrorJson),
+        (status = 503, description = "No model is loaded yet", body = ErrorJson),
+    )
+)]
 async fn infer_version(
     State(inference): State<Inference>,
     Path((name, version)): Path<(String, String)>,
@@ -361,37 +579,51 @@ fn infer_reply(
     let probabilities: Vec<f32> = scored.iter().map(|s| s.probability).collect();
     let decisions: Vec<bool> = scored.iter().map(|s| s.readmitted).collect();
     let mut binary = Vec::new();
-    let tensors: Vec<Value> = outputs
+    let tensors: Vec<ResponseOutput> = outputs
         .iter()
         .map(|&(name, as_binary)| {
             let (datatype, data, raw) = if name == PROBABILITY {
                 (
                     "FP32",
-                    json!(probabilities),
+                    Value::from(probabilities.clone()),
                     tensors::encode_f32(&probabilities),
                 )
             } else {
-                ("BOOL", json!(decisions), tensors::encode_bool(&decisions))
+                (
+                    "BOOL",
+                    Value::from(decisions.clone()),
+                    tensors::encode_bool(&decisions),
+                )
             };
-            let mut tensor = json!({"name": name, "datatype": datatype, "shape": [n]});
+            let mut tensor = ResponseOutput {
+                name,
+                datatype,
+                shape: [n],
+                data: None,
+                parameters: None,
+            };
             if as_binary {
-                tensor["parameters"] = json!({"binary_data_size": raw.len()});
+                tensor.parameters = Some(BinaryDataSize {
+                    binary_data_size: raw.len(),
+                });
                 binary.extend(raw);
             } else {
-                tensor["data"] = data;
+                tensor.data = Some(data);
             }
             tensor
         })
         .collect();
-    let mut reply = json!({
-        "model_name": served.meta.name,
-        "model_version": served.meta.version.to_string(),
-        "outputs": tensors,
-    });
-    if let Some(id) = request.get("id") {
-        reply["id"] = id.clone();
-    }
-    let mut head = reply.to_string().into_bytes();
+    let reply = InferResponse {
+        model_name: &served.meta.name,
+        model_version: served.meta.version.to_string(),
+        id: request.get("id"),
+        outputs: tensors,
+    };
+    let Ok(mut head) = serde_json::to_vec(&reply) else {
+        return oip_error(&InferenceError::Internal {
+            reason: "cannot render the inference reply".to_owned(),
+        });
+    };
     if binary.is_empty() {
         return ([(header::CONTENT_TYPE, "application/json")], head).into_response();
     }
@@ -400,4 +632,126 @@ fn infer_reply(
     let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], head).into_response();
     response.headers_mut().insert(HEADER_LENGTH, length);
     response
+}
+
+/// The binary tensor extension's header, on requests that use it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(
+    dead_code,
+    reason = "describes the header for the document; the handler reads it raw"
+)]
+struct InferHeader {
+    /// The length of the JSON part of an `application/octet-stream` body; the tensors' raw
+    /// bytes follow it.
+    #[param(rename = "Inference-Header-Content-Length")]
+    length: Option<usize>,
+}
+
+/// An inference request: one tensor per raw field, each with one element per record.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OipInferRequest)]
+#[allow(
+    dead_code,
+    reason = "the request's shape for the document; the handler parses it by \
+    hand to name the bad tensor and element"
+)]
+struct InferRequest {
+    /// Echoed in the response.
+    id: Option<String>,
+    parameters: Option<InferParameters>,
+    inputs: Vec<RequestInput>,
+    /// The outputs wanted; both when absent.
+    outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = OipInferParameters)]
+#[allow(dead_code, reason = "part of InferRequest's shape")]
+struct InferParameters {
+    /// Every output as raw bytes after the JSON part.
+    binary_data_output: Option<bool>,
+}
+
+/// One raw field as a tensor.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OipRequestInput)]
+#[allow(dead_code, reason = "part of InferRequest's shape")]
+struct RequestInput {
+    /// The field's name, as in `RawRecord`.
+    name: String,
+    /// `BYTES` for categorical fields, `INT64` or `FP64` for numbers.
+    datatype: String,
+    /// Its element count must be the number of records.
+    shape: Vec<i64>,
+    /// The elements, row-major (nesting as the shape is accepted); `null` is missing.
+    #[schema(schema_with = elements)]
+    data: Option<Vec<Value>>,
+    parameters: Option<BinaryDataSize>,
+}
+
+/// One output wanted.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OipRequestOutput)]
+#[allow(dead_code, reason = "part of InferRequest's shape")]
+struct RequestOutput {
+    /// `probability` or `readmitted`.
+    name: String,
+    parameters: Option<OutputParameters>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = OipOutputParameters)]
+#[allow(dead_code, reason = "part of InferRequest's shape")]
+struct OutputParameters {
+    /// This output as raw bytes after the JSON part.
+    binary_data: Option<bool>,
+}
+
+/// Where a tensor's data is raw bytes after the JSON part: how many are its.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipBinaryDataSize)]
+struct BinaryDataSize {
+    binary_data_size: usize,
+}
+
+/// The reply to `infer`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipInferResponse)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: String,
+    /// The request's `id`, echoed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    id: Option<&'a Value>,
+    outputs: Vec<ResponseOutput>,
+}
+
+/// One output: `probability` (FP32) or `readmitted` (BOOL), one element per record.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OipResponseOutput)]
+struct ResponseOutput {
+    name: &'static str,
+    datatype: &'static str,
+    #[schema(value_type = Vec<usize>)]
+    shape: [usize; 1],
+    /// The elements, unless sent as binary data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = elements)]
+    data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryDataSize>,
+}
+
+/// A tensor's JSON elements: strings, numbers or booleans (or `null` for missing).
+fn elements() -> Schema {
+    // Imported here: in the module's scope they would make the derives' paths "unnecessary".
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let scalar = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null));
+    Schema::Array(ArrayBuilder::new().items(scalar).build())
 }

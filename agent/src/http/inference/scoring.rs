@@ -3,6 +3,8 @@
 //! `{"predictions": [...]}` (one probability per record), errors as MLflow's
 //! `{"error_code", "message"}`; `GET /ping`, `/health` and `/version`.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -10,9 +12,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use readmit_ml::record::RawRecord;
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{OpenApi, ToSchema as _};
 
-use super::{json_bytes, observed, parse_json, read_body, status_of};
+use super::record::RawRecordSchema;
+use super::{json_bytes, observed, parse_json, read_body, record_schemas, status_of};
+use crate::http::MlflowError;
 use crate::inference::input::{self, Column, Sent, json_kind};
 use crate::inference::{Endpoint, Inference, InferenceError, Prediction};
 
@@ -23,15 +33,32 @@ const FORMATS: [&str; 4] = [
     "inputs",
 ];
 
+/// This module's part of `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    paths(invocations, ping, health, version),
+    tags((name = "mlflow-scoring", description = "MLflow's scoring protocol, as `mlflow models serve` speaks it"))
+)]
+pub(super) struct Api;
+
 pub(super) fn router() -> Router<Inference> {
     Router::new()
         .route("/invocations", post(invocations))
         .route("/ping", get(ping))
-        .route("/health", get(ping))
+        .route("/health", get(health))
         .route("/version", get(version))
 }
 
 /// 200 once a model serves, as MLflow's server answers once its model is loaded.
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "mlflow-scoring",
+    responses(
+        (status = 200, description = "A model serves", body = String, content_type = "text/plain"),
+        (status = 503, description = "No model loaded yet", body = String, content_type = "text/plain"),
+    )
+)]
 async fn ping(State(inference): State<Inference>) -> Response {
     if inference.is_ready() {
         (StatusCode::OK, "\n").into_response()
@@ -40,6 +67,27 @@ async fn ping(State(inference): State<Inference>) -> Response {
     }
 }
 
+/// The same as `/ping`, as MLflow's server answers both.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "mlflow-scoring",
+    responses(
+        (status = 200, description = "A model serves", body = String, content_type = "text/plain"),
+        (status = 503, description = "No model loaded yet", body = String, content_type = "text/plain"),
+    )
+)]
+async fn health(state: State<Inference>) -> Response {
+    ping(state).await
+}
+
+/// The MLflow version the bundles are written for.
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "mlflow-scoring",
+    responses((status = 200, body = String, content_type = "text/plain"))
+)]
 async fn version() -> Response {
     (StatusCode::OK, readmit_ml::bundle::MLFLOW_VERSION).into_response()
 }
@@ -52,6 +100,98 @@ fn required_format(received: &str) -> InferenceError {
     ))
 }
 
+/// One probability of readmission within 30 days per record, in order.
+#[derive(Serialize, utoipa::ToSchema)]
+struct InvocationsReply {
+    predictions: Vec<f32>,
+}
+
+/// The JSON body of `POST /invocations`: exactly one of MLflow's four input fields.
+struct InvocationsBody;
+
+impl utoipa::PartialSchema for InvocationsBody {
+    fn schema() -> RefOr<Schema> {
+        let record = || Ref::from_schema_name(RawRecordSchema::name());
+        let any = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+        let records = || ArrayBuilder::new().items(record()).min_items(Some(1));
+        let columns = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("Field name to one value per record (columnar)."))
+                .additional_properties(Some(ArrayBuilder::new().items(any())))
+        };
+        let split = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("pandas' split orient; `index` is ignored."))
+            .property(
+                "columns",
+                ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)),
+            )
+            .property(
+                "data",
+                ArrayBuilder::new().items(ArrayBuilder::new().items(any())),
+            )
+            .property("index", ArrayBuilder::new().items(any()))
+            .required("columns")
+            .required("data")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let form = |name: &str, schema: RefOr<Schema>| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let records_or_columns =
+            || -> RefOr<Schema> { OneOfBuilder::new().item(records()).item(columns()).into() };
+        OneOfBuilder::new()
+            .item(form("dataframe_split", split.into()))
+            .item(form("dataframe_records", records().into()))
+            .item(form("instances", records_or_columns()))
+            .item(form("inputs", records_or_columns()))
+            .description(Some(format!(
+                "Exactly one of {{{}}}; the records are `RawRecord`s.",
+                FORMATS.join(", ")
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for InvocationsBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("InvocationsBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        record_schemas(schemas);
+    }
+}
+
+/// MLflow's scoring protocol: records in JSON or CSV, one probability each.
+#[utoipa::path(
+    post,
+    path = "/invocations",
+    tag = "mlflow-scoring",
+    request_body(
+        description = "JSON in one of MLflow's four forms, or a CSV with a header row of field \
+                       names (`pandas.DataFrame.to_csv(index=False)`; an empty cell or `?` is \
+                       missing)",
+        content(
+            (InvocationsBody = "application/json"),
+            (String = "text/csv"),
+        )
+    ),
+    responses(
+        (status = 200, body = InvocationsReply),
+        (status = 400, description = "A malformed body or a bad field, in MLflow's words",
+            body = MlflowError),
+        (status = 413, description = "The body or the batch is over its limit (named)",
+            body = MlflowError),
+        (status = 415, description = "Not JSON or CSV in UTF-8", body = String,
+            content_type = "text/plain"),
+        (status = 503, description = "No model is loaded yet", body = MlflowError),
+    )
+)]
 async fn invocations(
     State(inference): State<Inference>,
     headers: HeaderMap,
@@ -90,10 +230,10 @@ async fn invocations(
             }
         };
         let Prediction { scored, .. } = inference.predict(records, 0).await?;
-        let predictions: Vec<f32> = scored.iter().map(|s| s.probability).collect();
-        Ok(json_bytes(serde_json::to_vec(
-            &serde_json::json!({ "predictions": predictions }),
-        )))
+        let reply = InvocationsReply {
+            predictions: scored.iter().map(|s| s.probability).collect(),
+        };
+        Ok(json_bytes(serde_json::to_vec(&reply)))
     };
     observed(&inference, Endpoint::Invocations, work)
         .await
@@ -125,7 +265,10 @@ fn mlflow_error(e: &InferenceError) -> Response {
     };
     (
         status,
-        axum::Json(serde_json::json!({"error_code": code, "message": e.to_string()})),
+        axum::Json(MlflowError {
+            error_code: code,
+            message: e.to_string(),
+        }),
     )
         .into_response()
 }
