@@ -73,7 +73,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     set_health(&health, &served, ServingStatus::Serving).await;
     if let Some(role) = &shared.inference {
         // Set before the listener serves, so a probe never finds the service unknown.
-        set_health(&health, &inference_services, ServingStatus::NotServing).await;
+        for service in inference_services {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         follow_readiness(health.clone(), role.ready_watch(), shared.shutdown.clone());
     }
 
