@@ -197,7 +197,14 @@ impl Inference {
             ));
         }
         let served = self.served().ok_or_else(|| self.not_ready())?;
-        let rows = records.len() * if explain > 0 { 1 + MAX_EXPLAIN } else { 1 };
+        // Rows tract will score: each record, and with an explanation up to one variant per
+        // field the model reads.
+        let rows = records.len()
+            * if explain > 0 {
+                1 + served.explained_fields()
+            } else {
+                1
+            };
         let (scored, records) = if rows <= INLINE_ROWS {
             (served.score(&records, explain)?, records)
         } else {

@@ -105,6 +105,11 @@ impl Served {
         out
     }
 
+    /// The fields an explanation may replace: those the model reads that have a typical value.
+    pub fn explained_fields(&self) -> usize {
+        self.typical.len()
+    }
+
     pub fn threshold(&self) -> f32 {
         self.bundle.info().threshold
     }
