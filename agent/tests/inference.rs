@@ -407,6 +407,23 @@ async fn every_interface_gives_the_bundles_own_probabilities() {
         .await
         .unwrap();
     close_one(one["probability"].as_f64().unwrap(), expected[0]);
+    // All at once, one record a request: the dynamic batcher scores some together, and each
+    // answer is still its own record's.
+    let at_once: Vec<_> = as_json
+        .iter()
+        .map(|record| {
+            let (http, base, record) = (http.clone(), base.clone(), record.clone());
+            tokio::spawn(async move {
+                let reply: Value = predict(&http, &base, &record).await.json().await.unwrap();
+                reply["probability"].as_f64().unwrap()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for answer in at_once {
+        got.push(answer.await.unwrap());
+    }
+    close("/predict, every record at once", &got);
 
     let got = scored(
         http.post(format!("{base}/invocations"))

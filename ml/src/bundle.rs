@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Report;
-use crate::models::{Aggregation, Model};
+use crate::models::{Aggregation, Explainer, Model};
 use crate::onnx::{ExportError, INPUT, OUTPUT, to_onnx};
 use crate::pipeline::Pipeline;
 use crate::record::RawRecord;
@@ -49,10 +49,13 @@ pub const METRICS: &str = "metrics.json";
 pub const REFERENCE: &str = "reference.json";
 /// readmit's own description of the bundle ([`BundleInfo`]).
 pub const BUNDLE: &str = "bundle.json";
+/// The fitted model in readmit's own form ([`Model`], serde): explanations re-evaluate only
+/// the trees a replaced field reaches ([`Explainer`]); tract serves `model.onnx`.
+pub const MODEL_JSON: &str = "model.json";
 
 /// The version of this layout, written to `bundle.json`. 2 added `reference.json` and the
-/// example's probabilities.
-pub const FORMAT: u32 = 2;
+/// example's probabilities, 3 `model.json`.
+pub const FORMAT: u32 = 3;
 /// How far a loaded model's score of the input example may be from what training recorded:
 /// tract and the trained model agree far closer than this, a different model does not.
 pub const EXAMPLE_TOLERANCE: f32 = 1e-5;
@@ -248,8 +251,9 @@ impl Bundle<'_> {
             reason: format!("the pipeline does not serialise: {e}"),
         })?;
 
-        let files: [(&str, Vec<u8>); 9] = [
+        let files: [(&str, Vec<u8>); 10] = [
             (MODEL_ONNX, onnx),
+            (MODEL_JSON, json(self.model)?),
             (PYTHON_ENV, python_env().into_bytes()),
             (REQUIREMENTS, REQUIREMENTS_TXT.as_bytes().to_vec()),
             (PIPELINE, pipeline_json.into_bytes()),
@@ -368,6 +372,7 @@ pub struct LoadedBundle {
     info: BundleInfo,
     pipeline: Pipeline,
     model: LoadedModel,
+    explainer: Explainer,
     signature: InputSignature,
     input_example: Vec<RawRecord>,
     metrics: BTreeMap<String, Report>,
@@ -434,7 +439,24 @@ impl LoadedBundle {
                 format!("no reference for the input `{missing}`"),
             ));
         }
+        let fitted: Model = read_json(dir, MODEL_JSON)?;
+        if fitted.n_features() != pipeline.n_features() {
+            return Err(invalid(
+                MODEL_JSON,
+                format!(
+                    "the model reads {} features but {PIPELINE} makes {}",
+                    fitted.n_features(),
+                    pipeline.n_features()
+                ),
+            ));
+        }
+        if let Model::Trees(ensemble) = &fitted {
+            ensemble
+                .validate()
+                .map_err(|e| invalid(MODEL_JSON, e.to_string()))?;
+        }
         let bundle = Self {
+            explainer: Explainer::new(fitted),
             dir: dir.to_owned(),
             signature: read_json(dir, INPUT_SIGNATURE)?,
             input_example: read_json(dir, INPUT_EXAMPLE)?,
@@ -464,16 +486,26 @@ impl LoadedBundle {
             )));
         }
         let scored = self.predict_records(&self.input_example)?;
-        for (i, (got, want)) in scored.iter().zip(recorded).enumerate() {
-            // A NaN score fails too: it is within no distance of anything.
-            let close = (got - want).abs() <= EXAMPLE_TOLERANCE;
-            if !close {
-                return Err(BundleError::Invalid {
-                    path: self.dir.join(MODEL_ONNX),
-                    reason: format!(
-                        "scores example record {i} as {got}, but training recorded {want}"
-                    ),
-                });
+        let explained: Vec<f32> = self
+            .input_example
+            .iter()
+            .map(|r| {
+                let row = self.pipeline.transform_record(r);
+                self.explainer.probability(&self.explainer.baseline(&row))
+            })
+            .collect();
+        for (file, scores) in [(MODEL_ONNX, scored), (MODEL_JSON, explained)] {
+            for (i, (got, want)) in scores.iter().zip(recorded).enumerate() {
+                // A NaN score fails too: it is within no distance of anything.
+                let close = (got - want).abs() <= EXAMPLE_TOLERANCE;
+                if !close {
+                    return Err(BundleError::Invalid {
+                        path: self.dir.join(file),
+                        reason: format!(
+                            "scores example record {i} as {got}, but training recorded {want}"
+                        ),
+                    });
+                }
             }
         }
         Ok(())
@@ -497,6 +529,11 @@ impl LoadedBundle {
     /// The optimised ONNX model.
     pub fn model(&self) -> &LoadedModel {
         &self.model
+    }
+
+    /// The fitted model with the index explanations use.
+    pub fn explainer(&self) -> &Explainer {
+        &self.explainer
     }
 
     /// The raw input columns, for building input forms.

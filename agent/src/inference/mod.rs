@@ -7,6 +7,7 @@
 //! REST and gRPC, `readmit.v1.Inference`) parses its records through [`input`] and scores them
 //! through [`Inference::predict`].
 
+mod batch;
 mod cache;
 mod drift;
 mod error;
@@ -31,15 +32,17 @@ pub use metrics::Endpoint;
 pub use served::{Contribution, Scored, Served, ServedMeta};
 pub use target::{ModelTarget, Pick};
 
+use batch::Batcher;
 use cache::Cache;
 use metrics::InferenceMetrics;
 
 /// The default registered model and stage, as the original system named them.
 pub const DEFAULT_TARGET: &str = "models:/best_diabetes_readmission_model/Production";
 
-/// Batches up to this many records score on the request's own task; larger ones on a
-/// blocking thread, so a big batch cannot stall the other requests of its worker.
-const INLINE_ROWS: usize = 64;
+/// Requests of up to this many rows are scored by the dynamic batcher, together with others
+/// that arrive meanwhile; larger ones on a blocking thread of their own, so a big request
+/// cannot hold up the small ones queued behind it.
+const BATCHED_ROWS: usize = 64;
 
 /// Most fields an explanation lists.
 pub const MAX_EXPLAIN: usize = 50;
@@ -93,6 +96,7 @@ struct Inner {
     /// One load at a time: the follower's and `reload`'s.
     loading: tokio::sync::Mutex<()>,
     metrics: InferenceMetrics,
+    batcher: Batcher,
 }
 
 impl Inference {
@@ -105,6 +109,7 @@ impl Inference {
     ) -> Result<Self, prometheus::Error> {
         let served = Arc::new(ArcSwapOption::empty());
         let metrics = InferenceMetrics::new(registry, Arc::clone(&served))?;
+        let batcher = Batcher::start(registry)?;
         let inference = Self {
             inner: Arc::new(Inner {
                 cache: Cache::new(config.cache_dir.clone()),
@@ -115,6 +120,7 @@ impl Inference {
                 refused: Mutex::new(HashMap::new()),
                 loading: tokio::sync::Mutex::new(()),
                 metrics,
+                batcher,
             }),
         };
         tokio::spawn(follow::run(inference.clone(), shutdown));
@@ -197,16 +203,23 @@ impl Inference {
             ));
         }
         let served = self.served().ok_or_else(|| self.not_ready())?;
-        // Rows tract will score: each record, and with an explanation up to one variant per
-        // field the model reads.
+        // The work, in rows: each record, and with an explanation up to one variant per field
+        // the model reads (re-walked in part, but still work on this thread).
         let rows = records.len()
             * if explain > 0 {
                 1 + served.explained_fields()
             } else {
                 1
             };
-        let (scored, records) = if rows <= INLINE_ROWS {
-            (served.score(&records, explain)?, records)
+        let (scored, records) = if rows <= BATCHED_ROWS {
+            let mut rows = served.rows(&records, explain);
+            let data = std::mem::take(&mut rows.data);
+            let scores = self
+                .inner
+                .batcher
+                .score(Arc::clone(&served), data, rows.n_rows)
+                .await?;
+            (served.finish(rows, &scores), records)
         } else {
             let model = Arc::clone(&served);
             tokio::task::spawn_blocking(move || {

@@ -115,65 +115,56 @@ impl Served {
     }
 
     /// Scores every record; with `explain > 0`, also the `explain` fields that moved each
-    /// record's score most. One tract run for the whole batch, variants included.
+    /// record's score most. One tract run for the whole batch.
     pub fn score(
         &self,
         records: &[RawRecord],
         explain: usize,
     ) -> Result<Vec<Scored>, InferenceError> {
+        let rows = self.rows(records, explain);
+        let scores = self.run(&rows.data, rows.n_rows)?;
+        Ok(self.finish(rows, &scores))
+    }
+
+    /// The records' feature rows for tract, and with `explain > 0` each record's
+    /// explanation: every field that has a typical value the record does not, replaced by it,
+    /// scored by the [`Explainer`] (which re-walks only the trees the field reaches), and the
+    /// `explain` fields whose replacement moves the score most.
+    pub fn rows(&self, records: &[RawRecord], explain: usize) -> Rows {
         let pipeline = self.bundle.pipeline();
-        let n_features = pipeline.n_features();
-        let mut rows = Vec::with_capacity(records.len() * n_features);
-        // Per record: its row's index and the fields its variants replace.
-        let mut plan: Vec<(usize, Vec<&Typical>)> = Vec::with_capacity(records.len());
-        let mut n_rows = 0;
+        let explainer = self.bundle.explainer();
+        let mut data = Vec::with_capacity(records.len() * pipeline.n_features());
+        let mut explanations = Vec::with_capacity(if explain > 0 { records.len() } else { 0 });
         for record in records {
             let base = pipeline.transform_record(record);
-            let at = n_rows;
-            rows.extend_from_slice(&base);
-            n_rows += 1;
-            let mut replaced = Vec::new();
             if explain > 0 {
+                let baseline = explainer.baseline(&base);
+                let probability = f64::from(explainer.probability(&baseline));
+                let mut contributions = Vec::new();
+                let mut row = base.clone();
+                let mut changed = Vec::new();
                 for typical in &self.typical {
                     let value = cell_of(&typical.value);
                     if typical.source.cell(record) == value {
                         continue;
                     }
-                    let mut row = base.clone();
                     pipeline.rewrite_input(&mut row, typical.source, value);
-                    if row == base {
-                        // The field feeds only columns the value leaves unchanged.
-                        continue;
+                    changed.clear();
+                    changed.extend((0..row.len()).filter(|&j| row[j] != base[j]));
+                    if !changed.is_empty() {
+                        let replaced = explainer.probability_with(&baseline, &row, &changed);
+                        contributions.push(Contribution {
+                            field: typical.source.name(),
+                            value: text_of(typical.source.cell(record)),
+                            reference: text_of(value),
+                            effect: probability - f64::from(replaced),
+                        });
+                        for &j in &changed {
+                            row[j] = base[j];
+                        }
                     }
-                    rows.extend_from_slice(&row);
-                    n_rows += 1;
-                    replaced.push(typical);
+                    // Else the field feeds only columns the value leaves unchanged.
                 }
-            }
-            plan.push((at, replaced));
-        }
-        let scores = self
-            .bundle
-            .model()
-            .predict_rows(&rows, n_rows)
-            .map_err(|e| InferenceError::Internal {
-                reason: e.to_string(),
-            })?;
-        let scored = records
-            .iter()
-            .zip(plan)
-            .map(|(record, (at, replaced))| {
-                let probability = scores[at];
-                let mut contributions: Vec<Contribution> = replaced
-                    .iter()
-                    .enumerate()
-                    .map(|(k, typical)| Contribution {
-                        field: typical.source.name(),
-                        value: text_of(typical.source.cell(record)),
-                        reference: text_of(cell_of(&typical.value)),
-                        effect: f64::from(probability) - f64::from(scores[at + 1 + k]),
-                    })
-                    .collect();
                 contributions.sort_by(|a, b| {
                     b.effect
                         .abs()
@@ -181,15 +172,46 @@ impl Served {
                         .then_with(|| a.field.cmp(b.field))
                 });
                 contributions.truncate(explain);
-                Scored {
-                    probability,
-                    readmitted: self.bundle.decide(probability),
-                    contributions,
-                }
-            })
-            .collect();
-        Ok(scored)
+                explanations.push(contributions);
+            }
+            data.extend_from_slice(&base);
+        }
+        Rows {
+            data,
+            n_rows: records.len(),
+            explanations,
+        }
     }
+
+    /// Scores `n_rows` feature rows given row-major in `data`.
+    pub fn run(&self, data: &[f32], n_rows: usize) -> Result<Vec<f32>, InferenceError> {
+        self.bundle
+            .model()
+            .predict_rows(data, n_rows)
+            .map_err(|e| InferenceError::Internal {
+                reason: e.to_string(),
+            })
+    }
+
+    /// The records' results from tract's scores of their [`Rows`].
+    pub fn finish(&self, rows: Rows, scores: &[f32]) -> Vec<Scored> {
+        let mut explanations = rows.explanations.into_iter();
+        scores
+            .iter()
+            .map(|&probability| Scored {
+                probability,
+                readmitted: self.bundle.decide(probability),
+                contributions: explanations.next().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// The feature rows of some records, one each, and their explanations when asked for.
+pub struct Rows {
+    pub data: Vec<f32>,
+    pub n_rows: usize,
+    explanations: Vec<Vec<Contribution>>,
 }
 
 fn cell_of(value: &FieldValue) -> Cell<'_> {

@@ -1,8 +1,10 @@
 //! Fitted models as plain values: what training produces, what ONNX export compiles and what the
 //! runtime must agree with. No training crate is needed to hold or evaluate one.
 
+mod explain;
 mod trees;
 
+pub use explain::{Baseline, Explainer};
 pub use trees::{Aggregation, Node, Tree, TreeEnsemble, TreeError};
 
 use serde::{Deserialize, Serialize};
