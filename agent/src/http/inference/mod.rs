@@ -9,7 +9,7 @@ mod scoring;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -17,6 +17,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
@@ -66,7 +68,11 @@ fn status_of(e: &InferenceError) -> StatusCode {
 }
 
 /// The body, refused past `limit` bytes without reading further.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, InferenceError> {
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, InferenceError> {
     let too_large = || InferenceError::TooLarge {
         what: "request body",
         limit: limit as u64,
@@ -78,17 +84,41 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, limit).await;
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // `to_bytes` fails on the limit or on a broken connection; tell them apart.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            InferenceError::malformed(format!("cannot read the request body: {e}"))
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| InferenceError::malformed(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > limit {
+                drain(body, limit).await;
+                return Err(too_large());
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(read.freeze())
+}
+
+/// How long a refused body is read on, at most, before the connection is dropped.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+
+/// Reads and drops up to `limit` more bytes of a refused body (for at most [`DRAIN_FOR`]), so
+/// a client still sending it reads the 413 rather than a reset connection; a body larger
+/// still is cut off, as nginx's lingering close does.
+async fn drain(mut body: Body, limit: usize) {
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        let mut dropped = 0usize;
+        while dropped <= limit {
+            match body.frame().await {
+                Some(Ok(frame)) => dropped += frame.data_ref().map_or(0, Bytes::len),
+                _ => break,
+            }
         }
     })
+    .await;
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, InferenceError> {
