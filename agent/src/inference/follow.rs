@@ -54,7 +54,7 @@ impl Inference {
                     .into(),
             );
         }
-        Client::connect(&config.tracking_url, config.token.as_deref())
+        Client::connect_with(&config.tracking_url, config.token.as_deref(), &config.tls)
             .await
             .map_err(|e| format!("tracking at {}: {e}", config.tracking_url))
     }

@@ -74,7 +74,7 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
     let shown = Global {
         agents: vec![agent.grpc_url()],
         token,
-        output: global.output,
+        ..global.clone()
     };
     super::agents::run(&shown).await?;
     if !args.serve_only {
