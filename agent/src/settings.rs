@@ -847,6 +847,133 @@ mod tests {
         assert!(err.contains("max_ingest_bytes"), "{err}");
     }
 
+    /// A self-signed certificate and key for `localhost`, written into `dir`.
+    fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    #[test]
+    fn beyond_loopback_needs_a_token_or_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "agent");
+        let mut f = flags();
+        f.roles = Some("tracking".into());
+        f.http_addr = Some("0.0.0.0:8080".into());
+        f.tls_cert = Some(cert.clone());
+        f.tls_key = Some(key);
+        // TLS alone encrypts but lets anyone in: not enough.
+        let err = f.load(no_env()).unwrap_err();
+        assert!(
+            matches!(err, SettingsError::ExposedWithoutToken { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mutual TLS"), "{err}");
+        f.tls_client_ca = Some(cert);
+        let s = f.load(no_env()).unwrap();
+        assert!(s.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        assert!(s.tokens.is_empty());
+        f.tls_client_ca = None;
+        f.insecure = true;
+        assert!(f.load(no_env()).is_ok(), "--insecure still allows it");
+    }
+
+    #[test]
+    fn tls_settings_load_from_every_layer_and_errors_name_the_setting_and_file() {
+        figment::Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            let (cert, key) = self_signed(&dir, "agent");
+            let (ca, _) = self_signed(&dir, "ca");
+            jail.create_file(
+                "agent.toml",
+                &format!("tls_cert = {:?}\ntls_key = \"wrong\"\n", cert.display()),
+            )?;
+            jail.set_env("READMIT_TLS_KEY", key.display().to_string());
+            jail.set_env("READMIT_TLS_CA", ca.display().to_string());
+            let mut f = flags();
+            f.config = Some("agent.toml".into());
+            f.tls_client_ca = Some(ca.clone());
+            let s = f.load(process_env()).unwrap();
+            assert_eq!(
+                s.tls,
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: Some(ca.clone()),
+                })
+            );
+            assert_eq!(s.tls_ca.as_ref(), Some(&ca));
+            // The agent's own clients present its certificate to https:// tracking URLs only.
+            let own = s.client_tls("https://tracking:50051");
+            assert_eq!(own.ca_cert.as_ref(), Some(&ca));
+            assert_eq!(own.cert.as_ref(), Some(&cert));
+            assert!(!s.client_tls("http://tracking:50051").is_set());
+            // Key material never reaches the debug output.
+            let key_text = std::fs::read_to_string(&key).unwrap();
+            let secret_line = key_text.lines().nth(1).unwrap();
+            assert!(!format!("{s:?}").contains(secret_line));
+
+            // A key that is not a key, a certificate that is not one, a key for another
+            // certificate: each error names the setting and the file.
+            std::fs::write(dir.join("bad-key.pem"), "not a key").unwrap();
+            f.tls_key = Some(dir.join("bad-key.pem"));
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(err.contains("tls_key") && err.contains("bad-key.pem"), "{err}");
+            f.tls_key = None;
+            f.tls_cert = Some(key.clone());
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(err.contains("tls_cert") && err.contains("agent-key.pem"), "{err}");
+            assert!(!err.contains(secret_line), "{err}");
+            let (_, other_key) = self_signed(&dir, "other");
+            f.tls_cert = Some(cert.clone());
+            f.tls_key = Some(other_key);
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(err.contains("tls_key") && err.contains("other-key.pem"), "{err}");
+            f.tls_key = None;
+            f.tls_client_ca = Some(dir.join("missing-ca.pem"));
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tls_client_ca") && err.contains("missing-ca.pem"),
+                "{err}"
+            );
+            Ok(())
+        });
+        let mut f = flags();
+        f.tls_key = Some("key.pem".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("tls_cert"), "a key without a certificate: {err}");
+        f.tls_key = None;
+        f.tls_client_ca = Some("ca.pem".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("tls_client_ca"), "mutual TLS without a certificate: {err}");
+    }
+
+    #[test]
+    fn an_agent_calling_its_own_tracking_role_over_tls_needs_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "agent");
+        let mut f = flags();
+        f.tls_cert = Some(cert.clone());
+        f.tls_key = Some(key);
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("tls_ca"), "{err}");
+        f.tls_ca = Some(cert);
+        assert!(f.load(no_env()).is_ok());
+        f.tls_ca = None;
+        f.roles = Some("tracking".into());
+        assert!(f.load(no_env()).is_ok(), "tracking alone calls no one");
+    }
+
     #[test]
     fn debug_output_hides_the_token() {
         let mut f = flags();
