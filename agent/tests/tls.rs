@@ -70,6 +70,7 @@ impl Ca {
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -425,4 +426,66 @@ print("ok")
         String::from_utf8_lossy(&untrusted.stderr)
     );
     agent.stop().await.unwrap();
+}
+
+/// What an inference agent following `tracking` says of it, once it has said anything.
+async fn following_error(agent: &RunningAgent, tls: &ClientTls) -> String {
+    let client = Client::connect_with(&agent.grpc_url(), None, tls)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served = client
+            .inference()
+            .get_served_model(v1::GetServedModelRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if !served.last_error.is_empty() || Instant::now() > deadline {
+            return served.last_error;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inference_role_follows_tracking_over_mutual_tls_with_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("test CA");
+    let tracking = start(&d.join("t"), &ca.issue("tracking", false), Some(&ca.pem)).await;
+    let ca_file = write(d, "ca.pem", &ca.pem);
+    let own = ca.issue("inference", false);
+    let follower = |tls_cert: Option<PathBuf>, tls_key: Option<PathBuf>, data: &str| RawSettings {
+        tracking_url: tracking.grpc_url(),
+        tls_ca: Some(ca_file.clone()),
+        tls_cert,
+        tls_key,
+        ..RawSettings::loopback(&d.join(data), &[Role::Inference])
+    };
+    let inference = RunningAgent::start(
+        follower(
+            Some(write(d, "inference.pem", &own.cert)),
+            Some(write(d, "inference-key.pem", &own.key)),
+            "i",
+        )
+        .validate()
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let tls = client_tls(d, "console", &ca.pem, Some(&ca.issue("console", false)));
+    // It reached the registry (over mutual TLS) and found nothing registered yet.
+    let said = following_error(&inference, &tls).await;
+    assert!(said.contains("resolves to no version"), "{said}");
+
+    // Without a certificate of its own, the tracking role refuses it.
+    let anonymous = RunningAgent::start(follower(None, None, "a").validate().unwrap())
+        .await
+        .unwrap();
+    let said = following_error(&anonymous, &ClientTls::default()).await;
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    for agent in [inference, anonymous, tracking] {
+        agent.stop().await.unwrap();
+    }
 }
