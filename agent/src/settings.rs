@@ -928,17 +928,26 @@ mod tests {
             std::fs::write(dir.join("bad-key.pem"), "not a key").unwrap();
             f.tls_key = Some(dir.join("bad-key.pem"));
             let err = f.load(process_env()).unwrap_err().to_string();
-            assert!(err.contains("tls_key") && err.contains("bad-key.pem"), "{err}");
+            assert!(
+                err.contains("tls_key") && err.contains("bad-key.pem"),
+                "{err}"
+            );
             f.tls_key = None;
-            f.tls_cert = Some(key.clone());
+            f.tls_cert = Some(key);
             let err = f.load(process_env()).unwrap_err().to_string();
-            assert!(err.contains("tls_cert") && err.contains("agent-key.pem"), "{err}");
+            assert!(
+                err.contains("tls_cert") && err.contains("agent-key.pem"),
+                "{err}"
+            );
             assert!(!err.contains(secret_line), "{err}");
             let (_, other_key) = self_signed(&dir, "other");
-            f.tls_cert = Some(cert.clone());
+            f.tls_cert = Some(cert);
             f.tls_key = Some(other_key);
             let err = f.load(process_env()).unwrap_err().to_string();
-            assert!(err.contains("tls_key") && err.contains("other-key.pem"), "{err}");
+            assert!(
+                err.contains("tls_key") && err.contains("other-key.pem"),
+                "{err}"
+            );
             f.tls_key = None;
             f.tls_client_ca = Some(dir.join("missing-ca.pem"));
             let err = f.load(process_env()).unwrap_err().to_string();
@@ -951,11 +960,17 @@ mod tests {
         let mut f = flags();
         f.tls_key = Some("key.pem".into());
         let err = f.load(no_env()).unwrap_err().to_string();
-        assert!(err.contains("tls_cert"), "a key without a certificate: {err}");
+        assert!(
+            err.contains("tls_cert"),
+            "a key without a certificate: {err}"
+        );
         f.tls_key = None;
         f.tls_client_ca = Some("ca.pem".into());
         let err = f.load(no_env()).unwrap_err().to_string();
-        assert!(err.contains("tls_client_ca"), "mutual TLS without a certificate: {err}");
+        assert!(
+            err.contains("tls_client_ca"),
+            "mutual TLS without a certificate: {err}"
+        );
     }
 
     #[test]

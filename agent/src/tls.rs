@@ -126,8 +126,10 @@ impl ServerTls {
         }
         match read_config(&self.files) {
             Ok((digest, config)) => {
-                self.grpc.store(Arc::new(with_alpn(&config, Listener::Grpc)));
-                self.http.store(Arc::new(with_alpn(&config, Listener::Http)));
+                self.grpc
+                    .store(Arc::new(with_alpn(&config, Listener::Grpc)));
+                self.http
+                    .store(Arc::new(with_alpn(&config, Listener::Http)));
                 *self.lock_seen() = (digest, None);
                 Ok(true)
             }
@@ -201,9 +203,12 @@ fn digest_files(files: &TlsFiles) -> Result<Digest32, TlsError> {
 }
 
 fn named(files: &TlsFiles) -> impl Iterator<Item = (&'static str, &Path)> {
-    [("tls_cert", files.cert.as_path()), ("tls_key", files.key.as_path())]
-        .into_iter()
-        .chain(files.client_ca.as_deref().map(|p| ("tls_client_ca", p)))
+    [
+        ("tls_cert", files.cert.as_path()),
+        ("tls_key", files.key.as_path()),
+    ]
+    .into_iter()
+    .chain(files.client_ca.as_deref().map(|p| ("tls_client_ca", p)))
 }
 
 fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

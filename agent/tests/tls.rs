@@ -54,9 +54,12 @@ impl Ca {
     /// A certificate for `name`, localhost and 127.0.0.1; `expired` dates it 2020.
     fn issue(&self, name: &str, expired: bool) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec![name.to_owned(), "localhost".into(), "127.0.0.1".into()])
-                .unwrap();
+        let mut params = CertificateParams::new(vec![
+            name.to_owned(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ])
+        .unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         if expired {
             params.not_before = date_time_ymd(2020, 1, 1);
@@ -189,7 +192,7 @@ fn der(pem: &str) -> CertificateDer<'static> {
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {

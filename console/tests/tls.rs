@@ -78,11 +78,22 @@ async fn certs_init_writes_a_ca_and_certificates_that_verify_against_it() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("certs");
     let out = out_dir.to_str().unwrap();
-    let init = ["certs", "init", "--hosts", "etl,tracking,inference", "--out", out];
+    let init = [
+        "certs",
+        "init",
+        "--hosts",
+        "etl,tracking,inference",
+        "--out",
+        out,
+    ];
     let made = readmit(&init, &[]).await;
     assert!(made.status.success(), "{}", stderr(&made));
     let names = [
-        "ca", "etl", "tracking", "inference", "console", // certificates
+        "ca",
+        "etl",
+        "tracking",
+        "inference",
+        "console", // certificates
     ];
     for name in names {
         assert!(out_dir.join(format!("{name}.pem")).is_file(), "{name}.pem");
@@ -104,7 +115,14 @@ async fn certs_init_writes_a_ca_and_certificates_that_verify_against_it() {
     // Another CA's copy does not vouch for these certificates.
     let other = dir.path().join("other");
     let made = readmit(
-        &["certs", "init", "--hosts", "etl", "--out", other.to_str().unwrap()],
+        &[
+            "certs",
+            "init",
+            "--hosts",
+            "etl",
+            "--out",
+            other.to_str().unwrap(),
+        ],
         &[],
     )
     .await;
@@ -177,8 +195,17 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
     // Flags.
     let out = readmit(
         &[
-            "--agent", &url, "--ca-cert", ca_s, "--tls-cert", cert_s, "--tls-key", key_s,
-            "--output", "json", "agents",
+            "--agent",
+            &url,
+            "--ca-cert",
+            ca_s,
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s,
+            "--output",
+            "json",
+            "agents",
         ],
         &[],
     )
@@ -194,7 +221,11 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
         ("READMIT_TLS_CERT", cert.as_path()),
         ("READMIT_TLS_KEY", key.as_path()),
     ];
-    let out = readmit(&["--agent", &bare, "--output", "json", "models", "list"], &env).await;
+    let out = readmit(
+        &["--agent", &bare, "--output", "json", "models", "list"],
+        &env,
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Without the client certificate the agent refuses (TLS 1.3 reports that after the
@@ -205,7 +236,14 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
     assert!(stderr(&out).contains(&url), "{}", stderr(&out));
     let out = readmit(
         &[
-            "--agent", &url, "--tls-cert", cert_s, "--tls-key", key_s, "models", "list",
+            "--agent",
+            &url,
+            "--tls-cert",
+            cert_s,
+            "--tls-key",
+            key_s,
+            "models",
+            "list",
         ],
         &[],
     )
@@ -218,7 +256,11 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
     );
     // A CA given with a plain http:// URL is refused, not ignored.
     let plain = format!("http://{bare}");
-    let out = readmit(&["--agent", &plain, "--ca-cert", ca_s, "models", "list"], &[]).await;
+    let out = readmit(
+        &["--agent", &plain, "--ca-cert", ca_s, "models", "list"],
+        &[],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
     agent.stop().await.unwrap();

@@ -57,13 +57,8 @@ pub struct GaugeView {
 }
 
 pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
-    let views = futures_util::future::join_all(
-        global
-            .agents
-            .iter()
-            .map(|url| query(url, global)),
-    )
-    .await;
+    let views =
+        futures_util::future::join_all(global.agents.iter().map(|url| query(url, global))).await;
     match global.output {
         OutputFormat::Json => output::print_json(&views)?,
         OutputFormat::Table => print_table(&views),
@@ -98,10 +93,7 @@ async fn query(url: &str, global: &Global) -> AgentView {
 
 async fn fetch(url: &str, global: &Global) -> Result<(InfoView, StatusView), String> {
     let call = async {
-        let client = global
-            .connect(url)
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = global.connect(url).await.map_err(|e| e.to_string())?;
         let mut agent = client.agent();
         let info = agent
             .get_info(v1::GetInfoRequest {})

@@ -277,7 +277,9 @@ mod tests {
         for good in ["etl", "tracking.example.org", "10.0.0.7", "node-1"] {
             assert!(check_host(good).is_ok(), "{good}");
         }
-        for bad in ["", "../etc", "a/b", "ca", "console", "-x", "a..b", "fe80::1"] {
+        for bad in [
+            "", "../etc", "a/b", "ca", "console", "-x", "a..b", "fe80::1",
+        ] {
             assert!(check_host(bad).is_err(), "{bad:?}");
         }
     }
