@@ -519,3 +519,25 @@ async fn the_inference_role_follows_tracking_over_mutual_tls_with_its_own_certif
         agent.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_every_role_calls_its_own_tracking_role_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("test CA");
+    let own = ca.issue("node", false);
+    let settings = RawSettings {
+        tls_cert: Some(write(d, "node.pem", &own.cert)),
+        tls_key: Some(write(d, "node-key.pem", &own.key)),
+        tls_client_ca: Some(write(d, "ca.pem", &ca.pem)),
+        tls_ca: Some(d.join("ca.pem")),
+        ..RawSettings::loopback(&d.join("data"), &Role::ALL)
+    }
+    .validate()
+    .unwrap();
+    let agent = RunningAgent::start(settings).await.unwrap();
+    let tls = client_tls(d, "console", &ca.pem, Some(&ca.issue("console", false)));
+    let said = following_error(&agent, &tls).await;
+    assert!(said.contains("resolves to no version"), "{said}");
+    agent.stop().await.unwrap();
+}
