@@ -265,3 +265,82 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
     assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
     agent.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readmit_up_serves_over_mutual_tls_and_its_console_calls_get_in() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = readmit(
+        &[
+            "certs",
+            "init",
+            "--hosts",
+            "node",
+            "--out",
+            certs.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let path = |name: &str| certs.join(name).display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_readmit"))
+        .env_remove("READMIT_TOKEN")
+        .env_remove("READMIT_CA_CERT")
+        .env_remove("READMIT_TLS_CERT")
+        .env_remove("READMIT_TLS_KEY")
+        .args([
+            "up",
+            "--serve-only",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+        ])
+        .args(["127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--tls-cert",
+            &path("node.pem"),
+            "--tls-key",
+            &path("node-key.pem"),
+        ])
+        .args([
+            "--tls-client-ca",
+            &path("ca.pem"),
+            "--tls-ca",
+            &path("ca.pem"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("Serving until") {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    let seen =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(120)))
+            .await
+            .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.expect("readmit up did not start serving");
+    assert!(seen.contains("gRPC https://127.0.0.1:"), "{seen}");
+    // The agents table it prints came over mutual TLS: a row with the roles, no error.
+    assert!(
+        seen.lines()
+            .any(|l| l.contains("https://") && l.contains("tracking")),
+        "{seen}"
+    );
+}
