@@ -16,6 +16,7 @@ pub mod server;
 pub mod settings;
 pub mod status;
 pub mod text_enum;
+pub mod tls;
 pub mod tracking;
 
 pub use roles::Role;

@@ -39,6 +39,8 @@ pub struct Shared {
     pub etl: Option<Etl>,
     /// The inference role's served model and registry follower, when the agent runs that role.
     pub inference: Option<Inference>,
+    /// Both listeners' TLS configuration, reloaded when its files change; none for plain TCP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -84,6 +86,8 @@ pub enum ServeError {
     Artifacts(#[from] ArtifactError),
     #[error("cannot start the DAG runner: {0}")]
     Etl(#[from] EtlError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("a server task failed: {0}")]
@@ -132,6 +136,14 @@ async fn shared(
     http: &TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Arc<Shared>, ServeError> {
+    let tls = match &settings.tls {
+        Some(files) => {
+            let tls = Arc::new(crate::tls::ServerTls::load(files)?);
+            tls.watch(shutdown.clone());
+            Some(tls)
+        }
+        None => None,
+    };
     let started_at_ms = crate::now_ms();
     let roles: Vec<&str> = settings.roles.iter().map(|r| r.name()).collect();
     let metrics = Metrics::new(crate::VERSION, &roles.join(","), started_at_ms)?;
@@ -156,6 +168,7 @@ async fn shared(
             target: settings.model.clone(),
             tracking_url: tracking_url(&settings, own),
             token: settings.token.clone(),
+            tls: settings.client_tls(&tracking_url(&settings, own)),
             cache_dir: settings.data_dir.join("models"),
             max_records: settings.inference_max_records,
             max_body_bytes: settings.inference_max_body_bytes,
@@ -173,6 +186,7 @@ async fn shared(
         tracking,
         etl,
         inference,
+        tls,
         grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
         http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
         host: HostFacts::read(),
@@ -213,11 +227,13 @@ pub(crate) async fn start_etl(
     let store = EtlStore::open(db).await?;
     let mut kinds = TaskKinds::builtin();
     data_tasks::add_data_kinds(&mut kinds, &data);
+    let url = tracking_url(settings, own_grpc);
     train_tasks::add_train_kinds(
         &mut kinds,
         &data,
         &train_tasks::TrackingTarget {
-            url: tracking_url(settings, own_grpc),
+            tls: settings.client_tls(&url),
+            url,
             token: settings.token.clone(),
         },
     );
@@ -239,14 +255,32 @@ pub(crate) async fn start_etl(
 }
 
 /// The tracking role the other roles talk to: the configured one, else this agent's own (over
-/// its gRPC listener, as between machines), else none.
+/// its gRPC listener, as between machines, on loopback when it listens on every address),
+/// else none.
 fn tracking_url(settings: &Settings, own_grpc: SocketAddr) -> String {
     if !settings.tracking_url.is_empty() {
         settings.tracking_url.clone()
     } else if settings.roles.contains(&Role::Tracking) {
-        format!("http://{own_grpc}")
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", loopback_if_unspecified(own_grpc))
     } else {
         String::new()
+    }
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 
@@ -256,6 +290,11 @@ async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Resul
         http = %shared.http_addr,
         roles = ?shared.settings.roles,
         auth = shared.guard.required(),
+        tls = match &shared.tls {
+            Some(tls) if tls.mutual() => "mutual",
+            Some(_) => "server",
+            None => "off",
+        },
         "agent serving"
     );
     let grpc_task = tokio::spawn(crate::grpc::serve(Arc::clone(&shared), grpc));
@@ -285,6 +324,8 @@ async fn run(shared: Arc<Shared>, grpc: TcpListener, http: TcpListener) -> Resul
 pub struct RunningAgent {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Whether the listeners speak TLS (`https://` URLs).
+    pub tls: bool,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -296,21 +337,27 @@ impl RunningAgent {
         let shutdown = CancellationToken::new();
         let shared = shared(settings, &grpc, &http, shutdown.clone()).await?;
         let (grpc_addr, http_addr) = (shared.grpc_addr, shared.http_addr);
+        let tls = shared.tls.is_some();
         let task = tokio::spawn(run(shared, grpc, http));
         Ok(Self {
             grpc_addr,
             http_addr,
+            tls,
             shutdown,
             task,
         })
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", self.scheme(), self.grpc_addr)
     }
 
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme(), self.http_addr)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Starts a graceful shutdown and waits for both servers to finish.

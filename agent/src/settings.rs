@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::{Scope, TokenSpec};
 use crate::roles::Role;
+use crate::tls::TlsFiles;
 
 /// The real data set is 18 MB (3.3 MB gzipped): room for fourteen times that.
 pub const DEFAULT_MAX_INGEST_BYTES: u64 = 256 * 1024 * 1024;
@@ -18,7 +19,7 @@ pub const DEFAULT_MAX_INGEST_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 24] = [
+const ENV_KEYS: [&str; 28] = [
     "model",
     "inference_max_records",
     "inference_max_body_bytes",
@@ -41,6 +42,10 @@ const ENV_KEYS: [&str; 24] = [
     "max_ingest_bytes",
     "max_artifact_bytes",
     "insecure",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_ca",
     "log_format",
     "log_level",
 ];
@@ -78,6 +83,15 @@ pub struct RawSettings {
     /// The largest artifact uploaded over HTTP, in bytes; larger uploads are answered 413.
     pub max_artifact_bytes: u64,
     pub insecure: bool,
+    /// PEM certificate chain both listeners serve TLS with (with `tls_key`); re-read on change.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) clients must present a certificate from: mutual TLS.
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA certificate(s) this agent verifies the tracking role's certificate with, when
+    /// it calls it over `https://` (its own included).
+    pub tls_ca: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
     /// The ETL role's RawData database (and the DAG runner's state); empty for SQLite under
@@ -133,6 +147,10 @@ impl Default for RawSettings {
             max_ingest_bytes: DEFAULT_MAX_INGEST_BYTES,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             insecure: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_ca: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             raw_db: String::new(),
@@ -204,10 +222,28 @@ pub struct SettingsFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_artifact_bytes: Option<u64>,
-    /// Allow serving a non-loopback address without a token.
+    /// Allow serving a non-loopback address with neither a token nor mutual TLS.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// Serve TLS on both listeners with this PEM certificate chain (with --tls-key); re-read
+    /// when it changes, so certificates rotate without a restart.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by a CA in this PEM file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) the tracking role's certificate is verified with when this agent calls it
+    /// over https:// [default: the public web roots]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// Log format [default: text]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,6 +316,10 @@ pub struct Settings {
     pub import_dir: PathBuf,
     pub max_ingest_bytes: u64,
     pub max_artifact_bytes: u64,
+    /// TLS on both listeners (mutual with a client CA); none for plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The CA this agent's own clients verify `https://` tracking URLs with.
+    pub tls_ca: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub raw_db: String,
@@ -308,6 +348,8 @@ impl fmt::Debug for Settings {
             .field("import_dir", &self.import_dir)
             .field("max_ingest_bytes", &self.max_ingest_bytes)
             .field("max_artifact_bytes", &self.max_artifact_bytes)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("raw_db", &crate::db::redact(&self.raw_db))
@@ -333,10 +375,13 @@ pub enum SettingsError {
     #[error("setting `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error(
-        "refusing to serve {addr} without a token: set --token or READMIT_TOKEN, bind a loopback \
-         address, or pass --insecure"
+        "refusing to serve {addr} with neither a token nor mutual TLS: set --token (or \
+         READMIT_TOKEN, --tokens-file), or --tls-cert, --tls-key and --tls-client-ca; bind a \
+         loopback address; or pass --insecure"
     )]
     ExposedWithoutToken { addr: SocketAddr },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl SettingsFlags {
@@ -392,7 +437,19 @@ impl RawSettings {
                     reason,
                 }
             })?;
-        if tokens.is_empty() && !self.insecure {
+        let tls = tls_files(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )?;
+        if let Some(files) = &tls {
+            crate::tls::check(files)?;
+        }
+        if let Some(path) = &self.tls_ca {
+            crate::tls::root_store("tls_ca", path)?;
+        }
+        let mutual = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if tokens.is_empty() && !mutual && !self.insecure {
             for addr in [grpc_addr, http_addr] {
                 if !addr.ip().is_loopback() {
                     return Err(SettingsError::ExposedWithoutToken { addr });
@@ -402,6 +459,17 @@ impl RawSettings {
         let mut roles = self.roles;
         roles.sort();
         roles.dedup();
+        let calls_own_tracking = roles.contains(&Role::Tracking)
+            && (roles.contains(&Role::Etl) || roles.contains(&Role::Inference))
+            && self.tracking_url.trim().is_empty();
+        if tls.is_some() && calls_own_tracking && self.tls_ca.is_none() {
+            return Err(SettingsError::Invalid {
+                field: "tls_ca",
+                reason: "this agent calls its own tracking role over TLS: name the CA that \
+                         signed tls_cert"
+                    .into(),
+            });
+        }
         let under_data_dir = |url: &str, file: &str| match url.trim() {
             "" => crate::db::sqlite_url(&self.data_dir.join(file)),
             url => url.to_owned(),
@@ -467,6 +535,8 @@ impl RawSettings {
             import_dir,
             max_ingest_bytes: self.max_ingest_bytes,
             max_artifact_bytes: self.max_artifact_bytes,
+            tls,
+            tls_ca: self.tls_ca,
             log_format: self.log_format,
             log_level: self.log_level,
             model,
@@ -474,6 +544,50 @@ impl RawSettings {
             inference_max_body_bytes: self.inference_max_body_bytes,
             drift_window: self.drift_window,
         })
+    }
+}
+
+/// The TLS settings as files: a certificate and key go together; a client CA needs them.
+fn tls_files(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Option<TlsFiles>, SettingsError> {
+    let unset = |field, reason: &str| SettingsError::Invalid {
+        field,
+        reason: reason.into(),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: client_ca.map(Path::to_owned),
+        })),
+        (Some(_), None) => Err(unset("tls_key", "tls_cert is set, so its key must be too")),
+        (None, Some(_)) => Err(unset(
+            "tls_cert",
+            "tls_key is set, so its certificate must be too",
+        )),
+        (None, None) if client_ca.is_some() => Err(unset(
+            "tls_client_ca",
+            "mutual TLS needs the agent's own tls_cert and tls_key",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+impl Settings {
+    /// What this agent's own clients use to call `url` (the tracking role): the CA to verify
+    /// it with, and this agent's certificate for servers that ask for one. None for `http://`.
+    pub fn client_tls(&self, url: &str) -> readmit_proto::ClientTls {
+        if !url.starts_with("https://") {
+            return readmit_proto::ClientTls::default();
+        }
+        readmit_proto::ClientTls {
+            ca_cert: self.tls_ca.clone(),
+            cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            key: self.tls.as_ref().map(|t| t.key.clone()),
+        }
     }
 }
 
@@ -731,6 +845,148 @@ mod tests {
         f.max_ingest_bytes = Some(0);
         let err = f.load(no_env()).unwrap_err().to_string();
         assert!(err.contains("max_ingest_bytes"), "{err}");
+    }
+
+    /// A self-signed certificate and key for `localhost`, written into `dir`.
+    fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    #[test]
+    fn beyond_loopback_needs_a_token_or_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "agent");
+        let mut f = flags();
+        f.roles = Some("tracking".into());
+        f.http_addr = Some("0.0.0.0:8080".into());
+        f.tls_cert = Some(cert.clone());
+        f.tls_key = Some(key);
+        // TLS alone encrypts but lets anyone in: not enough.
+        let err = f.load(no_env()).unwrap_err();
+        assert!(
+            matches!(err, SettingsError::ExposedWithoutToken { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mutual TLS"), "{err}");
+        f.tls_client_ca = Some(cert);
+        let s = f.load(no_env()).unwrap();
+        assert!(s.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        assert!(s.tokens.is_empty());
+        f.tls_client_ca = None;
+        f.insecure = true;
+        assert!(f.load(no_env()).is_ok(), "--insecure still allows it");
+    }
+
+    #[test]
+    fn tls_settings_load_from_every_layer_and_errors_name_the_setting_and_file() {
+        figment::Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            let (cert, key) = self_signed(&dir, "agent");
+            let (ca, _) = self_signed(&dir, "ca");
+            jail.create_file(
+                "agent.toml",
+                &format!("tls_cert = {:?}\ntls_key = \"wrong\"\n", cert.display()),
+            )?;
+            jail.set_env("READMIT_TLS_KEY", key.display().to_string());
+            jail.set_env("READMIT_TLS_CA", ca.display().to_string());
+            let mut f = flags();
+            f.config = Some("agent.toml".into());
+            f.tls_client_ca = Some(ca.clone());
+            let s = f.load(process_env()).unwrap();
+            assert_eq!(
+                s.tls,
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: Some(ca.clone()),
+                })
+            );
+            assert_eq!(s.tls_ca.as_ref(), Some(&ca));
+            // The agent's own clients present its certificate to https:// tracking URLs only.
+            let own = s.client_tls("https://tracking:50051");
+            assert_eq!(own.ca_cert.as_ref(), Some(&ca));
+            assert_eq!(own.cert.as_ref(), Some(&cert));
+            assert!(!s.client_tls("http://tracking:50051").is_set());
+            // Key material never reaches the debug output.
+            let key_text = std::fs::read_to_string(&key).unwrap();
+            let secret_line = key_text.lines().nth(1).unwrap();
+            assert!(!format!("{s:?}").contains(secret_line));
+
+            // A key that is not a key, a certificate that is not one, a key for another
+            // certificate: each error names the setting and the file.
+            std::fs::write(dir.join("bad-key.pem"), "not a key").unwrap();
+            f.tls_key = Some(dir.join("bad-key.pem"));
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tls_key") && err.contains("bad-key.pem"),
+                "{err}"
+            );
+            f.tls_key = None;
+            f.tls_cert = Some(key);
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tls_cert") && err.contains("agent-key.pem"),
+                "{err}"
+            );
+            assert!(!err.contains(secret_line), "{err}");
+            let (_, other_key) = self_signed(&dir, "other");
+            f.tls_cert = Some(cert);
+            f.tls_key = Some(other_key);
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tls_key") && err.contains("other-key.pem"),
+                "{err}"
+            );
+            f.tls_key = None;
+            f.tls_client_ca = Some(dir.join("missing-ca.pem"));
+            let err = f.load(process_env()).unwrap_err().to_string();
+            assert!(
+                err.contains("tls_client_ca") && err.contains("missing-ca.pem"),
+                "{err}"
+            );
+            Ok(())
+        });
+        let mut f = flags();
+        f.tls_key = Some("key.pem".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(
+            err.contains("tls_cert"),
+            "a key without a certificate: {err}"
+        );
+        f.tls_key = None;
+        f.tls_client_ca = Some("ca.pem".into());
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(
+            err.contains("tls_client_ca"),
+            "mutual TLS without a certificate: {err}"
+        );
+    }
+
+    #[test]
+    fn an_agent_calling_its_own_tracking_role_over_tls_needs_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "agent");
+        let mut f = flags();
+        f.tls_cert = Some(cert.clone());
+        f.tls_key = Some(key);
+        let err = f.load(no_env()).unwrap_err().to_string();
+        assert!(err.contains("tls_ca"), "{err}");
+        f.tls_ca = Some(cert);
+        assert!(f.load(no_env()).is_ok());
+        f.tls_ca = None;
+        f.roles = Some("tracking".into());
+        assert!(f.load(no_env()).is_ok(), "tracking alone calls no one");
     }
 
     #[test]

@@ -47,8 +47,18 @@ pub fn status_error(url: &str, status: &tonic::Status) -> String {
         tonic::Code::Unavailable if status.source().is_some() => " (is the agent running?)",
         _ => "",
     };
+    // A failed connection says why only in its causes (a refused TLS handshake, say).
+    let cause = status
+        .source()
+        .map(|e| format!(": {}", readmit_proto::error_chain(e)))
+        .unwrap_or_default();
+    let hint = if hint.is_empty() && cause.contains("certificate") {
+        " (check --ca-cert, --tls-cert and --tls-key)"
+    } else {
+        hint
+    };
     format!(
-        "agent at {url}: {:?}: {}{hint}",
+        "agent at {url}: {:?}: {}{cause}{hint}",
         status.code(),
         status.message()
     )

@@ -1,11 +1,12 @@
 //! The typed client facade: one connection to an agent, one token, a client per service.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::v1::agent_client::AgentClient;
 use crate::v1::etl_client::EtlClient;
@@ -27,6 +28,86 @@ pub enum ClientError {
     Unreachable { url: String, reason: String },
     #[error("the token is not valid in an HTTP header (it must be visible ASCII)")]
     InvalidToken,
+    #[error("TLS {what} {path}: {reason}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("TLS for {url}: {reason}")]
+    Tls { url: String, reason: String },
+}
+
+/// How a client secures `https://` connections: the CA that signed the agents' certificates
+/// (without one, the public web roots), and a client certificate for agents that ask for one
+/// (mutual TLS). All default to none; a URL without a scheme is `https://` when any is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM file of the CA certificate(s) the agent's certificate must chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, presented when the agent asks.
+    pub cert: Option<PathBuf>,
+    /// PEM file of that certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// Whether any TLS option is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_cert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The tonic TLS configuration, its files read now (so a rotated file is used by the
+    /// next connection).
+    fn config(&self, url: &str) -> Result<ClientTlsConfig, ClientError> {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_cert {
+            Some(path) => config.ca_certificate(Certificate::from_pem(read_pem(
+                "CA certificate",
+                path,
+                "CERTIFICATE",
+            )?)),
+            None => config.trust_anchors(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_pem("client certificate", cert, "CERTIFICATE")?;
+                let key = read_pem("client key", key, "PRIVATE KEY")?;
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ClientError::Tls {
+                    url: url.to_owned(),
+                    reason: "a client certificate needs both its certificate and its key file"
+                        .into(),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A PEM file's bytes, checked to hold a `-----BEGIN ...<label>-----` block (the key's content
+/// never appears in an error).
+fn read_pem(what: &'static str, path: &Path, label: &str) -> Result<Vec<u8>, ClientError> {
+    let bytes = std::fs::read(path).map_err(|e| ClientError::TlsFile {
+        what,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let found = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
+    if !found {
+        return Err(ClientError::TlsFile {
+            what,
+            path: path.to_owned(),
+            reason: format!("no PEM {label} block in it"),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
@@ -70,9 +151,24 @@ pub struct Client {
 impl Client {
     /// Connects to an agent's gRPC listener. `url` may omit the scheme (`127.0.0.1:50051`).
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        let url = normalize_url(url)?;
+        Self::connect_with(url, token, &ClientTls::default()).await
+    }
+
+    /// Connects with TLS options for `https://` URLs (a scheme-less URL is `https://` when
+    /// any is set). TLS options with an explicit `http://` URL are refused rather than
+    /// ignored, so a typo never sends the token in clear text.
+    pub async fn connect_with(
+        url: &str,
+        token: Option<&str>,
+        tls: &ClientTls,
+    ) -> Result<Self, ClientError> {
+        let url = if tls.is_set() && !url.contains("://") {
+            normalize_url(&format!("https://{}", url.trim()))?
+        } else {
+            normalize_url(url)?
+        };
         let auth = TokenInterceptor::new(token)?;
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::InvalidUrl {
                 url: url.clone(),
                 reason: error_chain(&e),
@@ -81,6 +177,19 @@ impl Client {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls.config(&url)?)
+                .map_err(|e| ClientError::Tls {
+                    url: url.clone(),
+                    reason: error_chain(&e),
+                })?;
+        } else if tls.is_set() {
+            return Err(ClientError::Tls {
+                url,
+                reason: "TLS options were given for a plain http:// URL; use https://".into(),
+            });
+        }
         let channel = endpoint
             .connect()
             .await

@@ -31,7 +31,9 @@ pub mod oip {
 mod client;
 mod registry;
 
-pub use client::{Client, ClientError, Svc, TokenInterceptor, error_chain, normalize_url};
+pub use client::{
+    Client, ClientError, ClientTls, Svc, TokenInterceptor, error_chain, normalize_url,
+};
 pub use registry::{CallError, RegistryChange, VersionInfo, stage_name};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;

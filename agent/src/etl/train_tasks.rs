@@ -39,6 +39,8 @@ pub struct TrackingTarget {
     /// Empty when no tracking role is configured.
     pub url: String,
     pub token: Option<String>,
+    /// How to verify the tracking role's certificate and which one to present.
+    pub tls: readmit_proto::ClientTls,
 }
 
 impl TrackingTarget {
@@ -50,7 +52,7 @@ impl TrackingTarget {
                     .into(),
             );
         }
-        Client::connect(&self.url, self.token.as_deref())
+        Client::connect_with(&self.url, self.token.as_deref(), &self.tls)
             .await
             .map_err(|e| format!("tracking at {}: {e}", self.url))
     }

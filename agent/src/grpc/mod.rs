@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use readmit_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -81,9 +82,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         follow_readiness(health.clone(), role.ready_watch(), shared.shutdown.clone());
     }
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let shutdown = shared.shutdown.clone();
-    Server::builder()
+    let router = Server::builder()
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -92,13 +91,34 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .add_optional_service(tracking)
         .add_optional_service(etl)
         .add_optional_service(inference)
-        .add_optional_service(oip)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.cancelled().await;
-            // Tell health watchers first, so balancers stop sending new calls.
-            set_health(&health, &advertised, ServingStatus::NotServing).await;
-        })
-        .await?;
+        .add_optional_service(oip);
+    let shutdown = shared.shutdown.clone();
+    let drained = async move {
+        shutdown.cancelled().await;
+        // Tell health watchers first, so balancers stop sending new calls.
+        set_health(&health, &advertised, ServingStatus::NotServing).await;
+    };
+    match &shared.tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, drained)
+                .await?;
+        }
+        Some(tls) => {
+            let accepted = crate::tls::accept(
+                listener,
+                Arc::clone(tls),
+                crate::tls::Listener::Grpc,
+                shared.shutdown.clone(),
+            );
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                .map(|(stream, _peer)| Ok::<_, std::io::Error>(stream));
+            router
+                .serve_with_incoming_shutdown(incoming, drained)
+                .await?;
+        }
+    }
     Ok(())
 }
 

@@ -66,6 +66,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Serves until `shared.shutdown` is cancelled, then drains the requests in flight.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
     let shutdown = shared.shutdown.clone();
+    if let Some(tls) = &shared.tls {
+        let local = listener.local_addr()?;
+        let accepted = crate::tls::accept(
+            listener,
+            Arc::clone(tls),
+            crate::tls::Listener::Http,
+            shutdown.clone(),
+        );
+        return axum::serve(
+            crate::tls::HttpListener::new(accepted, local),
+            router(shared),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    }
     // axum leaves Nagle's algorithm on, which stalls keep-alive responses by ~40 ms.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

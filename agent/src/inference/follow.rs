@@ -54,7 +54,7 @@ impl Inference {
                     .into(),
             );
         }
-        Client::connect(&config.tracking_url, config.token.as_deref())
+        Client::connect_with(&config.tracking_url, config.token.as_deref(), &config.tls)
             .await
             .map_err(|e| format!("tracking at {}: {e}", config.tracking_url))
     }
@@ -92,7 +92,8 @@ impl Inference {
         // Watch before resolving, so no change between the two is missed.
         let mut changes = match client.watch_registry(&self.inner.config.target.name).await {
             Ok(s) => Box::pin(s),
-            Err(e) => return e.to_string(),
+            // With its causes: a refused TLS handshake says why only below "transport error".
+            Err(e) => return readmit_proto::error_chain(&e),
         };
         *backoff = BACKOFF_MIN;
         self.sync(&client).await;

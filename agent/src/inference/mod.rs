@@ -54,6 +54,8 @@ pub struct InferenceConfig {
     /// The tracking role's gRPC URL.
     pub tracking_url: String,
     pub token: Option<String>,
+    /// How to verify the tracking role's certificate and which one to present.
+    pub tls: readmit_proto::ClientTls,
     /// Where bundles are cached (`<data-dir>/models`).
     pub cache_dir: PathBuf,
     /// Most records in one request.

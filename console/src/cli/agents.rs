@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use readmit_proto::{Client, v1};
+use readmit_proto::v1;
 use serde::Serialize;
 
 use super::Global;
@@ -57,13 +57,8 @@ pub struct GaugeView {
 }
 
 pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
-    let views = futures_util::future::join_all(
-        global
-            .agents
-            .iter()
-            .map(|url| query(url, global.token.as_deref())),
-    )
-    .await;
+    let views =
+        futures_util::future::join_all(global.agents.iter().map(|url| query(url, global))).await;
     match global.output {
         OutputFormat::Json => output::print_json(&views)?,
         OutputFormat::Table => print_table(&views),
@@ -79,14 +74,14 @@ pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn query(url: &str, token: Option<&str>) -> AgentView {
+async fn query(url: &str, global: &Global) -> AgentView {
     let mut view = AgentView {
         agent: readmit_proto::normalize_url(url).unwrap_or_else(|_| url.to_owned()),
         info: None,
         status: None,
         error: None,
     };
-    match fetch(url, token).await {
+    match fetch(url, global).await {
         Ok((info, status)) => {
             view.info = Some(info);
             view.status = Some(status);
@@ -96,11 +91,9 @@ async fn query(url: &str, token: Option<&str>) -> AgentView {
     view
 }
 
-async fn fetch(url: &str, token: Option<&str>) -> Result<(InfoView, StatusView), String> {
+async fn fetch(url: &str, global: &Global) -> Result<(InfoView, StatusView), String> {
     let call = async {
-        let client = Client::connect(url, token)
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = global.connect(url).await.map_err(|e| e.to_string())?;
         let mut agent = client.agent();
         let info = agent
             .get_info(v1::GetInfoRequest {})

@@ -1,6 +1,7 @@
 //! The command line: global connection flags and one module per subcommand group.
 
 mod agents;
+mod certs;
 mod dags;
 mod data;
 mod models;
@@ -8,6 +9,7 @@ mod runs;
 #[cfg(feature = "embedded")]
 mod up;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,16 @@ pub struct Global {
     /// Bearer token for agents started with one.
     #[arg(long, global = true, env = "READMIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) the agents' certificates are verified with, for https:// agent
+    /// URLs (an agent URL without a scheme is then https://) [default: the public web roots]
+    #[arg(long, global = true, env = "READMIT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for agents that require mutual TLS (with --tls-key).
+    #[arg(long, global = true, env = "READMIT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "READMIT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// How to print results.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -59,6 +71,9 @@ pub enum Command {
     /// The model registry: list, versions, promote, archive, alias.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Certificates for TLS between the agents and the console.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Run the whole system locally: one agent with every role, until Ctrl-C.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
@@ -71,7 +86,20 @@ impl Global {
             .agents
             .first()
             .map_or("http://127.0.0.1:50051", String::as_str);
-        Ok(readmit_proto::Client::connect(url, self.token.as_deref()).await?)
+        Ok(self.connect(url).await?)
+    }
+
+    /// A connection to the agent at `url`, with the token and TLS options given.
+    pub async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<readmit_proto::Client, readmit_proto::ClientError> {
+        let tls = readmit_proto::ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        readmit_proto::Client::connect_with(url, self.token.as_deref(), &tls).await
     }
 }
 
@@ -82,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(command) => data::run(&cli.global, &command).await,
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
+        Command::Certs(command) => certs::run(&command),
         #[cfg(feature = "embedded")]
         Command::Up(args) => up::run(&cli.global, &args).await,
     }

@@ -63,6 +63,8 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
     let token = settings.token.clone();
+    // Over TLS, the console's own calls trust the agent's CA and present its certificate.
+    let (tls_ca, own_tls) = (settings.tls_ca.clone(), settings.tls.clone());
     let agent = RunningAgent::start(settings).await?;
     println!(
         "readmit is up: gRPC {}  HTTP {}",
@@ -74,7 +76,16 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
     let shown = Global {
         agents: vec![agent.grpc_url()],
         token,
-        output: global.output,
+        ca_cert: global.ca_cert.clone().or(tls_ca),
+        tls_cert: global
+            .tls_cert
+            .clone()
+            .or_else(|| own_tls.as_ref().map(|t| t.cert.clone())),
+        tls_key: global
+            .tls_key
+            .clone()
+            .or_else(|| own_tls.as_ref().map(|t| t.key.clone())),
+        ..global.clone()
     };
     super::agents::run(&shown).await?;
     if !args.serve_only {
