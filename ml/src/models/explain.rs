@@ -152,7 +152,7 @@ mod tests {
     }
 
     /// Every one- and two-column change scores as the whole model scores the changed row.
-    fn agrees(model: Model, rows: &[Vec<f32>]) {
+    fn agrees(model: &Model, rows: &[Vec<f32>]) {
         let explainer = Explainer::new(model.clone());
         for row in rows {
             let base = explainer.baseline(row);
@@ -193,7 +193,7 @@ mod tests {
                 aggregation,
                 trees: trees.clone(),
             });
-            agrees(model, &rows);
+            agrees(&model, &rows);
         }
         let explainer = Explainer::new(Model::Trees(TreeEnsemble {
             n_features: 3,
@@ -209,6 +209,6 @@ mod tests {
             weights: vec![0.5, -2.0, 1.25],
             intercept: 0.1,
         });
-        agrees(model, &[vec![0.0, 0.0, 0.0], vec![1.0, -0.5, 2.0]]);
+        agrees(&model, &[vec![0.0, 0.0, 0.0], vec![1.0, -0.5, 2.0]]);
     }
 }
