@@ -30,9 +30,11 @@ pub mod oip {
 
 mod client;
 mod registry;
+mod tracking;
 
 pub use client::{Client, ClientError, Svc, TokenInterceptor, error_chain, normalize_url};
 pub use registry::{CallError, RegistryChange, VersionInfo, stage_name};
+pub use tracking::MetricPoint;
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).
