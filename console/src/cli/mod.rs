@@ -3,6 +3,7 @@
 mod agents;
 mod dags;
 mod data;
+mod loadtest;
 mod models;
 mod runs;
 #[cfg(feature = "embedded")]
@@ -59,6 +60,9 @@ pub enum Command {
     /// The model registry: list, versions, promote, archive, alias.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Load tests on an inference agent's engine: run, capacity search, list, show, watch, stop.
+    #[command(subcommand)]
+    Loadtest(loadtest::LoadTestCommand),
     /// Run the whole system locally: one agent with every role, until Ctrl-C.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
@@ -82,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(command) => data::run(&cli.global, &command).await,
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
+        Command::Loadtest(command) => loadtest::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]
         Command::Up(args) => up::run(&cli.global, &args).await,
     }
