@@ -485,7 +485,10 @@ impl RawSettings {
             ("loadtest_max_users", u64::from(self.loadtest_max_users)),
             ("loadtest_max_rate", u64::from(self.loadtest_max_rate)),
             ("loadtest_max_duration_s", self.loadtest_max_duration_s),
-            ("loadtest_max_concurrent", self.loadtest_max_concurrent as u64),
+            (
+                "loadtest_max_concurrent",
+                self.loadtest_max_concurrent as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid {

@@ -62,9 +62,7 @@ fn target(url: String, kind: v1::TargetKind) -> Option<v1::LoadTarget> {
 async fn watch_to_end(client: &Client, id: &str) -> Vec<v1::LoadTestSample> {
     let mut stream = client
         .load_test()
-        .watch_load_test(v1::LoadTestRef {
-            test_id: id.into(),
-        })
+        .watch_load_test(v1::LoadTestRef { test_id: id.into() })
         .await
         .unwrap()
         .into_inner();
@@ -83,9 +81,7 @@ async fn ended(client: &Client, id: &str, kept: bool) -> v1::LoadTestSummary {
     for _ in 0..600 {
         let s = client
             .load_test()
-            .get_load_test(v1::LoadTestRef {
-                test_id: id.into(),
-            })
+            .get_load_test(v1::LoadTestRef { test_id: id.into() })
             .await
             .unwrap()
             .into_inner();
@@ -145,7 +141,12 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
 
     for (kind, url, endpoint, requests) in [
         (v1::TargetKind::Predict, agent.http_url(), "predict", 300),
-        (v1::TargetKind::GrpcPredict, agent.grpc_url(), "grpc_predict", 120),
+        (
+            v1::TargetKind::GrpcPredict,
+            agent.grpc_url(),
+            "grpc_predict",
+            120,
+        ),
     ] {
         let before = served_requests(&http, &base, endpoint).await;
         let started = client
@@ -200,7 +201,12 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
         let metric = |k: &str| data.metrics.iter().find(|m| m.key == k).map(|m| m.value);
         assert_eq!(metric("requests"), Some(requests as f64));
         assert!(metric("total_p95_ms").is_some());
-        let param = |k: &str| data.params.iter().find(|p| p.key == k).map(|p| p.value.clone());
+        let param = |k: &str| {
+            data.params
+                .iter()
+                .find(|p| p.key == k)
+                .map(|p| p.value.clone())
+        };
         assert_eq!(param("target_kind").as_deref(), Some(endpoint));
         assert_eq!(param("users").as_deref(), Some("6"));
         let history = client
@@ -296,7 +302,10 @@ async fn an_open_loop_shows_a_stall_the_service_time_hides() {
     let service = total.service.unwrap();
     // 500 requests due; the ~100 due during the stall wait up to 1 s each.
     assert!(total.requests >= 400, "{total:?}");
-    assert!(total.late >= 50, "requests held back by the stall are late: {total:?}");
+    assert!(
+        total.late >= 50,
+        "requests held back by the stall are late: {total:?}"
+    );
     assert!(
         corrected.p99_ms > 500.0 && corrected.p90_ms > 100.0,
         "the corrected percentiles show the stall: {corrected:?}"
@@ -438,7 +447,9 @@ async fn watch_stop_and_abort_on_a_broken_threshold() {
     for id in [&long.test_id, &second.test_id] {
         let stopped = client
             .load_test()
-            .stop_load_test(v1::LoadTestRef { test_id: id.clone() })
+            .stop_load_test(v1::LoadTestRef {
+                test_id: id.clone(),
+            })
             .await
             .unwrap()
             .into_inner();

@@ -39,23 +39,44 @@ async fn thresholds_set_the_exit_code_and_json_carries_the_summary() {
     };
 
     let (status, json, stderr) = run(vec![
-        "--output", "json", "loadtest", "run", "--users", "2", "--think", "10ms..20ms",
-        "--duration", "2s", "--threshold", "errors<1%",
+        "--output",
+        "json",
+        "loadtest",
+        "run",
+        "--users",
+        "2",
+        "--think",
+        "10ms..20ms",
+        "--duration",
+        "2s",
+        "--threshold",
+        "errors<1%",
     ])
     .await
     .unwrap();
     assert_eq!(status, 99, "{json} {stderr}");
     assert!(json["requests"].as_u64().unwrap() > 0, "{json}");
     assert_eq!(json["failures"], json["requests"], "{json}");
-    assert!(json["total"]["errors"]["http_503"].as_u64().unwrap() > 0, "{json}");
+    assert!(
+        json["total"]["errors"]["http_503"].as_u64().unwrap() > 0,
+        "{json}"
+    );
     assert_eq!(json["passed"], false);
     for key in ["p50_ms", "p95_ms", "p99_ms", "max_ms"] {
         assert!(json[key].is_number(), "{key}: {json}");
     }
 
     let (status, json, stderr) = run(vec![
-        "--output", "json", "loadtest", "run", "--rate", "50", "--duration", "2s",
-        "--threshold", "p99<30s",
+        "--output",
+        "json",
+        "loadtest",
+        "run",
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--threshold",
+        "p99<30s",
     ])
     .await
     .unwrap();
@@ -64,8 +85,16 @@ async fn thresholds_set_the_exit_code_and_json_carries_the_summary() {
     assert!(json["total"]["service"]["p50_ms"].is_number(), "{json}");
 
     let (status, json, stderr) = run(vec![
-        "--output", "json", "loadtest", "capacity", "--slo", "errors<1%", "--max-users", "3",
-        "--step-duration", "1s",
+        "--output",
+        "json",
+        "loadtest",
+        "capacity",
+        "--slo",
+        "errors<1%",
+        "--max-users",
+        "3",
+        "--step-duration",
+        "1s",
     ])
     .await
     .unwrap();
@@ -82,6 +111,9 @@ async fn thresholds_set_the_exit_code_and_json_carries_the_summary() {
         .await
         .unwrap();
     assert_ne!(status, 0);
-    assert!(stderr.contains("--users") || stderr.contains("--rate"), "{stderr}");
+    assert!(
+        stderr.contains("--users") || stderr.contains("--rate"),
+        "{stderr}"
+    );
     agent.stop().await.unwrap();
 }

@@ -34,11 +34,11 @@ mod tracking;
 
 pub use client::{Client, ClientError, Svc, TokenInterceptor, error_chain, normalize_url};
 pub use registry::{CallError, RegistryChange, VersionInfo, stage_name};
-pub use tracking::MetricPoint;
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).
 pub use tonic_reflection::pb::v1 as reflection;
+pub use tracking::MetricPoint;
 
 /// The encoded `FileDescriptorSet` of every `readmit.v1` file and of the Open Inference
 /// Protocol, served by gRPC reflection.

@@ -88,7 +88,9 @@ impl Client {
                 tags,
             })
             .await
-            .map_err(status(format!("creating a run in experiment {experiment_id}")))?
+            .map_err(status(format!(
+                "creating a run in experiment {experiment_id}"
+            )))?
             .into_inner();
         run.info
             .map(|i| i.run_id)

@@ -49,8 +49,7 @@ pub fn server(
 
 fn spec_in(r: v1::LoadTestSpec) -> SpecInput {
     let target = r.target.unwrap_or_default();
-    let kind = match v1::TargetKind::try_from(target.kind).unwrap_or(v1::TargetKind::Unspecified)
-    {
+    let kind = match v1::TargetKind::try_from(target.kind).unwrap_or(v1::TargetKind::Unspecified) {
         v1::TargetKind::Unspecified | v1::TargetKind::Predict => "predict",
         v1::TargetKind::Invocations => "invocations",
         v1::TargetKind::OipInfer => "oip_infer",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::LoadTestError;
 use super::capacity::{self, Found, Step};
 use super::keep::Keeper;
 use super::payloads;
@@ -20,7 +21,6 @@ use super::spec::{Load, Spec, SpecInput};
 use super::stats::{Figures, Sample};
 use super::targets::Prepared;
 use super::thresholds::{Verdict, judge_all};
-use super::LoadTestError;
 
 /// Threads of the engine's runtime.
 const THREADS: usize = 2;
@@ -174,9 +174,15 @@ impl LoadTests {
         let (records, payload) = match &self.inner.etl {
             Some(etl) => match payloads::test_split(etl, payloads::RECORDS).await {
                 Some(r) => (r, payloads::FROM_TEST_SPLIT),
-                None => (payloads::synthetic(payloads::RECORDS, seed), payloads::FROM_SYNTHETIC),
+                None => (
+                    payloads::synthetic(payloads::RECORDS, seed),
+                    payloads::FROM_SYNTHETIC,
+                ),
             },
-            None => (payloads::synthetic(payloads::RECORDS, seed), payloads::FROM_SYNTHETIC),
+            None => (
+                payloads::synthetic(payloads::RECORDS, seed),
+                payloads::FROM_SYNTHETIC,
+            ),
         };
         let bodies = payloads::encode(&spec.target, &records).await?;
         let prepared = Prepared::new(
@@ -272,7 +278,7 @@ impl LoadTests {
             // What is in memory still answers when tracking is away.
             Err(e) => tracing::warn!(error = %e, "cannot list kept load tests"),
         }
-        out.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+        out.sort_by_key(|s| std::cmp::Reverse(s.started_at_ms));
         out.truncate(max);
         Ok(out)
     }

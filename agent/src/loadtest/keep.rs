@@ -118,7 +118,11 @@ impl Keeper {
         let Some(client) = self.client().await? else {
             return Ok(None);
         };
-        let Some(id) = client.experiment_id(EXPERIMENT).await.map_err(unavailable)? else {
+        let Some(id) = client
+            .experiment_id(EXPERIMENT)
+            .await
+            .map_err(unavailable)?
+        else {
             return Ok(None);
         };
         Ok(Some((client, id)))
@@ -136,7 +140,10 @@ impl Keeper {
             .runs_where(&experiment, &format!("tags.`{ID_TAG}` = '{id}'"), 1)
             .await
             .map_err(unavailable)?;
-        let Some(run_id) = runs.first().and_then(|r| r.info.as_ref()).map(|i| i.run_id.clone())
+        let Some(run_id) = runs
+            .first()
+            .and_then(|r| r.info.as_ref())
+            .map(|i| i.run_id.clone())
         else {
             return Ok(None);
         };

@@ -39,7 +39,9 @@ pub enum LoadTestError {
     },
     #[error("target {target:?} refused: {reason}")]
     NotAllowed { target: String, reason: String },
-    #[error("{running} load tests are running, the most at once (setting `loadtest_max_concurrent`)")]
+    #[error(
+        "{running} load tests are running, the most at once (setting `loadtest_max_concurrent`)"
+    )]
     Busy { running: usize },
     #[error("no load test {id:?}")]
     NotFound { id: String },

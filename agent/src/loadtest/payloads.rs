@@ -44,12 +44,7 @@ impl Bodies {
 
 /// The test split's first records, when this agent's ETL role holds one; else `None`.
 pub async fn test_split(etl: &crate::etl::Etl, n: usize) -> Option<Vec<RawRecord>> {
-    let frame = match etl
-        .data
-        .raw()
-        .read_table(crate::etl::raw::TEST_DATA)
-        .await
-    {
+    let frame = match etl.data.raw().read_table(crate::etl::raw::TEST_DATA).await {
         Ok(frame) => frame,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the test split; load tests use synthetic records");
@@ -103,8 +98,9 @@ pub async fn encode(target: &Target, records: &[RawRecord]) -> Result<Bodies, Lo
                 content_type: "application/json",
                 bodies: (0..count)
                     .map(|j| {
-                        let rows: Vec<&Value> =
-                            (0..*batch).map(|k| &json[(j * batch + k) % json.len()]).collect();
+                        let rows: Vec<&Value> = (0..*batch)
+                            .map(|k| &json[(j * batch + k) % json.len()])
+                            .collect();
                         Bytes::from(json!({ "dataframe_records": rows }).to_string())
                     })
                     .collect(),

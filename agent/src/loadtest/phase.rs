@@ -45,7 +45,11 @@ pub struct Outcome {
 
 impl Phase<'_> {
     /// Runs until the phase ends or `stop` is cancelled; `publish` gets each second's sample.
-    pub async fn run(&self, stop: &CancellationToken, publish: &(dyn Fn(Sample) + Sync)) -> Outcome {
+    pub async fn run(
+        &self,
+        stop: &CancellationToken,
+        publish: &(dyn Fn(Sample) + Sync),
+    ) -> Outcome {
         let recorder = Recorder::new(SHARDS);
         let active = Arc::new(AtomicU32::new(0));
         let next_body = Arc::new(AtomicU64::new(self.seed % 1_000));
@@ -104,7 +108,9 @@ impl Phase<'_> {
         };
         let missed = |at: Duration| {
             open.as_ref().map_or(0, |s| {
-                s.lock().unwrap_or_else(PoisonError::into_inner).drain_due(at)
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain_due(at)
             })
         };
 
@@ -172,7 +178,9 @@ impl Phase<'_> {
             if self.abort_on_fail
                 && !ended
                 && judged.requests() > 0
-                && judge_all(self.thresholds, &judged).iter().any(|v| !v.passed)
+                && judge_all(self.thresholds, &judged)
+                    .iter()
+                    .any(|v| !v.passed)
             {
                 aborted = true;
                 stopping.cancel();

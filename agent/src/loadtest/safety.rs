@@ -94,7 +94,10 @@ pub fn check_target(url: &str, limits: &Limits) -> Result<String, LoadTestError>
             reason: "credentials in the URL are not accepted".into(),
         });
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let Some(port) = authority.port_u16() else {
         return Err(LoadTestError::Invalid {
             field: "target.url",
@@ -124,7 +127,9 @@ fn listed(allow: &[String], host: &str, port: u16) -> bool {
         let entry = entry.trim();
         match entry.rsplit_once(':') {
             Some((h, p)) if p.parse::<u16>().is_ok() && !h.ends_with(':') => {
-                h.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(host)
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .eq_ignore_ascii_case(host)
                     && p.parse::<u16>().ok() == Some(port)
             }
             _ => entry.eq_ignore_ascii_case(host),
@@ -139,7 +144,10 @@ mod tests {
     #[test]
     fn loopback_own_listeners_and_listed_hosts_only() {
         let l = Limits::for_tests();
-        assert_eq!(check_target("127.0.0.1:8080", &l).unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(
+            check_target("127.0.0.1:8080", &l).unwrap(),
+            "http://127.0.0.1:8080"
+        );
         assert!(check_target("http://[::1]:9", &l).is_ok());
         assert!(check_target("http://localhost:9", &l).is_ok());
         assert!(check_target("http://10.0.0.5:8080", &l).is_ok());
@@ -151,7 +159,10 @@ mod tests {
             "http://8.8.8.8:53",
         ] {
             let e = check_target(refused, &l).unwrap_err();
-            assert!(matches!(e, LoadTestError::NotAllowed { .. }), "{refused}: {e}");
+            assert!(
+                matches!(e, LoadTestError::NotAllowed { .. }),
+                "{refused}: {e}"
+            );
         }
         for invalid in [
             "",

@@ -227,11 +227,7 @@ impl SpecInput {
             }
             ms => Duration::from_millis(ms),
         };
-        let target = Target {
-            url,
-            kind,
-            timeout,
-        };
+        let target = Target { url, kind, timeout };
         let thresholds = self
             .thresholds
             .iter()
@@ -257,7 +253,8 @@ impl SpecInput {
                 // Up to max/step steps plus the refinement, each held step_duration.
                 let steps = u64::from(c.max.saturating_sub(c.start) / c.step.max(1) + 1)
                     + u64::from(c.refine);
-                c.step_duration.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
+                c.step_duration
+                    .saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
             }
             (Load::Open { stages, .. }, None) if !stages.is_empty() => {
                 if self.duration_ms != 0 {
@@ -355,7 +352,10 @@ fn check_closed(c: &ClosedInput, limits: &Limits, search: bool) -> Result<Load, 
         ));
     }
     if c.think_max_ms > 600_000 {
-        return Err(invalid("closed.think_max_ms", "at most 600000 (10 minutes)"));
+        return Err(invalid(
+            "closed.think_max_ms",
+            "at most 600000 (10 minutes)",
+        ));
     }
     Ok(Load::Closed {
         users: c.users,
@@ -367,7 +367,10 @@ fn check_closed(c: &ClosedInput, limits: &Limits, search: bool) -> Result<Load, 
 
 fn check_rate(field: &'static str, rate: f64, limits: &Limits) -> Result<(), LoadTestError> {
     if !rate.is_finite() || rate < 0.0 {
-        return Err(invalid(field, "a finite, non-negative number of requests a second"));
+        return Err(invalid(
+            field,
+            "a finite, non-negative number of requests a second",
+        ));
     }
     if rate > limits.max_rate {
         return Err(ceiling(field, rate, limits.max_rate, "loadtest_max_rate"));
@@ -535,16 +538,36 @@ mod tests {
         );
         let mut bad = closed(5);
         bad.closed.as_mut().unwrap().think_min_ms = 5000;
-        assert!(bad.check(&limits()).unwrap_err().to_string().contains("think_min_ms"));
+        assert!(
+            bad.check(&limits())
+                .unwrap_err()
+                .to_string()
+                .contains("think_min_ms")
+        );
         let mut bad = closed(5);
         bad.target_kind = "billing".into();
-        assert!(bad.check(&limits()).unwrap_err().to_string().contains("target.kind"));
+        assert!(
+            bad.check(&limits())
+                .unwrap_err()
+                .to_string()
+                .contains("target.kind")
+        );
         let mut bad = closed(5);
         bad.duration_ms = 0;
-        assert!(bad.check(&limits()).unwrap_err().to_string().contains("duration"));
+        assert!(
+            bad.check(&limits())
+                .unwrap_err()
+                .to_string()
+                .contains("duration")
+        );
         let mut bad = closed(5);
         bad.thresholds = vec!["p95<fast".into()];
-        assert!(bad.check(&limits()).unwrap_err().to_string().contains("fast"));
+        assert!(
+            bad.check(&limits())
+                .unwrap_err()
+                .to_string()
+                .contains("fast")
+        );
     }
 
     #[test]
@@ -563,8 +586,14 @@ mod tests {
         let Load::Open { stages, .. } = &spec.load else {
             panic!()
         };
-        assert_eq!(Load::rate_at(0.0, stages, Duration::from_secs(5)), Some(50.0));
-        assert_eq!(Load::rate_at(0.0, stages, Duration::from_secs(12)), Some(100.0));
+        assert_eq!(
+            Load::rate_at(0.0, stages, Duration::from_secs(5)),
+            Some(50.0)
+        );
+        assert_eq!(
+            Load::rate_at(0.0, stages, Duration::from_secs(12)),
+            Some(100.0)
+        );
         assert_eq!(Load::rate_at(0.0, stages, Duration::from_secs(15)), None);
     }
 

@@ -172,11 +172,7 @@ impl Window {
             error_rate: round6(self.error_rate()),
             latency: Latency::of(&self.latency),
             service: open_loop.then(|| Latency::of(&self.service)),
-            errors: self
-                .errors
-                .iter()
-                .map(|(k, n)| (k.label(), *n))
-                .collect(),
+            errors: self.errors.iter().map(|(k, n)| (k.label(), *n)).collect(),
         }
     }
 }
@@ -327,8 +323,11 @@ mod tests {
             let s = r.shard(user);
             s.record(Ok(()), Duration::from_millis(10), Duration::from_millis(1));
         }
-        r.shard(3)
-            .record(Err(ErrorKind::Status(503)), Duration::from_secs(1), Duration::from_secs(1));
+        r.shard(3).record(
+            Err(ErrorKind::Status(503)),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         r.shard(2).missed(2);
         let mut w = r.drain();
         w.seconds = 2.0;

@@ -90,12 +90,10 @@ impl Conn {
             Bodies::Grpc { requests } => {
                 let request = requests[index % requests.len()].clone();
                 if self.grpc.is_none() {
-                    let client = readmit_proto::Client::connect(
-                        &prepared.url,
-                        prepared.token.as_deref(),
-                    )
-                    .await
-                    .map_err(|_| ErrorKind::Connect)?;
+                    let client =
+                        readmit_proto::Client::connect(&prepared.url, prepared.token.as_deref())
+                            .await
+                            .map_err(|_| ErrorKind::Connect)?;
                     self.grpc = Some(client.inference());
                 }
                 let Some(grpc) = self.grpc.as_mut() else {

@@ -65,7 +65,10 @@ fn err(text: &str, reason: impl Into<String>) -> ParseError {
 pub fn parse(text: &str) -> Result<Threshold, ParseError> {
     let trimmed = text.trim();
     let Some(at) = trimmed.find(['<', '>']) else {
-        return Err(err(trimmed, "no comparison: write it as metric<value, e.g. p95<100ms"));
+        return Err(err(
+            trimmed,
+            "no comparison: write it as metric<value, e.g. p95<100ms",
+        ));
     };
     let (name, rest) = trimmed.split_at(at);
     let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
@@ -88,7 +91,10 @@ pub fn parse(text: &str) -> Result<Threshold, ParseError> {
         p if p.starts_with('p') => {
             let digits = p[1..].trim_start_matches('(').trim_end_matches(')');
             let q: f64 = digits.parse().map_err(|_| {
-                err(trimmed, format!("{name:?} is not a percentile such as p95 or p(99.9)"))
+                err(
+                    trimmed,
+                    format!("{name:?} is not a percentile such as p95 or p(99.9)"),
+                )
             })?;
             if !(q > 0.0 && q <= 100.0) {
                 return Err(err(trimmed, format!("percentile {q} is not in (0, 100]")));
@@ -111,17 +117,19 @@ pub fn parse(text: &str) -> Result<Threshold, ParseError> {
         if v.is_finite() && v >= 0.0 {
             Ok(v)
         } else {
-            Err(err(trimmed, format!("{value:?} is not a finite, non-negative number")))
+            Err(err(
+                trimmed,
+                format!("{value:?} is not a finite, non-negative number"),
+            ))
         }
     };
     let value = match metric {
-        Metric::Latency(_) | Metric::MeanLatency => latency_ms(value)
-            .ok_or_else(|| {
-                err(
-                    trimmed,
-                    format!("{value:?} is not a duration such as 100ms, 1.5s or 800us"),
-                )
-            })?,
+        Metric::Latency(_) | Metric::MeanLatency => latency_ms(value).ok_or_else(|| {
+            err(
+                trimmed,
+                format!("{value:?} is not a duration such as 100ms, 1.5s or 800us"),
+            )
+        })?,
         Metric::Errors => match value.strip_suffix('%') {
             Some(p) => number(p)? / 100.0,
             None => {
@@ -210,9 +218,15 @@ mod tests {
     #[test]
     fn k6_style_thresholds_parse() {
         let t = parse("p95<100ms").unwrap();
-        assert_eq!((t.metric, t.op, t.value), (Metric::Latency(0.95), Op::Lt, 100.0));
+        assert_eq!(
+            (t.metric, t.op, t.value),
+            (Metric::Latency(0.95), Op::Lt, 100.0)
+        );
         assert_eq!(parse("p(99.9) <= 1.5s").unwrap().value, 1500.0);
-        assert_eq!(parse("p(99.9) <= 1.5s").unwrap().metric, Metric::Latency(0.999));
+        assert_eq!(
+            parse("p(99.9) <= 1.5s").unwrap().metric,
+            Metric::Latency(0.999)
+        );
         assert_eq!(parse("errors<1%").unwrap().value, 0.01);
         assert_eq!(parse("error_rate<0.05").unwrap().value, 0.05);
         assert_eq!(parse("rps>=500").unwrap().op, Op::Ge);

@@ -135,8 +135,9 @@ fn parse_think(text: &str) -> anyhow::Result<(u64, u64)> {
         if t == "0" {
             return Ok(0);
         }
-        Ok(ms(humantime::parse_duration(t)
-            .map_err(|e| anyhow::anyhow!("--think: {t:?}: {e}"))?))
+        Ok(ms(
+            humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("--think: {t:?}: {e}"))?
+        ))
     };
     match text.split_once("..") {
         Some((a, b)) => Ok((one(a)?, one(b)?)),
@@ -295,7 +296,9 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
         }
         LoadTestCommand::Show { id } => {
             let s = lt
-                .get_load_test(v1::LoadTestRef { test_id: id.clone() })
+                .get_load_test(v1::LoadTestRef {
+                    test_id: id.clone(),
+                })
                 .await
                 .map_err(call)?
                 .into_inner();
@@ -304,7 +307,9 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
         LoadTestCommand::Watch { id } => {
             follow(&mut lt, id, global.output, &call).await?;
             let s = lt
-                .get_load_test(v1::LoadTestRef { test_id: id.clone() })
+                .get_load_test(v1::LoadTestRef {
+                    test_id: id.clone(),
+                })
                 .await
                 .map_err(call)?
                 .into_inner();
@@ -312,7 +317,9 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
         }
         LoadTestCommand::Stop { id } => {
             let s = lt
-                .stop_load_test(v1::LoadTestRef { test_id: id.clone() })
+                .stop_load_test(v1::LoadTestRef {
+                    test_id: id.clone(),
+                })
                 .await
                 .map_err(call)?
                 .into_inner();
@@ -341,7 +348,9 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
     let mut summary = started;
     for _ in 0..600 {
         summary = lt
-            .get_load_test(v1::LoadTestRef { test_id: id.clone() })
+            .get_load_test(v1::LoadTestRef {
+                test_id: id.clone(),
+            })
             .await
             .map_err(call)?
             .into_inner();
@@ -371,7 +380,7 @@ async fn follow(
     while let Some(sample) = stream.next().await {
         let s = sample.map_err(call)?;
         let i = s.interval.clone().unwrap_or_default();
-        let t = s.total_latency.clone().unwrap_or_default();
+        let t = s.total_latency.unwrap_or_default();
         let errors: Vec<String> = i
             .errors
             .iter()
@@ -442,7 +451,7 @@ fn finish(format: OutputFormat, s: &v1::LoadTestSummary) -> anyhow::Result<ExitC
 }
 
 fn latency_json(l: Option<&v1::Latency>) -> Value {
-    let l = l.cloned().unwrap_or_default();
+    let l = l.copied().unwrap_or_default();
     json!({
         "mean_ms": l.mean_ms, "p50_ms": l.p50_ms, "p90_ms": l.p90_ms, "p95_ms": l.p95_ms,
         "p99_ms": l.p99_ms, "p999_ms": l.p999_ms, "max_ms": l.max_ms,
@@ -470,7 +479,7 @@ fn figures_json(f: Option<&v1::Figures>) -> Value {
 
 pub fn summary_json(s: &v1::LoadTestSummary) -> Value {
     let total = s.total.clone().unwrap_or_default();
-    let l = total.latency.clone().unwrap_or_default();
+    let l = total.latency.unwrap_or_default();
     let mut v = json!({
         "test_id": s.test_id,
         "state": state_name(s.state),
@@ -526,8 +535,13 @@ pub fn summary_json(s: &v1::LoadTestSummary) -> Value {
 
 fn print_summary(s: &v1::LoadTestSummary) {
     let total = s.total.clone().unwrap_or_default();
-    let l = total.latency.clone().unwrap_or_default();
-    println!("test {}  {}  payload {}", s.test_id, state_name(s.state), s.payload);
+    let l = total.latency.unwrap_or_default();
+    println!(
+        "test {}  {}  payload {}",
+        s.test_id,
+        state_name(s.state),
+        s.payload
+    );
     if !s.run_id.is_empty() {
         println!("kept as run {} of experiment load_tests", s.run_id);
     }
@@ -573,10 +587,18 @@ fn print_summary(s: &v1::LoadTestSummary) {
         );
     }
     if let Some(c) = &s.capacity {
-        let mut t = output::table(["step", c.dimension.as_str(), "req/s", "p95 ms", "p99 ms", "errors %", "held"]);
+        let mut t = output::table([
+            "step",
+            c.dimension.as_str(),
+            "req/s",
+            "p95 ms",
+            "p99 ms",
+            "errors %",
+            "held",
+        ]);
         for st in &s.steps {
             let f = st.figures.clone().unwrap_or_default();
-            let l = f.latency.clone().unwrap_or_default();
+            let l = f.latency.unwrap_or_default();
             t.add_row(vec![
                 st.index.to_string(),
                 st.level.to_string(),
@@ -608,7 +630,7 @@ fn print_list(tests: &[v1::LoadTestSummary]) {
     ]);
     for s in tests {
         let total = s.total.clone().unwrap_or_default();
-        let l = total.latency.clone().unwrap_or_default();
+        let l = total.latency.unwrap_or_default();
         t.add_row(vec![
             s.test_id.clone(),
             state_name(s.state).to_owned(),
@@ -630,6 +652,5 @@ fn print_list(tests: &[v1::LoadTestSummary]) {
 
 fn utc(ms: i64) -> String {
     let secs = u64::try_from(ms / 1000).unwrap_or(0);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
-        .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
