@@ -1,6 +1,7 @@
 //! The load-test engine against real agents and real servers on loopback: a closed loop sends
 //! exactly as many requests as the served model counts, over HTTP and gRPC, and the finished
-//! test is a run of `load_tests` in tracking; an open loop against a server that stalls once
+//! test is a run of `load_tests` in tracking; requests carry different records of the test
+//! split when the agent holds one; an open loop against a server that stalls once
 //! shows the stall in its corrected percentiles where the service time does not; a capacity
 //! search finds a throttled server's known capacity; stop, watch and abort work; ceilings and
 //! the allowlist refuse what they should.
@@ -139,7 +140,7 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
     let http = reqwest::Client::new();
     let base = agent.http_url();
 
-    for (kind, url, endpoint, requests) in [
+    let kinds = [
         (v1::TargetKind::Predict, agent.http_url(), "predict", 300),
         (
             v1::TargetKind::GrpcPredict,
@@ -147,13 +148,27 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
             "grpc_predict",
             120,
         ),
-    ] {
+        (
+            v1::TargetKind::Invocations,
+            agent.http_url(),
+            "invocations",
+            60,
+        ),
+        (v1::TargetKind::OipInfer, agent.http_url(), "oip_rest", 60),
+    ];
+    let count = kinds.len();
+    for (kind, url, endpoint, requests) in kinds {
         let before = served_requests(&http, &base, endpoint).await;
         let started = client
             .load_test()
             .start_load_test(v1::LoadTestSpec {
                 name: format!("count-{endpoint}"),
-                target: target(url, kind),
+                target: Some(v1::LoadTarget {
+                    url,
+                    kind: kind as i32,
+                    batch: 5,
+                    ..Default::default()
+                }),
                 load: closed(6, 0),
                 duration_ms: 120_000,
                 max_requests: requests,
@@ -207,7 +222,8 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
                 .find(|p| p.key == k)
                 .map(|p| p.value.clone())
         };
-        assert_eq!(param("target_kind").as_deref(), Some(endpoint));
+        let kind_name = endpoint.replace("oip_rest", "oip_infer");
+        assert_eq!(param("target_kind"), Some(kind_name));
         assert_eq!(param("users").as_deref(), Some("6"));
         let history = client
             .tracking()
@@ -235,7 +251,7 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
         .unwrap()
         .into_inner()
         .tests;
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.len(), count, "{listed:?}");
     assert!(listed.iter().all(|t| !t.run_id.is_empty()));
     agent.stop().await.unwrap();
 
@@ -248,7 +264,7 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
         .unwrap()
         .into_inner()
         .tests;
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.len(), count, "{listed:?}");
     let shown = client
         .load_test()
         .get_load_test(v1::LoadTestRef {
@@ -300,6 +316,10 @@ async fn an_open_loop_shows_a_stall_the_service_time_hides() {
     let total = figures(&s);
     let corrected = total.latency.unwrap();
     let service = total.service.unwrap();
+    eprintln!(
+        "stall: corrected {corrected:?}, service {service:?}, late {}, missed {}",
+        total.late, total.missed
+    );
     // 500 requests due; the ~100 due during the stall wait up to 1 s each.
     assert!(total.requests >= 400, "{total:?}");
     assert!(
@@ -354,6 +374,7 @@ async fn a_capacity_search_finds_a_throttled_servers_capacity() {
     let s = ended(&client, &started.test_id, false).await;
     let found = s.capacity.clone().unwrap();
     let levels: Vec<(u32, bool)> = s.steps.iter().map(|st| (st.level, st.passed)).collect();
+    eprintln!("capacity: {found:?}, steps (users, held) {levels:?}");
     let max = f64::from(found.max_level);
     assert!(
         (max - CAPACITY as f64).abs() <= 0.15 * CAPACITY as f64,
@@ -535,4 +556,78 @@ async fn ceilings_and_the_allowlist_refuse_and_only_inference_agents_serve_it() 
 
 async fn agent_roles(dir: &std::path::Path, roles: &[Role]) -> (RunningAgent, Client) {
     agent(&dir.join("other"), roles).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_carry_different_records_of_the_test_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, client) = agent(dir.path(), &[Role::Etl, Role::Inference]).await;
+    let mut etl = client.etl();
+    let synth = etl
+        .synthesize_dataset(v1::SynthesizeDatasetRequest {
+            rows: 3000,
+            seed: 11,
+            path: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    etl.ingest(v1::IngestRequest {
+        path: synth.path.clone(),
+        split: v1::SplitKind::Original as i32,
+        replace: false,
+    })
+    .await
+    .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let addr = {
+        let seen = Arc::clone(&seen);
+        server(move |axum::Json(record): axum::Json<serde_json::Value>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(record["encounter_id"].clone());
+                "{}"
+            }
+        })
+        .await
+    };
+    let started = client
+        .load_test()
+        .start_load_test(v1::LoadTestSpec {
+            target: target(format!("http://{addr}"), v1::TargetKind::Predict),
+            load: closed(3, 0),
+            duration_ms: 60_000,
+            max_requests: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.payload, "test_split");
+    let s = ended(&client, &started.test_id, false).await;
+    assert_eq!(figures(&s).requests, 100, "{s:?}");
+    assert_eq!(figures(&s).failures, 0, "{s:?}");
+
+    let frame = readmit_ml::data::read_csv(std::path::Path::new(&synth.path)).unwrap();
+    let splits = readmit_ml::data::split_frame(
+        &frame,
+        readmit_ml::split::SplitMethod::Original,
+        readmit_ml::split::ORIGINAL_SEED,
+    )
+    .unwrap();
+    let test_ids: std::collections::HashSet<String> =
+        readmit_ml::data::records(&splits.test, 0..splits.test.height())
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap()["encounter_id"].to_string())
+            .collect();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 100);
+    let distinct: std::collections::HashSet<String> = seen.iter().map(|v| v.to_string()).collect();
+    assert_eq!(distinct.len(), 100, "each request a different record");
+    assert!(
+        distinct.iter().all(|id| test_ids.contains(id)),
+        "every record is of the test split"
+    );
+    agent.stop().await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! Capacity search, the original's real question: step the users (closed loop) or the rate
-//! (open loop) up — Locust's step-load shape — holding each step and judging it once it has
-//! settled, stop at the first step that breaks a threshold, bisect between the last good and
-//! the first bad level, and report the most held within the objective, with every step.
+//! (open loop) up — Locust's step-load shape — holding each step until its throughput is
+//! steady (at least its duration, at most twice that) and judging it after it settled; stop at
+//! the first step that breaks a threshold, bisect between the last good and the first bad
+//! level, and report the most held within the objective, with every step.
 
 use std::sync::Arc;
 
@@ -90,6 +91,7 @@ impl Search<'_> {
             judge_after: self.capacity.step_duration / 3,
             thresholds: &self.spec.thresholds,
             abort_on_fail: false,
+            until_steady: true,
             step: index,
             level: f64::from(level),
             seed: self.seed.wrapping_add(u64::from(index)),

@@ -329,6 +329,7 @@ async fn run(test: Arc<Test>, prepared: Arc<Prepared>, keeper: Keeper, seed: u64
                 judge_after: Duration::ZERO,
                 thresholds: &spec.thresholds,
                 abort_on_fail: spec.abort_on_fail,
+                until_steady: false,
                 step: 0,
                 level: match spec.load {
                     Load::Closed { users, .. } => f64::from(users),

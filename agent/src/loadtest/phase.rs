@@ -28,6 +28,9 @@ pub struct Phase<'a> {
     pub judge_after: Duration,
     pub thresholds: &'a [Threshold],
     pub abort_on_fail: bool,
+    /// Hold past `duration` (up to twice it), a second at a time, until the last seconds'
+    /// throughput is steady: a capacity step judged mid-swing would misjudge the level.
+    pub until_steady: bool,
     /// The capacity step, from 1; 0 outside a search.
     pub step: u32,
     pub level: f64,
@@ -90,7 +93,7 @@ impl Phase<'_> {
                 let schedule = Arc::new(Mutex::new(Schedule::new(
                     *start_rate,
                     stages.clone(),
-                    self.duration,
+                    self.longest(),
                 )));
                 open::spawn(
                     &mut set,
@@ -123,12 +126,22 @@ impl Phase<'_> {
             Duration::from_secs(1),
         );
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let deadline = started + self.duration;
+        let mut deadline = started + self.duration;
+        let mut recent_rps: Vec<f64> = Vec::new();
         let mut ended = false;
         while !ended {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = tokio::time::sleep_until(deadline.into()) => ended = true,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if self.until_steady
+                        && !steady(&recent_rps)
+                        && deadline + Duration::from_secs(1) <= started + self.longest()
+                    {
+                        deadline += Duration::from_secs(1);
+                        continue;
+                    }
+                    ended = true;
+                }
                 () = stopping.cancelled() => ended = true,
                 Some(_) = set.join_next(), if !set.is_empty() => {
                     // Users end early only at the request count: the phase ends with the last.
@@ -150,13 +163,14 @@ impl Phase<'_> {
             let mut window = recorder.drain();
             if ended {
                 // Only at the end: mid-test, a time just due may be about to go out.
-                window.missed += missed(elapsed.min(self.duration));
+                window.missed += missed(elapsed.min(deadline.duration_since(started)));
             }
             window.seconds = now.duration_since(last).as_secs_f64();
             last = now;
             all.add(&window, true);
             if elapsed > self.judge_after {
                 judged.add(&window, true);
+                recent_rps.push(window.rps());
             }
             let sample = Sample {
                 elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -191,5 +205,36 @@ impl Phase<'_> {
             all,
             aborted,
         }
+    }
+
+    /// The longest the phase may hold.
+    fn longest(&self) -> Duration {
+        if self.until_steady {
+            self.duration * 2
+        } else {
+            self.duration
+        }
+    }
+}
+
+/// Whether the last three seconds' throughput agree within 20% (or a request a second).
+fn steady(rps: &[f64]) -> bool {
+    let Some(last) = rps.len().checked_sub(3).map(|from| &rps[from..]) else {
+        return false;
+    };
+    let (lo, hi) = last
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    hi <= lo * 1.2 + 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn steady_means_three_seconds_within_a_fifth() {
+        assert!(!super::steady(&[100.0, 100.0]));
+        assert!(super::steady(&[10.0, 100.0, 100.0, 110.0]));
+        assert!(!super::steady(&[100.0, 150.0, 100.0]));
+        assert!(super::steady(&[0.0, 1.0, 0.5]));
     }
 }

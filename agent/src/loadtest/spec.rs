@@ -250,10 +250,12 @@ impl SpecInput {
 
         let duration = match (&load, &capacity) {
             (_, Some(c)) => {
-                // Up to max/step steps plus the refinement, each held step_duration.
+                // Up to max/step steps plus the refinement, each held up to twice
+                // step_duration while it settles.
                 let steps = u64::from(c.max.saturating_sub(c.start) / c.step.max(1) + 1)
                     + u64::from(c.refine);
                 c.step_duration
+                    .saturating_mul(2)
                     .saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
             }
             (Load::Open { stages, .. }, None) if !stages.is_empty() => {

@@ -116,7 +116,8 @@ pub struct CapacityArgs {
     /// Users or rate added per step [default: a tenth of the range].
     #[arg(long, default_value_t = 0)]
     pub step: u32,
-    /// How long each step holds (its first third settles).
+    /// How long each step holds at least (its first third settles); up to twice that while
+    /// its throughput is not yet steady.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub step_duration: Duration,
     /// Bisection steps between the last good and the first bad level.
