@@ -46,7 +46,7 @@ pub struct FloorArgs {
 const MODEL: &str = "best_diabetes_readmission_model";
 
 /// A server process started for the bench, killed when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
 }
 
@@ -83,12 +83,16 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(super) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// This binary with `args`, pinned to `core` when taskset is there (whether it was is reported).
-fn spawn_pinned(core: usize, args: &[String], log: &Path) -> anyhow::Result<(Server, bool)> {
+pub(super) fn spawn_pinned(
+    core: usize,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<(Server, bool)> {
     let exe = std::env::current_exe()?;
     let log = std::fs::File::create(log)?;
     let pinned = Command::new("taskset").arg("--version").output().is_ok();
@@ -109,7 +113,7 @@ fn spawn_pinned(core: usize, args: &[String], log: &Path) -> anyhow::Result<(Ser
 }
 
 /// Pins every thread of this process to `core`.
-fn pin_self(core: usize) -> bool {
+pub(super) fn pin_self(core: usize) -> bool {
     Command::new("taskset")
         .args([
             "-a",
@@ -143,7 +147,7 @@ pub async fn floor(args: FloorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for _ in 0..600 {
         if http
@@ -260,7 +264,7 @@ impl Phase {
     }
 }
 
-fn round(v: f64) -> f64 {
+pub(super) fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
