@@ -501,7 +501,43 @@ async fn watch_stop_and_abort_on_a_broken_threshold() {
     assert!(!s.passed);
     assert!(!s.thresholds[0].passed);
     assert!(s.ended_at_ms - s.started_at_ms < 30_000);
-    agent.stop().await.unwrap();
+
+    // A watched test when the agent shuts down: the test stops, the stream ends, and the
+    // agent's shutdown does not wait on either.
+    let last = client
+        .load_test()
+        .start_load_test(v1::LoadTestSpec {
+            target: target(format!("http://{addr}"), v1::TargetKind::Predict),
+            load: closed(2, 10),
+            duration_ms: 600_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = client
+        .load_test()
+        .watch_load_test(v1::LoadTestRef {
+            test_id: last.test_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.next().await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), agent.stop())
+        .await
+        .expect("shutdown does not wait on a running test or its watcher")
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut n = 0;
+        while let Some(Ok(_)) = stream.next().await {
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("the stream ends with the agent");
+    assert!(rest <= 2, "{rest} samples after shutdown");
 }
 
 #[tokio::test]
