@@ -170,6 +170,8 @@ fn ceiling(field: &'static str, value: f64, limit: f64, setting: &'static str) -
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most records one invocations request may carry.
 const MAX_BATCH: u32 = 10_000;
+/// The most thresholds one test may carry.
+const MAX_THRESHOLDS: usize = 32;
 /// The most connections an open loop may hold.
 const MAX_CONNECTIONS: u32 = 10_000;
 
@@ -236,6 +238,9 @@ impl SpecInput {
             .map(thresholds::parse)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("thresholds", e.to_string()))?;
+        if thresholds.len() > MAX_THRESHOLDS {
+            return Err(invalid("thresholds", format!("at most {MAX_THRESHOLDS}")));
+        }
 
         let load = match (self.closed, self.open) {
             (Some(_), Some(_)) => return Err(invalid("load", "give closed or open, not both")),
