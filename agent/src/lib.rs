@@ -10,6 +10,7 @@ pub mod etl;
 mod grpc;
 mod http;
 pub mod inference;
+pub mod loadtest;
 pub mod metrics;
 pub mod roles;
 pub mod server;

@@ -38,7 +38,9 @@ enum BenchCommand {
     Etl(readmit_agent::bench::EtlBenchArgs),
     /// The inference role under load, beside a bare JSON handler (the floor).
     Serve(readmit_agent::bench::ServeBenchArgs),
-    /// The floor's server, which `bench serve` starts itself.
+    /// The load-test engine against wrk, both sending to the floor.
+    Loadgen(readmit_agent::bench::LoadgenBenchArgs),
+    /// The floor's server, which `bench serve` and `bench loadgen` start themselves.
     #[command(hide = true)]
     ServeFloor(readmit_agent::bench::FloorArgs),
 }
@@ -69,6 +71,7 @@ fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Tracking(args) => readmit_agent::bench::tracking(args).await,
             BenchCommand::Etl(args) => readmit_agent::bench::etl(args).await,
             BenchCommand::Serve(args) => readmit_agent::bench::serve(args).await,
+            BenchCommand::Loadgen(args) => readmit_agent::bench::loadgen(args).await,
             BenchCommand::ServeFloor(args) => {
                 readmit_agent::bench::floor(args).await?;
                 Ok(serde_json::Value::Null)

@@ -41,6 +41,8 @@ pub struct Shared {
     pub inference: Option<Inference>,
     /// Both listeners' TLS configuration, reloaded when its files change; none for plain TCP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The load-test engine, on agents that run the inference role.
+    pub loadtest: Option<crate::loadtest::LoadTests>,
     status: watch::Receiver<Sample>,
     ready: AtomicBool,
     /// Cancelled when the agent begins to shut down; long-lived streams end on it.
@@ -182,11 +184,25 @@ async fn shared(
     } else {
         None
     };
+    let loadtest = inference.as_ref().map(|_| {
+        let listeners = [grpc.local_addr(), http.local_addr()]
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        crate::loadtest::LoadTests::new(
+            crate::loadtest::Limits::from_settings(&settings, listeners),
+            etl.clone(),
+            tracking_url(&settings, own),
+            settings.token.clone(),
+            shutdown.clone(),
+        )
+    });
     Ok(Arc::new(Shared {
         tracking,
         etl,
         inference,
         tls,
+        loadtest,
         grpc_addr: grpc.local_addr().map_err(ServeError::LocalAddr)?,
         http_addr: http.local_addr().map_err(ServeError::LocalAddr)?,
         host: HostFacts::read(),

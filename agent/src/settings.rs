@@ -19,8 +19,13 @@ pub const DEFAULT_MAX_INGEST_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Environment variables read as settings: `READMIT_` and the key in upper case.
-const ENV_KEYS: [&str; 28] = [
+const ENV_KEYS: [&str; 33] = [
     "model",
+    "loadtest_max_users",
+    "loadtest_max_rate",
+    "loadtest_max_duration_s",
+    "loadtest_max_concurrent",
+    "loadtest_allow",
     "inference_max_records",
     "inference_max_body_bytes",
     "drift_window",
@@ -116,6 +121,18 @@ pub struct RawSettings {
     pub inference_max_body_bytes: usize,
     /// Recent records the inference role's drift gauges are computed over.
     pub drift_window: usize,
+    /// The most simulated users (or open-loop connections) one load test may run.
+    pub loadtest_max_users: u32,
+    /// The highest open-loop rate one load test may ask, in requests per second.
+    pub loadtest_max_rate: u32,
+    /// The longest a load test (or a whole capacity search) may run, in seconds.
+    pub loadtest_max_duration_s: u64,
+    /// Load tests running at once.
+    pub loadtest_max_concurrent: usize,
+    /// Hosts (`name` or `name:port`) load tests may target besides loopback and this agent's
+    /// own listeners: a list, or one comma-separated string.
+    #[serde(deserialize_with = "list_or_string")]
+    pub loadtest_allow: Vec<String>,
 }
 
 impl RawSettings {
@@ -163,6 +180,11 @@ impl Default for RawSettings {
             inference_max_records: 10_000,
             inference_max_body_bytes: 16 * 1024 * 1024,
             drift_window: 1_000,
+            loadtest_max_users: 1_000,
+            loadtest_max_rate: 20_000,
+            loadtest_max_duration_s: 3_600,
+            loadtest_max_concurrent: 2,
+            loadtest_allow: Vec::new(),
         }
     }
 }
@@ -332,6 +354,11 @@ pub struct Settings {
     pub inference_max_records: usize,
     pub inference_max_body_bytes: usize,
     pub drift_window: usize,
+    pub loadtest_max_users: u32,
+    pub loadtest_max_rate: u32,
+    pub loadtest_max_duration: std::time::Duration,
+    pub loadtest_max_concurrent: usize,
+    pub loadtest_allow: Vec<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -362,6 +389,11 @@ impl fmt::Debug for Settings {
             .field("inference_max_records", &self.inference_max_records)
             .field("inference_max_body_bytes", &self.inference_max_body_bytes)
             .field("drift_window", &self.drift_window)
+            .field("loadtest_max_users", &self.loadtest_max_users)
+            .field("loadtest_max_rate", &self.loadtest_max_rate)
+            .field("loadtest_max_duration", &self.loadtest_max_duration)
+            .field("loadtest_max_concurrent", &self.loadtest_max_concurrent)
+            .field("loadtest_allow", &self.loadtest_allow)
             .finish()
     }
 }
@@ -517,7 +549,43 @@ impl RawSettings {
                 });
             }
         }
+        for (field, value) in [
+            ("loadtest_max_users", u64::from(self.loadtest_max_users)),
+            ("loadtest_max_rate", u64::from(self.loadtest_max_rate)),
+            ("loadtest_max_duration_s", self.loadtest_max_duration_s),
+            (
+                "loadtest_max_concurrent",
+                self.loadtest_max_concurrent as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid {
+                    field,
+                    reason: "it must be at least 1".into(),
+                });
+            }
+        }
+        let loadtest_allow: Vec<String> = self
+            .loadtest_allow
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if let Some(bad) = loadtest_allow
+            .iter()
+            .find(|h| h.contains(['/', '@', ' ']) || h.contains("://"))
+        {
+            return Err(SettingsError::Invalid {
+                field: "loadtest_allow",
+                reason: format!("{bad:?} is not a host or host:port"),
+            });
+        }
         Ok(Settings {
+            loadtest_max_users: self.loadtest_max_users,
+            loadtest_max_rate: self.loadtest_max_rate,
+            loadtest_max_duration: std::time::Duration::from_secs(self.loadtest_max_duration_s),
+            loadtest_max_concurrent: self.loadtest_max_concurrent,
+            loadtest_allow,
             raw_db,
             clean_db,
             dags_dir,
@@ -646,6 +714,19 @@ fn figment_message(error: &figment::Error) -> String {
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Items::deserialize(d)? {
+        Items::List(items) => items,
+        Items::Text(text) => text.split(',').map(str::to_owned).collect(),
+    })
 }
 
 fn roles_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::Error> {

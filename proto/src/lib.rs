@@ -30,6 +30,7 @@ pub mod oip {
 
 mod client;
 mod registry;
+mod tracking;
 
 pub use client::{
     Client, ClientError, ClientTls, Svc, TokenInterceptor, error_chain, normalize_url,
@@ -39,6 +40,7 @@ pub use registry::{CallError, RegistryChange, VersionInfo, stage_name};
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).
 pub use tonic_reflection::pb::v1 as reflection;
+pub use tracking::MetricPoint;
 
 /// The encoded `FileDescriptorSet` of every `readmit.v1` file and of the Open Inference
 /// Protocol, served by gRPC reflection.

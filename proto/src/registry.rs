@@ -301,6 +301,16 @@ impl Client {
                 path: file.to_owned(),
                 source,
             })?;
+        self.upload_chunks(run_id, path, bytes).await
+    }
+
+    /// Uploads `bytes` as the run artifact `path`, streamed in chunks; the size sent.
+    pub(crate) async fn upload_chunks(
+        &self,
+        run_id: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<u64, CallError> {
         let size = bytes.len() as u64;
         let mut chunks = vec![v1::ArtifactChunk {
             chunk: Some(v1::artifact_chunk::Chunk::Header(v1::ArtifactHeader {

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use readmit_proto::{Client, v1};
 use serde_json::{Value, json};
 
@@ -48,7 +46,7 @@ pub struct FloorArgs {
 const MODEL: &str = "best_diabetes_readmission_model";
 
 /// A server process started for the bench, killed when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
 }
 
@@ -85,12 +83,16 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(super) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// This binary with `args`, pinned to `core` when taskset is there (whether it was is reported).
-fn spawn_pinned(core: usize, args: &[String], log: &Path) -> anyhow::Result<(Server, bool)> {
+pub(super) fn spawn_pinned(
+    core: usize,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<(Server, bool)> {
     let exe = std::env::current_exe()?;
     let log = std::fs::File::create(log)?;
     let pinned = Command::new("taskset").arg("--version").output().is_ok();
@@ -111,7 +113,7 @@ fn spawn_pinned(core: usize, args: &[String], log: &Path) -> anyhow::Result<(Ser
 }
 
 /// Pins every thread of this process to `core`.
-fn pin_self(core: usize) -> bool {
+pub(super) fn pin_self(core: usize) -> bool {
     Command::new("taskset")
         .args([
             "-a",
@@ -145,7 +147,7 @@ pub async fn floor(args: FloorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for _ in 0..600 {
         if http
@@ -262,7 +264,7 @@ impl Phase {
     }
 }
 
-fn round(v: f64) -> f64 {
+pub(super) fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
@@ -294,7 +296,7 @@ async fn load(target: &Target, connections: usize, seconds: f64) -> anyhow::Resu
         requests: 0,
         errors: 0,
         elapsed_s: 0.0,
-        histogram: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        histogram: crate::loadtest::stats::histogram(),
     };
     for task in tasks {
         let (ok, errors, histogram) = task.await??;
@@ -308,104 +310,69 @@ async fn load(target: &Target, connections: usize, seconds: f64) -> anyhow::Resu
 
 type ConnResult = anyhow::Result<(u64, u64, hdrhistogram::Histogram<u64>)>;
 
+/// One closed-loop connection, sending with the load-test engine's client.
 async fn connection(target: Target, until: Instant) -> ConnResult {
-    let mut histogram = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    use crate::loadtest::payloads::Bodies;
+    use crate::loadtest::targets::{Conn, Prepared};
+    let mut histogram = crate::loadtest::stats::histogram();
     let (mut ok, mut errors) = (0u64, 0u64);
-    let mut record = |started: Instant, success: bool| {
-        if success {
-            ok += 1;
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            histogram.saturating_record(us.max(1));
-        } else {
-            errors += 1;
-        }
-    };
-    match target {
+    let (url, bodies) = match target {
         Target::Http {
             addr,
             path,
             body,
             content_type,
-        } => {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                    .await?;
-            tokio::spawn(conn);
-            let host = addr.to_string();
-            while Instant::now() < until {
-                sender.ready().await?;
-                let request = http::Request::post(path.as_str())
-                    .header(http::header::HOST, host.as_str())
-                    .header(http::header::CONTENT_TYPE, content_type)
-                    .body(Full::new(body.clone()))?;
-                let started = Instant::now();
-                let response = sender.send_request(request).await?;
-                let success = response.status().is_success();
-                response.into_body().collect().await?;
-                record(started, success);
+        } => (
+            format!("http://{addr}"),
+            Bodies::Http {
+                path,
+                content_type,
+                bodies: vec![body],
+            },
+        ),
+        Target::Grpc { url, request } => (
+            url,
+            Bodies::Grpc {
+                requests: vec![request],
+            },
+        ),
+    };
+    let mut conn = Conn::new(Prepared::new(&url, bodies, Duration::from_secs(60), None));
+    while Instant::now() < until {
+        let started = Instant::now();
+        match conn.send(0).await {
+            Ok(()) => {
+                ok += 1;
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                histogram.saturating_record(us.max(1));
             }
-        }
-        Target::Grpc { url, request } => {
-            let client = Client::connect(&url, None).await?;
-            let mut inference = client.inference();
-            while Instant::now() < until {
-                let started = Instant::now();
-                let success = inference.predict(request.clone()).await.is_ok();
-                record(started, success);
+            Err(crate::loadtest::stats::ErrorKind::Connect) => {
+                bail!("cannot connect to {url}")
             }
+            Err(_) => errors += 1,
         }
     }
     Ok((ok, errors, histogram))
 }
 
-/// A raw record as JSON, and as the gRPC message.
-fn grpc_record(record: &Value) -> v1::Record {
-    v1::Record {
-        fields: record
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| {
-                        let kind = match v {
-                            Value::String(s) => v1::field_value::Kind::Text(s.clone()),
-                            Value::Number(n) => v1::field_value::Kind::Number(n.as_f64()?),
-                            _ => return None,
-                        };
-                        Some((k.clone(), v1::FieldValue { kind: Some(kind) }))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
-/// One OIP REST request body: a tensor per field the model lists, for `records`.
+/// One OIP REST request body for `records`: a tensor per input the model lists.
 async fn oip_body(http_addr: SocketAddr, records: &[Value]) -> anyhow::Result<Bytes> {
     let metadata: Value = reqwest::get(format!("http://{http_addr}/v2/models/{MODEL}"))
         .await?
         .json()
         .await?;
-    let inputs: Vec<Value> = metadata["inputs"]
+    let inputs: Vec<(String, String)> = metadata["inputs"]
         .as_array()
         .context("model metadata without inputs")?
         .iter()
         .map(|t| {
-            let name = t["name"].as_str().unwrap_or_default();
-            let data: Vec<Value> = records
-                .iter()
-                .map(|r| match (&r[name], t["datatype"].as_str()) {
-                    (Value::Null, Some("BYTES")) => json!("?"),
-                    (Value::String(s), Some("INT64")) => json!(s.parse::<i64>().unwrap_or(0)),
-                    (Value::Number(n), Some("BYTES")) => json!(n.to_string()),
-                    (v, _) => v.clone(),
-                })
-                .collect();
-            json!({"name": name, "datatype": t["datatype"], "shape": [records.len()], "data": data})
+            (
+                t["name"].as_str().unwrap_or_default().to_owned(),
+                t["datatype"].as_str().unwrap_or_default().to_owned(),
+            )
         })
         .collect();
-    Ok(Bytes::from(json!({"inputs": inputs}).to_string()))
+    Ok(crate::loadtest::payloads::oip_body(&inputs, records))
 }
 
 pub async fn serve(args: ServeBenchArgs) -> anyhow::Result<Value> {
@@ -467,7 +434,7 @@ pub async fn serve(args: ServeBenchArgs) -> anyhow::Result<Value> {
     let hundred = Bytes::from(json!({"dataframe_records": example}).to_string());
     let oip = oip_body(http_addr, &example[..1]).await?;
     let grpc_request = v1::PredictRequest {
-        records: vec![grpc_record(&example[0])],
+        records: vec![crate::loadtest::payloads::grpc_record(&example[0])],
         explain: 0,
     };
     let http = |addr, path: &str, body: &Bytes| Target::Http {

@@ -5,6 +5,7 @@ mod agent;
 mod etl;
 mod inference;
 mod layers;
+mod loadtest;
 pub mod methods;
 mod oip;
 mod tracking;
@@ -57,10 +58,15 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .map(|e| etl::server(e, shared.shutdown.clone()));
     let inference = shared.inference.clone().map(inference::server);
     let oip = shared.inference.clone().map(oip::server);
+    let loadtest = shared
+        .loadtest
+        .clone()
+        .map(|t| loadtest::server(t, shared.shutdown.clone()));
     // Services ready as soon as the listener is; the inference role's once its model loads.
     let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
         .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
         .chain(etl.is_some().then_some("readmit.v1.Etl"))
+        .chain(loadtest.is_some().then_some("readmit.v1.LoadTest"))
         .collect();
     let inference_services = [INFERENCE_SERVICE, readmit_proto::OIP_SERVICE_NAME];
     let advertised: Vec<&str> = served
@@ -91,7 +97,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .add_optional_service(tracking)
         .add_optional_service(etl)
         .add_optional_service(inference)
-        .add_optional_service(oip);
+        .add_optional_service(oip)
+        .add_optional_service(loadtest);
     let shutdown = shared.shutdown.clone();
     let drained = async move {
         shutdown.cancelled().await;

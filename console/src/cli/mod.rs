@@ -4,6 +4,7 @@ mod agents;
 mod certs;
 mod dags;
 mod data;
+mod loadtest;
 mod models;
 mod runs;
 #[cfg(feature = "embedded")]
@@ -74,6 +75,9 @@ pub enum Command {
     /// Certificates for TLS between the agents and the console.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Load tests on an inference agent's engine: run, capacity search, list, show, watch, stop.
+    #[command(subcommand)]
+    Loadtest(loadtest::LoadTestCommand),
     /// Run the whole system locally: one agent with every role, until Ctrl-C.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
         Command::Certs(command) => certs::run(&command),
+        Command::Loadtest(command) => loadtest::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]
         Command::Up(args) => up::run(&cli.global, &args).await,
     }
