@@ -179,14 +179,7 @@ async fn follows_promotions_under_load_without_a_failed_request() {
     assert!(last_versions.iter().all(|v| *v == v2), "{last_versions:?}");
 
     // The swap shows in the metrics.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text(&http, format!("{base}/metrics")).await;
     assert!(
         metrics.contains(&format!(
             "inference_model_info{{name=\"{MODEL}\",version=\"{v2}\"}} 1"
@@ -257,14 +250,7 @@ async fn a_corrupt_bundle_is_refused_while_the_old_model_serves() {
         .await
         .unwrap();
     assert_eq!(body["model_version"], good);
-    let metrics = http
-        .get(format!("{}/metrics", agent.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text(&http, format!("{}/metrics", agent.http_url())).await;
     assert!(
         metrics.contains("inference_model_loads_total{outcome=\"refused\"} 1"),
         "{metrics}"

@@ -199,15 +199,7 @@ async fn predict_refuses_bad_input_naming_the_field_and_record() {
     // The agent still answers.
     let (status, _) = s.post_json("/predict", &s.record).await;
     assert_eq!(status, 200);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.agent.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::text(&s.http, format!("{}/metrics", s.agent.http_url())).await;
     assert!(
         metrics.contains("inference_errors_total{endpoint=\"predict\",kind=\"invalid_input\"}"),
         "{metrics}"

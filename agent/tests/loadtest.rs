@@ -98,14 +98,7 @@ async fn ended(client: &Client, id: &str, kept: bool) -> v1::LoadTestSummary {
 
 /// `inference_requests_total` for one endpoint, every outcome.
 async fn served_requests(http: &reqwest::Client, base: &str, endpoint: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::text(http, format!("{base}/metrics")).await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     scrape
         .samples

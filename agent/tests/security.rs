@@ -569,14 +569,7 @@ async fn a_flood_of_random_paths_and_methods_leaves_the_series_bounded() {
             .unary(tonic::Request::new(v1::GetInfoRequest {}), path, codec)
             .await;
     }
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::text(&http, format!("{base}/metrics")).await;
     let http_series = series(&text, "readmit_http_requests_total");
     let grpc_series = series(&text, "readmit_grpc_requests_total");
     let all = format!("{}\n{}", http_series.join("\n"), grpc_series.join("\n"));

@@ -14,6 +14,11 @@ pub enum Backend {
     Postgres,
 }
 
+/// The body of a GET that must succeed at the transport level (any status).
+pub async fn text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A database made for one test, dropped by `cleanup`.
 pub struct TestDb {
     pub url: String,
