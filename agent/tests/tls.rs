@@ -539,5 +539,49 @@ async fn an_agent_with_every_role_calls_its_own_tracking_role_over_mutual_tls() 
     let tls = client_tls(d, "console", &ca.pem, Some(&ca.issue("console", false)));
     let said = following_error(&agent, &tls).await;
     assert!(said.contains("resolves to no version"), "{said}");
+
+    // The whole data path over mutual TLS: the ETL role logs and promotes a model in its
+    // tracking role, and the inference role follows the promotion and serves it.
+    let client = Client::connect_with(&agent.grpc_url(), None, &tls)
+        .await
+        .unwrap();
+    let synth = client
+        .etl()
+        .synthesize_dataset(v1::SynthesizeDatasetRequest {
+            rows: 4000,
+            seed: 5,
+            path: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let steps: [(&str, Vec<(&str, &str)>); 4] = [
+        ("ingest_raw", vec![("path", synth.path.as_str())]),
+        (
+            "append_batch",
+            vec![("batch_size", "1000"), ("until_exhausted", "true")],
+        ),
+        ("preprocess_incremental", vec![]),
+        ("train_and_register", vec![("models", "LR_C_0.1")]),
+    ];
+    for (dag, params) in &steps {
+        let run = support::trigger(&client, dag, params).await;
+        let run = support::wait_for_run(&client, &run.run_id, support::run_finished, 300).await;
+        assert_eq!(run.state, v1::RunState::Succeeded as i32, "{dag}: {run:#?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let served = loop {
+        let served = client
+            .inference()
+            .get_served_model(v1::GetServedModelRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if served.loaded || Instant::now() > deadline {
+            break served;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(served.loaded && served.version == 1, "{served:?}");
     agent.stop().await.unwrap();
 }

@@ -1,13 +1,20 @@
 //! Dynamic batching, as Triton's dynamic batcher does it: small requests that arrive while the
-//! model is busy are scored together in one tract run on the scoring thread; an idle model
-//! scores a request at once, so batching never adds a wait of its own.
+//! model is busy are scored together in one tract run; an idle model scores a request at once,
+//! so batching never adds a wait of its own.
 //!
 //! tract's cost at batch 1 is mostly per op (a 300-tree, depth-5 ensemble: ~55 µs a row alone,
 //! ~17 µs a row in runs of 16), so under concurrent load this is most of serving's throughput.
 //! A row's score does not depend on the rows beside it: batched and single answers are equal.
+//!
+//! There is no scoring thread to hand requests to (on one core that cost two context switches a
+//! batch). A request queues its rows and lets the other ready tasks run once (`yield_now`), so
+//! requests already read join the queue; then it scores what is queued, oldest first, a batch
+//! at a time, on its own task, answering each request in the batch, until its own rows have
+//! been scored — by itself or by another task that got there first. Nothing is held across an
+//! await, so a request dropped while it waits leaves no batch stranded.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{Histogram, HistogramOpts, Registry};
 use tokio::sync::oneshot;
@@ -19,20 +26,23 @@ use super::served::Served;
 pub const MAX_BATCH_ROWS: usize = 256;
 
 struct Job {
+    id: u64,
     served: Arc<Served>,
     data: Vec<f32>,
     n_rows: usize,
     reply: oneshot::Sender<Result<Vec<f32>, InferenceError>>,
 }
 
-/// The queue to the scoring thread; the thread ends when the last handle is dropped.
+/// The queue of rows waiting for the model.
 pub struct Batcher {
-    jobs: mpsc::Sender<Job>,
+    queue: Mutex<Vec<Job>>,
+    next_id: AtomicU64,
+    rows: Histogram,
 }
 
 impl Batcher {
-    /// Starts the scoring thread and registers `inference_batch_rows`.
-    pub fn start(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// Registers `inference_batch_rows`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let rows = Histogram::with_opts(
             HistogramOpts::new(
                 "inference_batch_rows",
@@ -41,12 +51,11 @@ impl Batcher {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )?;
         registry.register(Box::new(rows.clone()))?;
-        let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("readmit-score".into())
-            .spawn(move || work(&queue, &rows))
-            .map_err(|e| prometheus::Error::Msg(format!("cannot start the scoring thread: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            queue: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            rows,
+        })
     }
 
     /// Scores `n_rows` rows (row-major in `data`) with `served`, batched with whatever else is
@@ -57,53 +66,58 @@ impl Batcher {
         data: Vec<f32>,
         n_rows: usize,
     ) -> Result<Vec<f32>, InferenceError> {
-        let stopped = || InferenceError::Internal {
-            reason: "the scoring thread has stopped".into(),
-        };
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                served,
-                data,
-                n_rows,
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-fn work(queue: &mpsc::Receiver<Job>, rows_metric: &Histogram) {
-    // A job for another model than the batch being gathered starts the next batch.
-    let mut next: Option<Job> = None;
-    loop {
-        let first = match next.take() {
-            Some(job) => job,
-            None => match queue.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
-        let mut rows = first.n_rows;
-        let mut batch = vec![first];
-        while rows < MAX_BATCH_ROWS {
-            match queue.try_recv() {
-                Ok(job)
-                    if Arc::ptr_eq(&job.served, &batch[0].served)
-                        && rows + job.n_rows <= MAX_BATCH_ROWS =>
-                {
-                    rows += job.n_rows;
-                    batch.push(job);
-                }
-                Ok(job) => {
-                    next = Some(job);
-                    break;
-                }
-                Err(_) => break,
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().push(Job {
+            id,
+            served,
+            data,
+            n_rows,
+            reply,
+        });
+        // Let the requests already here (and those the driver has just read) join first.
+        tokio::task::yield_now().await;
+        while let Some(batch) = self.next_batch() {
+            let mine = batch.iter().any(|j| j.id == id);
+            let rows = batch.iter().map(|j| j.n_rows).sum();
+            self.rows.observe(rows as f64);
+            run(batch, rows);
+            if mine {
+                break;
             }
         }
-        rows_metric.observe(rows as f64);
-        run(batch, rows);
+        // Scored here, or by the task that took this request's rows before it looked.
+        answer.await.map_err(|_| InferenceError::Internal {
+            reason: "the request's batch was dropped before it was scored".into(),
+        })?
+    }
+
+    /// The oldest jobs for one model, up to [`MAX_BATCH_ROWS`] rows (a larger job alone).
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut queue = self.lock();
+        let first = queue.first()?;
+        let served = Arc::clone(&first.served);
+        let mut rows = 0;
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        for job in queue.drain(..) {
+            if Arc::ptr_eq(&job.served, &served)
+                && (taken.is_empty() || rows + job.n_rows <= MAX_BATCH_ROWS)
+            {
+                rows += job.n_rows;
+                taken.push(job);
+            } else {
+                kept.push(job);
+            }
+        }
+        *queue = kept;
+        Some(taken)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -144,8 +158,8 @@ fn run(mut batch: Vec<Job>, rows: usize) {
     }
 }
 
-/// Runs the model, turning a panic in it into an error, so one bad run cannot stop the thread
-/// every later request waits on.
+/// Runs the model, turning a panic in it into an error, so one bad run cannot leave the
+/// batcher without a leader.
 fn guarded(
     run: impl FnOnce() -> Result<Vec<f32>, InferenceError>,
 ) -> Result<Vec<f32>, InferenceError> {

@@ -111,7 +111,7 @@ impl Inference {
     ) -> Result<Self, prometheus::Error> {
         let served = Arc::new(ArcSwapOption::empty());
         let metrics = InferenceMetrics::new(registry, Arc::clone(&served))?;
-        let batcher = Batcher::start(registry)?;
+        let batcher = Batcher::new(registry)?;
         let inference = Self {
             inner: Arc::new(Inner {
                 cache: Cache::new(config.cache_dir.clone()),
