@@ -7,6 +7,11 @@ use clap::Parser;
 mod cli;
 mod output;
 
+/// `readmit up` serves from this process: the agent's allocator (see `readmit-agent`).
+#[cfg(feature = "embedded")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
