@@ -108,7 +108,9 @@ impl v1::inference_server::Inference for InferenceService {
                 .map(|(i, rec)| record_in(i, rec))
                 .collect::<Result<Vec<_>, _>>()?;
             let explain = usize::try_from(r.explain).unwrap_or(usize::MAX);
-            self.inference.predict(records, explain).await
+            self.inference
+                .predict(Endpoint::GrpcPredict, records, explain)
+                .await
         }
         .await;
         self.inference.observe(

@@ -216,7 +216,10 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for OipService {
                 .collect::<Result<Vec<_>, _>>()?;
             let records =
                 input::records_from_columns(&columns(&r)?, self.inference.config().max_records)?;
-            let prediction = self.inference.predict(records, 0).await?;
+            let prediction = self
+                .inference
+                .predict(Endpoint::OipGrpc, records, 0)
+                .await?;
             Ok((prediction, wanted))
         }
         .await;

@@ -7,8 +7,8 @@
 //! A row's score does not depend on the rows beside it: batched and single answers are equal.
 //!
 //! There is no scoring thread to hand requests to (on one core that cost two context switches a
-//! batch). A request queues its rows and lets the other ready tasks run once (`yield_now`), so
-//! requests already read join the queue; then it scores what is queued, oldest first, a batch
+//! batch). A request queues its rows and lets the other ready tasks run (`yield_now`, again
+//! while that brings more), so requests already read join the queue; then it scores what is queued, oldest first, a batch
 //! at a time, on its own task, answering each request in the batch, until its own rows have
 //! been scored — by itself or by another task that got there first. Nothing is held across an
 //! await, so a request dropped while it waits leaves no batch stranded.
@@ -59,12 +59,13 @@ impl Batcher {
     }
 
     /// Scores `n_rows` rows (row-major in `data`) with `served`, batched with whatever else is
-    /// waiting for the same model.
+    /// waiting for the same model, or arrives within `turns` turns of the scheduler.
     pub async fn score(
         &self,
         served: Arc<Served>,
         data: Vec<f32>,
         n_rows: usize,
+        turns: usize,
     ) -> Result<Vec<f32>, InferenceError> {
         let (reply, answer) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -75,8 +76,15 @@ impl Batcher {
             n_rows,
             reply,
         });
-        // Let the requests already here (and those the driver has just read) join first.
-        tokio::task::yield_now().await;
+        // Let the requests already here (and those the driver has just read) join first, for
+        // as long as each turn brings more, `turns` at most (at least one).
+        for _ in 0..turns.max(1) {
+            let queued = self.lock().len();
+            tokio::task::yield_now().await;
+            if self.lock().len() <= queued {
+                break;
+            }
+        }
         while let Some(batch) = self.next_batch() {
             let mine = batch.iter().any(|j| j.id == id);
             let rows = batch.iter().map(|j| j.n_rows).sum();

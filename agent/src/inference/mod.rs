@@ -190,10 +190,11 @@ impl Inference {
         }
     }
 
-    /// Scores records with the model serving now, with the `explain` fields that moved each
-    /// score most (0 for none).
+    /// Scores records that came through `endpoint` with the model serving now, with the
+    /// `explain` fields that moved each score most (0 for none).
     pub async fn predict(
         &self,
+        endpoint: Endpoint,
         records: Vec<RawRecord>,
         explain: usize,
     ) -> Result<Prediction, InferenceError> {
@@ -219,7 +220,12 @@ impl Inference {
             let scores = self
                 .inner
                 .batcher
-                .score(Arc::clone(&served), data, rows.n_rows)
+                .score(
+                    Arc::clone(&served),
+                    data,
+                    rows.n_rows,
+                    endpoint.batch_turns(),
+                )
                 .await?;
             (served.finish(rows, &scores), records)
         } else {

@@ -334,7 +334,9 @@ async fn predict(
                 )));
             }
         };
-        let Prediction { served, scored } = inference.predict(records, explain).await?;
+        let Prediction { served, scored } = inference
+            .predict(Endpoint::Predict, records, explain)
+            .await?;
         let model = ModelJson {
             model_name: &served.meta.name,
             model_version: served.meta.version,

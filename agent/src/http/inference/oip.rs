@@ -416,7 +416,7 @@ async fn infer_common(
         let Prediction {
             served: used,
             scored,
-        } = inference.predict(records, 0).await?;
+        } = inference.predict(Endpoint::OipRest, records, 0).await?;
         drop(served);
         Ok(infer_reply(&request, &used, &scored, &outputs))
     };

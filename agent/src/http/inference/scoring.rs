@@ -229,7 +229,8 @@ async fn invocations(
                 });
             }
         };
-        let Prediction { scored, .. } = inference.predict(records, 0).await?;
+        let Prediction { scored, .. } =
+            inference.predict(Endpoint::Invocations, records, 0).await?;
         let reply = InvocationsReply {
             predictions: scored.iter().map(|s| s.probability).collect(),
         };
