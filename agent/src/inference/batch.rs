@@ -20,10 +20,24 @@ use prometheus::{Histogram, HistogramOpts, Registry};
 use tokio::sync::oneshot;
 
 use super::error::InferenceError;
+use super::metrics::Endpoint;
 use super::served::Served;
 
 /// Most rows one run scores: larger runs lose the cache (see `readmit_ml::runtime`).
 pub const MAX_BATCH_ROWS: usize = 256;
+
+impl Endpoint {
+    /// How many scheduler turns a request waits, at most, for others to join its batch: a
+    /// gRPC call needs its connection's task and its own to arrive, an HTTP/1 request one.
+    /// Measured (`bench serve`, 16 connections): four turns lift gRPC `Predict` from 14,400
+    /// to 17,400 req/s; given to `/predict` too they cost it 27,600 → 22,600.
+    pub fn batch_turns(self) -> usize {
+        match self {
+            Endpoint::OipGrpc | Endpoint::GrpcPredict => 4,
+            Endpoint::Predict | Endpoint::Invocations | Endpoint::OipRest => 1,
+        }
+    }
+}
 
 struct Job {
     id: u64,

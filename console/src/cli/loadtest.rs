@@ -295,35 +295,22 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
             }
             return Ok(ExitCode::SUCCESS);
         }
-        LoadTestCommand::Show { id } => {
-            let s = lt
-                .get_load_test(v1::LoadTestRef {
-                    test_id: id.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            return finish(global.output, &s);
-        }
-        LoadTestCommand::Watch { id } => {
-            follow(&mut lt, id, global.output, &call).await?;
-            let s = lt
-                .get_load_test(v1::LoadTestRef {
-                    test_id: id.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            return finish(global.output, &s);
-        }
-        LoadTestCommand::Stop { id } => {
-            let s = lt
-                .stop_load_test(v1::LoadTestRef {
-                    test_id: id.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
+        LoadTestCommand::Show { id }
+        | LoadTestCommand::Watch { id }
+        | LoadTestCommand::Stop { id } => {
+            let test = v1::LoadTestRef {
+                test_id: id.clone(),
+            };
+            let s = match command {
+                LoadTestCommand::Stop { .. } => lt.stop_load_test(test).await,
+                LoadTestCommand::Watch { .. } => {
+                    follow(&mut lt, id, global.output, &call).await?;
+                    lt.get_load_test(test).await
+                }
+                _ => lt.get_load_test(test).await,
+            }
+            .map_err(call)?
+            .into_inner();
             return finish(global.output, &s);
         }
     };
