@@ -12,9 +12,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::etl::Etl;
 use crate::etl::data::{DataService, IngestReport, TableCount};
-use crate::etl::model::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
 use crate::etl::raw::DEFAULT_BATCH_SIZE;
 use crate::etl::runner::{DagStatus, Runner};
+use crate::etl::runs::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
 use readmit_ml::split::SplitMethod;
 
 pub struct EtlService {

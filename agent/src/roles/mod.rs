@@ -1,10 +1,20 @@
-//! The roles an agent can run. Each role brings its own gRPC service, HTTP routes and gauges
-//! as its issue lands; the chassis serves whatever set it is given.
+//! The roles an agent can run, and starting the ones the settings name. Each role starts
+//! itself (`tracking::start`, `etl::start`, `inference::start`, `loadtest::start`) and hands
+//! back its handle; the transports serve each handle present (the lists in `grpc::serve` and
+//! `http::router`), so the chassis only composes.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::etl::Etl;
+use crate::inference::Inference;
+use crate::loadtest::LoadTests;
+use crate::settings::Settings;
+use crate::tracking::Tracking;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +57,82 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| UnknownRole(s.trim().to_owned()))
+    }
+}
+
+/// The roles one agent runs, each `None` when the settings leave it out.
+#[derive(Clone, Default)]
+pub struct Roles {
+    pub tracking: Option<Tracking>,
+    pub etl: Option<Etl>,
+    pub inference: Option<Inference>,
+    /// The load-test engine, part of the inference role.
+    pub loadtest: Option<LoadTests>,
+}
+
+/// Why a role could not start; each names what it could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the tracking store: {0}")]
+    Tracking(#[from] crate::tracking::TrackingError),
+    #[error(transparent)]
+    Artifacts(#[from] crate::tracking::artifacts::ArtifactError),
+    #[error("cannot start the DAG runner: {0}")]
+    Etl(#[from] crate::etl::runs::EtlError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Where this agent listens, for roles that call it back (the ETL and inference roles reach
+/// the tracking role over gRPC, as between machines) or must know its own listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct Listeners {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Roles {
+    /// Starts the roles `settings` names, tracking first (the others log to it).
+    pub async fn start(
+        settings: &Settings,
+        listeners: Listeners,
+        registry: &prometheus::Registry,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartError> {
+        let runs = |role| settings.roles.contains(&role);
+        let tracking = if runs(Role::Tracking) {
+            Some(crate::tracking::start(settings).await?)
+        } else {
+            None
+        };
+        let etl = if runs(Role::Etl) {
+            Some(crate::etl::start(settings, listeners, shutdown, registry).await?)
+        } else {
+            None
+        };
+        let (inference, loadtest) = if runs(Role::Inference) {
+            (
+                Some(crate::inference::start(
+                    settings, listeners, registry, shutdown,
+                )?),
+                Some(crate::loadtest::start(
+                    settings,
+                    listeners,
+                    etl.clone(),
+                    shutdown,
+                )),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            tracking,
+            etl,
+            inference,
+            loadtest,
+        })
     }
 }
 
