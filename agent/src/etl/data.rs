@@ -322,6 +322,29 @@ impl DataService {
             tables: self.counts().await?,
         })
     }
+
+    /// Up to `limit` records of the test split from position `offset`, and how many the
+    /// split holds; a position past the end is `Invalid`, naming `offset`.
+    pub async fn test_records(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<readmit_ml::record::RawRecord>, usize)> {
+        let frame = self.raw.read_table(raw::TEST_DATA).await?;
+        let total = frame.height();
+        if offset >= total {
+            return Err(EtlError::Invalid {
+                field: "offset".into(),
+                reason: if total == 0 {
+                    "the test split is empty: ingest a data set first".into()
+                } else {
+                    format!("the test split holds records 0 to {}", total - 1)
+                },
+            });
+        }
+        let records = readmit_ml::data::records(&frame, offset..offset.saturating_add(limit))?;
+        Ok((records, total))
+    }
 }
 
 fn too_large(what: &str, max: u64) -> EtlError {

@@ -11,6 +11,7 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 /// The exit code of a test whose thresholds did not hold (k6's).
@@ -223,7 +224,7 @@ fn closed_loop(args: &TargetArgs, users: u32, spawn_rate: f64) -> anyhow::Result
 }
 
 pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    let client = global.client(Role::Inference).await?;
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     let mut lt = client.load_test();
     let (spec, target_args) = match command {
