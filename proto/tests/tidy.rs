@@ -34,8 +34,11 @@ const NOT_YET_TYPED: &[&str] = &[
     "console/src/cli/data.rs",
     "console/src/cli/loadtest.rs",
     "console/src/cli/models.rs",
+    "console/src/cli/predict.rs",
     "console/src/cli/runs.rs",
     "console/src/cli/up.rs",
+    "console/src/cli/up/summary.rs",
+    "console/src/fleet.rs",
 ];
 
 /// Crates that mean the network or a database: none of them in `ml`.
