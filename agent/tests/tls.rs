@@ -609,20 +609,7 @@ async fn an_agent_with_every_role_calls_its_own_tracking_role_over_mutual_tls() 
             .await
             .unwrap()
             .into_inner();
-        let summary = loop {
-            let s = client
-                .load_test()
-                .get_load_test(v1::LoadTestRef {
-                    test_id: started.test_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if s.state != v1::LoadTestState::Running as i32 {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let summary = support::load_test_ended(&client, &started.test_id, false).await;
         let total = summary.total.clone().unwrap_or_default();
         assert_eq!(
             summary.state,
