@@ -2,6 +2,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod bundles;
+pub mod certs;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
