@@ -3,6 +3,9 @@
 //! field; run again on the same data dir it ingests nothing, runs nothing and keeps serving
 //! until SIGTERM, then stops cleanly.
 
+// `readmit up` is in the console only with the `embedded` feature (the default).
+#![cfg(feature = "embedded")]
+
 use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
