@@ -158,7 +158,7 @@ impl Sources {
     }
 
     fn plain(&self, url: &str) -> Result<AgentSpec, String> {
-        let url = readmit_proto::normalize_url(url).map_err(|e| e.to_string())?;
+        let url = with_scheme(url, &self.tls).map_err(|e| e.to_string())?;
         Ok(AgentSpec {
             name: url.clone(),
             url,
@@ -168,20 +168,32 @@ impl Sources {
     }
 
     fn merge(&self, entry: &Resolved) -> AgentSpec {
+        let tls = ClientTls {
+            ca_cert: entry
+                .tls
+                .ca_cert
+                .clone()
+                .or_else(|| self.tls.ca_cert.clone()),
+            cert: entry.tls.cert.clone().or_else(|| self.tls.cert.clone()),
+            key: entry.tls.key.clone().or_else(|| self.tls.key.clone()),
+        };
         AgentSpec {
             name: entry.name.clone(),
-            url: entry.url.clone(),
+            // Checked when the file was read; only the scheme may still change.
+            url: with_scheme(&entry.url, &tls).unwrap_or_else(|_| entry.url.clone()),
             token: entry.token.clone().or_else(|| self.token.clone()),
-            tls: ClientTls {
-                ca_cert: entry
-                    .tls
-                    .ca_cert
-                    .clone()
-                    .or_else(|| self.tls.ca_cert.clone()),
-                cert: entry.tls.cert.clone().or_else(|| self.tls.cert.clone()),
-                key: entry.tls.key.clone().or_else(|| self.tls.key.clone()),
-            },
+            tls,
         }
+    }
+}
+
+/// An agent URL with its scheme, as the client connects to it: `https://` for a bare address
+/// when any TLS option is set, else `http://`.
+fn with_scheme(url: &str, tls: &ClientTls) -> Result<String, readmit_proto::ClientError> {
+    if tls.is_set() && !url.contains("://") {
+        readmit_proto::normalize_url(&format!("https://{}", url.trim()))
+    } else {
+        readmit_proto::normalize_url(url)
     }
 }
 
@@ -213,8 +225,11 @@ fn load_config(path: &Path) -> Result<Vec<Resolved>, ConfigError> {
     let mut out = Vec::new();
     for (i, entry) in file.agents.into_iter().enumerate() {
         let at = |field: &str| format!("agent[{i}].{field}");
-        let url = readmit_proto::normalize_url(&entry.url)
-            .map_err(|e| fail(format!("{}: {e}", at("url"))))?;
+        // Kept as written (a bare address takes https:// once TLS options are known); checked
+        // now.
+        let url = entry.url.trim().to_owned();
+        let shown =
+            readmit_proto::normalize_url(&url).map_err(|e| fail(format!("{}: {e}", at("url"))))?;
         let name = match entry.name {
             Some(name) => {
                 let name = name.trim().to_owned();
@@ -226,7 +241,7 @@ fn load_config(path: &Path) -> Result<Vec<Resolved>, ConfigError> {
                 }
                 name
             }
-            None => url.clone(),
+            None => shown,
         };
         if !names.insert(name.clone()) {
             return Err(fail(format!("{}: {name:?} is named twice", at("name"))));
@@ -642,7 +657,10 @@ url = "https://10.0.0.2:50051"
         let all = sources.resolve().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].name, "etl");
-        assert_eq!(all[0].url, "http://10.0.0.1:50051");
+        assert_eq!(
+            all[0].url, "https://10.0.0.1:50051",
+            "a bare address with a CA"
+        );
         assert_eq!(all[0].token.as_deref(), Some("etl-token"));
         assert_eq!(all[0].tls.ca_cert, Some(dir.path().join("ca.pem")));
         assert_eq!(all[1].token.as_deref(), Some("global"), "the flag fills in");
