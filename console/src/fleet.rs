@@ -286,6 +286,7 @@ pub struct AgentState {
     pub grpc_addr: String,
     pub http_addr: String,
     pub started_at_ms: i64,
+    /// As of the last probe; a display that ticks counts from `started_at_ms`.
     pub uptime_s: f64,
     pub auth_required: bool,
 }
@@ -391,12 +392,15 @@ impl Fleet {
     }
 
     /// The connection of the first up agent that runs `role`. When none is up, the down
-    /// agents are tried once more first.
+    /// agents whose backoff has passed are tried once more first.
     pub async fn client(&self, role: Role) -> Result<Routed, NoAgent> {
         if let Some(found) = self.first_with(role) {
             return Ok(found);
         }
-        self.probe_all(|m| !m.state.up).await;
+        // Agents probed a moment ago wait out their backoff: a second try would only double
+        // the time to the error.
+        let now = Instant::now();
+        self.probe_all(|m| !m.state.up && m.retry_at <= now).await;
         self.first_with(role).ok_or_else(|| NoAgent {
             role,
             tried: self
