@@ -103,7 +103,8 @@ pub enum Command {
     /// Load tests on an inference agent's engine: run, capacity search, list, show, watch, stop.
     #[command(subcommand)]
     Loadtest(loadtest::LoadTestCommand),
-    /// Run the whole system locally: one agent with every role, until Ctrl-C.
+    /// Run the whole system locally: one agent with every role, its main job, then serving until
+    /// Ctrl-C; --headless prints a JSON summary of it all.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
 }
