@@ -250,6 +250,17 @@ async fn a_corrupt_bundle_is_refused_while_the_old_model_serves() {
         .await
         .unwrap();
     assert_eq!(body["model_version"], good);
+    // The promotion archived the version that still serves, and both interfaces say so.
+    assert_eq!(served.stage, "Archived", "{served:?}");
+    let info: Value = http
+        .get(format!("{}/model-info", agent.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["stage"], "Archived", "{info}");
     let metrics = support::text(&http, format!("{}/metrics", agent.http_url())).await;
     assert!(
         metrics.contains("inference_model_loads_total{outcome=\"refused\"} 1"),

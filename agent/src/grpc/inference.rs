@@ -8,7 +8,7 @@ use readmit_proto::v1;
 use tonic::{Request, Response, Status};
 
 use crate::inference::input::{self, Sent};
-use crate::inference::{Endpoint, Inference, InferenceError, Prediction, Served};
+use crate::inference::{Endpoint, Inference, InferenceError, Prediction};
 
 /// The one mapping from inference errors to gRPC status codes.
 pub fn status(error: &InferenceError) -> Status {
@@ -39,11 +39,13 @@ pub fn server(inference: Inference) -> v1::inference_server::InferenceServer<Inf
         .max_decoding_message_size(64 * 1024 * 1024)
 }
 
-pub fn served_out(
-    served: Option<&Served>,
-    following: String,
-    last_error: String,
-) -> v1::ServedModel {
+pub fn served_out(status: crate::inference::Status) -> v1::ServedModel {
+    let crate::inference::Status {
+        served,
+        stage,
+        following,
+        last_error,
+    } = status;
     let Some(s) = served else {
         return v1::ServedModel {
             following,
@@ -55,7 +57,7 @@ pub fn served_out(
         loaded: true,
         name: s.meta.name.clone(),
         version: s.meta.version,
-        stage: s.meta.stage.clone(),
+        stage,
         run_id: s.meta.run_id.clone(),
         source: s.meta.source.clone(),
         loaded_at_ms: s.meta.loaded_at_ms,
@@ -147,12 +149,7 @@ impl v1::inference_server::Inference for InferenceService {
         &self,
         _: Request<v1::GetServedModelRequest>,
     ) -> Result<Response<v1::ServedModel>, Status> {
-        let s = self.inference.status();
-        Ok(Response::new(served_out(
-            s.served.as_deref(),
-            s.following,
-            s.last_error,
-        )))
+        Ok(Response::new(served_out(self.inference.status())))
     }
 
     async fn get_signature(
@@ -205,12 +202,7 @@ impl v1::inference_server::Inference for InferenceService {
             .reload(version)
             .await
             .map_err(|e| status(&e))?;
-        let s = self.inference.status();
-        Ok(Response::new(served_out(
-            s.served.as_deref(),
-            s.following,
-            s.last_error,
-        )))
+        Ok(Response::new(served_out(self.inference.status())))
     }
 }
 

@@ -123,6 +123,21 @@ impl Inference {
             Err(e) => return self.set_error(e),
         };
         let serving = self.served().map(|s| s.meta.version);
+        // The served version's stage moves while it serves (promoted, archived).
+        if let Some(version) = serving {
+            let stage = match &wanted {
+                Some(w) if w.version == version => Some(w.stage.clone()),
+                _ => client
+                    .model_version(&self.inner.config.target.name, version)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.stage),
+            };
+            if let Some(stage) = stage {
+                self.note_stage(version, &stage);
+            }
+        }
         let Some(wanted) = wanted else {
             let still = serving.map_or(String::new(), |v| format!("; still serving version {v}"));
             return self.set_error(format!(

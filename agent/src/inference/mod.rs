@@ -70,6 +70,9 @@ pub struct InferenceConfig {
 #[derive(Clone, Debug)]
 pub struct Status {
     pub served: Option<Arc<Served>>,
+    /// The served version's stage as the registry last said (it moves while the version
+    /// serves: promoted, archived); empty with nothing served.
+    pub stage: String,
     pub following: String,
     pub last_error: String,
 }
@@ -93,6 +96,8 @@ struct Inner {
     served: Arc<ArcSwapOption<Served>>,
     ready: watch::Sender<bool>,
     last_error: Mutex<String>,
+    /// A version and the stage the registry last gave it.
+    stage_seen: Mutex<(i64, String)>,
     /// Versions whose bundle failed a check, with why: not tried again until asked.
     refused: Mutex<HashMap<i64, String>>,
     /// One load at a time: the follower's and `reload`'s.
@@ -120,6 +125,7 @@ impl Inference {
                 ready: watch::channel(false).0,
                 last_error: Mutex::new(String::new()),
                 refused: Mutex::new(HashMap::new()),
+                stage_seen: Mutex::new((0, String::new())),
                 loading: tokio::sync::Mutex::new(()),
                 metrics,
                 batcher,
@@ -149,11 +155,26 @@ impl Inference {
     }
 
     pub fn status(&self) -> Status {
+        let served = self.served();
+        let stage = served.as_ref().map_or_else(String::new, |s| {
+            let seen = lock(&self.inner.stage_seen);
+            if seen.0 == s.meta.version {
+                seen.1.clone()
+            } else {
+                s.meta.stage.clone()
+            }
+        });
         Status {
-            served: self.served(),
+            served,
+            stage,
             following: self.inner.config.target.to_string(),
             last_error: lock(&self.inner.last_error).clone(),
         }
+    }
+
+    /// What the registry says of `version`'s stage now.
+    fn note_stage(&self, version: i64, stage: &str) {
+        *lock(&self.inner.stage_seen) = (version, stage.to_owned());
     }
 
     /// The served model when `name` (and `version`, if given and not empty) name it, as the

@@ -512,7 +512,7 @@ async fn model_info(State(inference): State<Inference>) -> Response {
     let body = ModelInfoJson {
         name: &served.meta.name,
         version: served.meta.version,
-        stage: &served.meta.stage,
+        stage: &status.stage,
         run_id: &served.meta.run_id,
         source: &served.meta.source,
         loaded_at: crate::format_ms(served.meta.loaded_at_ms),
