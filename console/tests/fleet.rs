@@ -192,6 +192,24 @@ async fn each_command_reaches_the_agent_with_its_role() {
             .contains(&inference.grpc_url()),
         "one row per inference agent: {table}"
     );
+    // Etl.GetTestRecords itself: 0 means one record, at most 1000 a call.
+    let client = readmit_proto::Client::connect(&etl.grpc_url(), None)
+        .await
+        .unwrap();
+    let page = |offset: u64, limit: u32| {
+        let mut etl = client.etl();
+        async move {
+            etl.get_test_records(readmit_proto::v1::GetTestRecordsRequest { offset, limit })
+                .await
+        }
+    };
+    let one = page(0, 0).await.unwrap().into_inner();
+    assert_eq!((one.records.len(), one.total), (1, 800), "a fifth of 4000");
+    let last = page(790, 1000).await.unwrap().into_inner();
+    assert_eq!(last.records.len(), 10, "up to the split's end");
+    let refused = page(0, 1001).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("limit"), "{refused:?}");
     let (ok, _, err) = run(&["predict", "--from-test", "999999"]).await;
     assert!(!ok && err.contains("offset"), "{err}");
 
