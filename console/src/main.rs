@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod cli;
 mod output;
+mod tui;
 
 /// `readmit up` serves from this process: the agent's allocator (see `readmit-agent`).
 #[cfg(feature = "embedded")]
