@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod roles;
 pub mod server;
 pub mod settings;
+mod state;
 pub mod status;
 pub mod text_enum;
 pub mod tls;

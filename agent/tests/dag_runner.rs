@@ -9,8 +9,8 @@ use std::time::Duration;
 use readmit_agent::db::Db;
 use readmit_agent::etl::dag::{self, DagDef};
 use readmit_agent::etl::metrics::EtlMetrics;
-use readmit_agent::etl::model::{EtlError, RunEventKind, RunState};
 use readmit_agent::etl::runner::Runner;
+use readmit_agent::etl::runs::{EtlError, RunEventKind, RunState};
 use readmit_agent::etl::store::EtlStore;
 use readmit_agent::etl::tasks::TaskKinds;
 use support::Backend;
@@ -44,7 +44,7 @@ async fn start_runner(
     (runner, shutdown)
 }
 
-fn task_states(run: &readmit_agent::etl::model::DagRun) -> Vec<(String, RunState, u32)> {
+fn task_states(run: &readmit_agent::etl::runs::DagRun) -> Vec<(String, RunState, u32)> {
     run.tasks
         .iter()
         .map(|t| (t.task_id.clone(), t.state, t.attempt))

@@ -583,5 +583,56 @@ async fn an_agent_with_every_role_calls_its_own_tracking_role_over_mutual_tls() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(served.loaded && served.version == 1, "{served:?}");
+
+    // The load-test engine sends over TLS too, presenting the agent's own certificate to its
+    // own mutual-TLS listeners, over HTTP and gRPC.
+    for (kind, url) in [
+        (v1::TargetKind::Predict, agent.http_url()),
+        (v1::TargetKind::GrpcPredict, agent.grpc_url()),
+    ] {
+        assert!(url.starts_with("https://"), "{url}");
+        let started = client
+            .load_test()
+            .start_load_test(v1::LoadTestSpec {
+                target: Some(v1::LoadTarget {
+                    url: url.clone(),
+                    kind: kind as i32,
+                    ..Default::default()
+                }),
+                load: Some(v1::load_test_spec::Load::Closed(v1::ClosedLoop {
+                    users: 2,
+                    ..Default::default()
+                })),
+                duration_ms: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let summary = loop {
+            let s = client
+                .load_test()
+                .get_load_test(v1::LoadTestRef {
+                    test_id: started.test_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if s.state != v1::LoadTestState::Running as i32 {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let total = summary.total.clone().unwrap_or_default();
+        assert_eq!(
+            summary.state,
+            v1::LoadTestState::Finished as i32,
+            "{url}: {summary:?}"
+        );
+        assert!(
+            total.requests > 10 && total.failures == 0,
+            "{url}: {summary:?}"
+        );
+    }
     agent.stop().await.unwrap();
 }

@@ -106,6 +106,13 @@ async fn train_and_register_logs_runs_and_promotes_the_best() {
         let data = run.data.as_ref().unwrap();
         assert!(["LR_C_0.1", "GBM_300_d5"].contains(&info.run_name.as_str()));
         assert_eq!(info.status, v1::RunStatus::Finished as i32);
+        // A run spans its model's fit, export and upload, not only the logging after it.
+        assert!(
+            info.end_time_ms - info.start_time_ms >= 20,
+            "{}: {} ms",
+            info.run_name,
+            info.end_time_ms - info.start_time_ms
+        );
         let metric = |k: &str| {
             data.metrics
                 .iter()

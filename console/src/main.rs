@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod fleet;
 mod output;
+mod progress;
 mod tui;
 
 /// `readmit up` serves from this process: the agent's allocator (see `readmit-agent`).

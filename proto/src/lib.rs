@@ -35,12 +35,12 @@ mod tracking;
 pub use client::{
     Client, ClientError, ClientTls, Svc, TokenInterceptor, error_chain, normalize_url,
 };
-pub use registry::{CallError, RegistryChange, VersionInfo, stage_name};
+pub use registry::{CallError, NewVersion, RegistryChange, VersionInfo, stage_name};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).
 pub use tonic_reflection::pb::v1 as reflection;
-pub use tracking::MetricPoint;
+pub use tracking::{MetricPoint, RunEnd};
 
 /// The encoded `FileDescriptorSet` of every `readmit.v1` file and of the Open Inference
 /// Protocol, served by gRPC reflection.

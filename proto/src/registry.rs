@@ -39,12 +39,22 @@ impl CallError {
         }
     }
 
-    fn status(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> Self {
+    pub(crate) fn status(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> Self {
         move |status| CallError::Status {
             what: what.into(),
             status,
         }
     }
+}
+
+/// What a new model version is made from.
+#[derive(Clone, Debug, Default)]
+pub struct NewVersion {
+    /// `runs:/<run_id>/<path>`.
+    pub source: String,
+    pub run_id: String,
+    pub description: String,
+    pub tags: std::collections::HashMap<String, String>,
 }
 
 /// A registry stage, as MLflow names them.
@@ -360,33 +370,44 @@ impl Client {
         Ok(total)
     }
 
-    /// Registers `source` (`runs:/<run_id>/<path>`) as a new version of `name`, creating the
-    /// registered model when it does not exist yet.
-    pub async fn register_version(
+    /// Creates the registered model `name` with `description`, unless it exists already.
+    pub async fn ensure_registered_model(
         &self,
         name: &str,
-        source: &str,
-        run_id: &str,
-    ) -> Result<VersionInfo, CallError> {
+        description: &str,
+    ) -> Result<(), CallError> {
         let created = self
             .tracking()
             .create_registered_model(v1::CreateRegisteredModelRequest {
                 name: name.into(),
+                description: description.into(),
                 ..Default::default()
             })
             .await;
-        if let Err(status) = created
-            && status.code() != tonic::Code::AlreadyExists
-        {
-            return Err(CallError::status(format!("registering {name}"))(status));
+        match created {
+            Err(status) if status.code() != tonic::Code::AlreadyExists => {
+                Err(CallError::status(format!("registering {name}"))(status))
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// Registers `version.source` (`runs:/<run_id>/<path>`) as a new version of `name`,
+    /// creating the registered model when it does not exist yet.
+    pub async fn register_version(
+        &self,
+        name: &str,
+        version: NewVersion,
+    ) -> Result<VersionInfo, CallError> {
+        self.ensure_registered_model(name, "").await?;
         let version = self
             .tracking()
             .create_model_version(v1::CreateModelVersionRequest {
                 name: name.into(),
-                source: source.into(),
-                run_id: run_id.into(),
-                ..Default::default()
+                source: version.source,
+                run_id: version.run_id,
+                description: version.description,
+                tags: version.tags,
             })
             .await
             .map_err(CallError::status(format!("a new version of {name}")))?

@@ -21,6 +21,14 @@ pub struct MetricPoint {
     pub step: i64,
 }
 
+/// How a run ended, as MLflow's terminal statuses name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished,
+    Failed,
+    Killed,
+}
+
 fn status(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> CallError {
     move |status| CallError::Status {
         what: what.into(),
@@ -147,13 +155,18 @@ impl Client {
         Ok(())
     }
 
-    /// Ends a run with `status` (finished, failed or killed) at `end_time_ms`.
+    /// Ends a run with `end` at `end_time_ms`.
     pub async fn set_terminated(
         &self,
         run_id: &str,
-        status_: v1::RunStatus,
+        end: RunEnd,
         end_time_ms: i64,
     ) -> Result<(), CallError> {
+        let status_ = match end {
+            RunEnd::Finished => v1::RunStatus::Finished,
+            RunEnd::Failed => v1::RunStatus::Failed,
+            RunEnd::Killed => v1::RunStatus::Killed,
+        };
         self.tracking()
             .update_run(v1::UpdateRunRequest {
                 run_id: run_id.to_owned(),

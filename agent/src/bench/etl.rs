@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::etl::data_tasks::parse_split;
-use crate::etl::model::RunState;
 use crate::etl::raw::DEFAULT_BATCH_SIZE;
+use crate::etl::runs::RunState;
 use crate::settings::RawSettings;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -56,7 +56,16 @@ pub async fn etl(args: EtlBenchArgs) -> anyhow::Result<Value> {
     let registry = prometheus::Registry::new();
     // No tracking role here: the address only matters to the training DAG, not run by this.
     let own = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let etl = crate::server::start_etl(&settings, own, &shutdown, &registry).await?;
+    let etl = crate::etl::start(
+        &settings,
+        crate::roles::Listeners {
+            grpc: own,
+            http: own,
+        },
+        &shutdown,
+        &registry,
+    )
+    .await?;
 
     // A fresh ingest every time, even when the databases hold this file already.
     etl.data.raw().clear().await?;

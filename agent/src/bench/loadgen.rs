@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::serve::{free_addr, pin_self, round, spawn_pinned, wait_http};
 use crate::loadtest::spec::{ClosedInput, SpecInput};
-use crate::loadtest::{Limits, LoadTests};
+use crate::loadtest::{EngineConfig, Limits, LoadTests, TargetTls};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenBenchArgs {
@@ -45,13 +45,15 @@ async fn engine(url: &str, args: &LoadgenBenchArgs) -> anyhow::Result<Value> {
         allow: Vec::new(),
         own: Vec::new(),
     };
-    let engine = LoadTests::new(
+    let engine = LoadTests::new(EngineConfig {
         limits,
-        None,
-        String::new(),
-        None,
-        tokio_util::sync::CancellationToken::new(),
-    );
+        etl: None,
+        tracking_url: String::new(),
+        tracking_tls: readmit_proto::ClientTls::default(),
+        token: None,
+        target_tls: TargetTls::default(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    });
     let spec = |seconds: f64| SpecInput {
         target_url: url.to_owned(),
         closed: Some(ClosedInput {

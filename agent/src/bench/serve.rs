@@ -313,7 +313,7 @@ type ConnResult = anyhow::Result<(u64, u64, hdrhistogram::Histogram<u64>)>;
 /// One closed-loop connection, sending with the load-test engine's client.
 async fn connection(target: Target, until: Instant) -> ConnResult {
     use crate::loadtest::payloads::Bodies;
-    use crate::loadtest::targets::{Conn, Prepared};
+    use crate::loadtest::targets::{Conn, Prepared, TargetTls};
     let mut histogram = crate::loadtest::stats::histogram();
     let (mut ok, mut errors) = (0u64, 0u64);
     let (url, bodies) = match target {
@@ -337,7 +337,14 @@ async fn connection(target: Target, until: Instant) -> ConnResult {
             },
         ),
     };
-    let mut conn = Conn::new(Prepared::new(&url, bodies, Duration::from_secs(60), None));
+    let prepared = Prepared::new(
+        &url,
+        bodies,
+        Duration::from_secs(60),
+        None,
+        &TargetTls::default(),
+    )?;
+    let mut conn = Conn::new(prepared);
     while Instant::now() < until {
         let started = Instant::now();
         match conn.send(0).await {

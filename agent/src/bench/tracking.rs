@@ -82,44 +82,67 @@ where
 
 async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Value> {
     let name = format!("bench-{}", crate::now_ms());
-    let exp = target
+    let exp = create_experiment(target, &name).await?;
+    let run_id = create_run(target, &exp, "bench").await?;
+    let log_metric = log_metric_one_client(target, &run_id, args.seconds).await?;
+    let log_metric_concurrent = log_metric_many_clients(target, &exp, args).await?;
+    let batch_metrics = log_batch(target, &run_id, args.seconds).await?;
+    let (search_ms, found) = search_runs(target, &format!("{name}-search"), args.runs).await?;
+    let upload_mb_s = upload_artifacts(target, &exp, &run_id).await?;
+    Ok(json!({
+        "log_metric_calls_per_s": round(log_metric),
+        "log_metric_concurrent_calls_per_s": round(log_metric_concurrent),
+        "concurrent_clients": args.clients,
+        "log_batch_metrics_per_s": round(batch_metrics),
+        "search_runs": args.runs,
+        "search_results": found,
+        "search_ms_median": round(search_ms),
+        "upload_10mb_mb_per_s": round(upload_mb_s),
+    }))
+}
+
+async fn create_experiment(target: &Target, name: &str) -> anyhow::Result<String> {
+    Ok(target
         .post("experiments/create", &json!({"name": name}))
         .await?["experiment_id"]
         .as_str()
         .context("experiment id")?
-        .to_owned();
+        .to_owned())
+}
+
+async fn create_run(target: &Target, experiment_id: &str, name: &str) -> anyhow::Result<String> {
     let run = target
         .post(
             "runs/create",
-            &json!({"experiment_id": exp, "start_time": crate::now_ms()}),
+            &json!({"experiment_id": experiment_id, "run_name": name, "start_time": crate::now_ms()}),
         )
         .await?;
-    let run_id = run["run"]["info"]["run_id"]
+    Ok(run["run"]["info"]["run_id"]
         .as_str()
         .context("run id")?
-        .to_owned();
+        .to_owned())
+}
 
-    // One client, one call at a time: what a training loop logging a metric per step does.
-    let (calls, secs) = for_duration(args.seconds, |i| {
+/// One client, one call at a time: what a training loop logging a metric per step does.
+/// Calls a second.
+async fn log_metric_one_client(target: &Target, run_id: &str, seconds: f64) -> anyhow::Result<f64> {
+    let (calls, secs) = for_duration(seconds, |i| {
         let body = json!({"run_id": run_id, "key": "loss", "value": 1.0 / (i as f64 + 1.0), "timestamp": crate::now_ms(), "step": i});
         async move { target.post("runs/log-metric", &body).await.map(drop) }
     })
     .await?;
-    let log_metric = calls as f64 / secs;
+    Ok(calls as f64 / secs)
+}
 
-    // Several clients at once, each on its own run.
+/// Several clients at once, each on its own run: calls a second, all together.
+async fn log_metric_many_clients(
+    target: &Target,
+    experiment_id: &str,
+    args: &TrackingBenchArgs,
+) -> anyhow::Result<f64> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let run = target
-            .post(
-                "runs/create",
-                &json!({"experiment_id": exp, "run_name": format!("c{c}")}),
-            )
-            .await?;
-        let id = run["run"]["info"]["run_id"]
-            .as_str()
-            .context("run id")?
-            .to_owned();
+        let id = create_run(target, experiment_id, &format!("c{c}")).await?;
         let t = Target {
             base: target.base.clone(),
             http: target.http.clone(),
@@ -141,10 +164,12 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
         total += calls;
         longest = longest.max(secs);
     }
-    let log_metric_concurrent = total as f64 / longest;
+    Ok(total as f64 / longest)
+}
 
-    // log-batch with 1,000 metrics a call.
-    let (calls, secs) = for_duration(args.seconds, |i| {
+/// log-batch with 1,000 metrics a call: metrics a second.
+async fn log_batch(target: &Target, run_id: &str, seconds: f64) -> anyhow::Result<f64> {
+    let (calls, secs) = for_duration(seconds, |i| {
         // Written as text: building 1,000 JSON values per call would measure the client.
         let ts = crate::now_ms();
         let mut body = format!("{{\"run_id\":\"{run_id}\",\"metrics\":[");
@@ -161,27 +186,15 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
         async move { target.post_text("runs/log-batch", body).await.map(drop) }
     })
     .await?;
-    let batch_metrics = calls as f64 * 1000.0 / secs;
+    Ok(calls as f64 * 1000.0 / secs)
+}
 
-    // Search over many runs: a filter on a metric and a param, ordered by the metric.
-    let search_exp = target
-        .post(
-            "experiments/create",
-            &json!({"name": format!("{name}-search")}),
-        )
-        .await?["experiment_id"]
-        .clone();
-    for i in 0..args.runs {
-        let run = target
-            .post(
-                "runs/create",
-                &json!({"experiment_id": search_exp, "run_name": format!("r{i}")}),
-            )
-            .await?;
-        let id = run["run"]["info"]["run_id"]
-            .as_str()
-            .context("run id")?
-            .to_owned();
+/// Search over `runs` runs: a filter on a metric and a param, ordered by the metric. The
+/// median of 20 searches in ms, and how many runs each found.
+async fn search_runs(target: &Target, name: &str, runs: usize) -> anyhow::Result<(f64, usize)> {
+    let search_exp = create_experiment(target, name).await?;
+    for i in 0..runs {
+        let id = create_run(target, &search_exp, &format!("r{i}")).await?;
         let family = if i % 2 == 0 { "lr" } else { "rf" };
         let auc = 0.6 + (i as f64 * 7.0 % 100.0) / 1000.0;
         target
@@ -205,9 +218,15 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
         found = reply["runs"].as_array().map_or(0, Vec::len);
     }
     latencies.sort_by(f64::total_cmp);
-    let search_ms = latencies[latencies.len() / 2];
+    Ok((latencies[latencies.len() / 2], found))
+}
 
-    // 10 MB artifacts through the proxied artifact API.
+/// 10 MB artifacts through the proxied artifact API: MB a second.
+async fn upload_artifacts(
+    target: &Target,
+    experiment_id: &str,
+    run_id: &str,
+) -> anyhow::Result<f64> {
     let blob: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
@@ -215,7 +234,7 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
     let uploads = 10;
     for i in 0..uploads {
         let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts/blob{i}.bin",
+            "{}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/blob{i}.bin",
             target.base
         );
         let response = target.http.put(url).body(blob.clone()).send().await?;
@@ -225,18 +244,7 @@ async fn measure(target: &Target, args: &TrackingBenchArgs) -> anyhow::Result<Va
             response.status()
         );
     }
-    let upload_mb_s = (uploads * blob.len()) as f64 / 1e6 / start.elapsed().as_secs_f64();
-
-    Ok(json!({
-        "log_metric_calls_per_s": round(log_metric),
-        "log_metric_concurrent_calls_per_s": round(log_metric_concurrent),
-        "concurrent_clients": args.clients,
-        "log_batch_metrics_per_s": round(batch_metrics),
-        "search_runs": args.runs,
-        "search_results": found,
-        "search_ms_median": round(search_ms),
-        "upload_10mb_mb_per_s": round(upload_mb_s),
-    }))
+    Ok((uploads * blob.len()) as f64 / 1e6 / start.elapsed().as_secs_f64())
 }
 
 fn round(v: f64) -> f64 {

@@ -17,7 +17,7 @@ use readmit_ml::matrix::Matrix;
 use readmit_ml::pipeline::Pipeline;
 use sqlx::Row;
 
-use super::model::{EtlError, Result};
+use super::runs::{EtlError, Result};
 use crate::db::{BulkValue, Db, Dialect, Ordered, Owned, Records, Rows, Step};
 use crate::now_ms;
 
@@ -95,127 +95,17 @@ impl CleanStore {
         let generation = now_ms();
         version.version = generation;
         version.created_at = generation;
-        let all = PROCESSED.into_iter().chain([FEATURES, VERSION]);
-        let drop_table = |table: &str| {
-            Step::Sql(format!(
-                "DROP TABLE IF EXISTS {}",
-                dialect.quote_ident(table)
-            ))
-        };
-        let mut steps = Vec::new();
         // Leftovers of a save that died before its swap.
-        for table in all.clone() {
-            for suffix in [STAGING, OLD] {
-                steps.push(drop_table(&format!("{table}{suffix}")));
-            }
-        }
-        let mut columns: Vec<&str> = vec!["encounter_id"];
-        columns.extend(names.iter().map(String::as_str));
-        columns.push("readmitted");
-        for (table, split) in PROCESSED.into_iter().zip(splits) {
-            let staging = format!("{table}{STAGING}");
-            let mut ddl = format!("CREATE TABLE {} (\n", dialect.quote_ident(&staging));
-            ddl.push_str("    encounter_id BIGINT NOT NULL,\n");
-            for name in &names {
-                ddl.push_str(&format!(
-                    "    {} DOUBLE PRECISION NOT NULL,\n",
-                    dialect.quote_ident(name)
-                ));
-            }
-            ddl.push_str("    readmitted SMALLINT NOT NULL,\n");
-            ddl.push_str(&format!(
-                "    CONSTRAINT {} PRIMARY KEY (encounter_id)\n)",
-                dialect.quote_ident(&format!("{table}_pk_{generation}"))
-            ));
-            steps.push(Step::Sql(ddl));
-            // In key order: the primary key's B-tree (InnoDB's table itself) only appends.
-            let ids = split.encounter_ids.clone();
-            steps.push(Step::insert(
-                &staging,
-                &columns,
-                Ordered::by_key(split, move |i| ids[i]),
-            ));
-        }
-        steps.push(Step::Sql(format!(
-            "CREATE TABLE {} (\n    position BIGINT NOT NULL,\n    column_name VARCHAR(100) NOT NULL,\n    feature TEXT NOT NULL,\n    f_score DOUBLE PRECISION NOT NULL\n)",
-            dialect.quote_ident(&format!("{FEATURES}{STAGING}"))
-        )));
-        let features = names
-            .iter()
-            .zip(pipeline.names())
-            .zip(pipeline.f_scores())
-            .enumerate()
-            .map(|(i, ((column, feature), f))| {
-                vec![
-                    Owned::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))),
-                    Owned::Text(Some(column.clone())),
-                    Owned::Text(Some(feature.clone())),
-                    Owned::Real(*f),
-                ]
-            })
+        let mut steps: Vec<Step> = tables()
+            .flat_map(|table| [STAGING, OLD].map(|suffix| format!("{table}{suffix}")))
+            .map(|table| drop_table(dialect, &table))
             .collect();
-        steps.push(Step::insert(
-            &format!("{FEATURES}{STAGING}"),
-            &["position", "column_name", "feature", "f_score"],
-            Records(features),
-        ));
-        steps.push(Step::Sql(format!(
-            "CREATE TABLE {} (\n    version BIGINT NOT NULL,\n    dag_run_id VARCHAR(64) NOT NULL,\n    ingest_id VARCHAR(64) NOT NULL,\n    dataset_sha256 VARCHAR(64) NOT NULL,\n    train_rows BIGINT NOT NULL,\n    created_at BIGINT NOT NULL,\n    pipeline TEXT NOT NULL\n)",
-            dialect.quote_ident(&format!("{VERSION}{STAGING}"))
-        )));
-        let json = pipeline
-            .to_json()
-            .map_err(|e| EtlError::Ml(format!("saving the pipeline: {e}")))?;
-        steps.push(Step::insert(
-            &format!("{VERSION}{STAGING}"),
-            &[
-                "version",
-                "dag_run_id",
-                "ingest_id",
-                "dataset_sha256",
-                "train_rows",
-                "created_at",
-                "pipeline",
-            ],
-            Records(vec![vec![
-                Owned::Int(Some(version.version)),
-                Owned::Text(Some(version.dag_run_id.clone())),
-                Owned::Text(Some(version.ingest_id.clone())),
-                Owned::Text(Some(version.dataset_sha256.clone())),
-                Owned::Int(Some(version.train_rows)),
-                Owned::Int(Some(version.created_at)),
-                Owned::Text(Some(json)),
-            ]]),
-        ));
-
-        // The swap.
-        match dialect {
-            Dialect::MySql => {
-                // MySQL's DDL commits as it goes: one RENAME TABLE swaps every table at once.
-                let existing = existing_tables(db, db.pool()).await?;
-                let mut pairs = Vec::new();
-                for table in all.clone() {
-                    if existing.contains(table) {
-                        pairs.push(format!("`{table}` TO `{table}{OLD}`"));
-                    }
-                    pairs.push(format!("`{table}{STAGING}` TO `{table}`"));
-                }
-                steps.push(Step::Sql(format!("RENAME TABLE {}", pairs.join(", "))));
-                for table in all {
-                    steps.push(drop_table(&format!("{table}{OLD}")));
-                }
-            }
-            Dialect::Sqlite | Dialect::Postgres => {
-                for table in all {
-                    steps.push(drop_table(table));
-                    steps.push(Step::Sql(format!(
-                        "ALTER TABLE {} RENAME TO {}",
-                        dialect.quote_ident(&format!("{table}{STAGING}")),
-                        dialect.quote_ident(table)
-                    )));
-                }
-            }
+        for (table, split) in PROCESSED.into_iter().zip(splits) {
+            steps.extend(split_table(dialect, table, split, &names, generation));
         }
+        steps.extend(features_table(dialect, pipeline, &names));
+        steps.extend(version_table(dialect, pipeline, &version)?);
+        steps.extend(swap(db).await?);
         db.write(steps).await?;
         Ok(version)
     }
@@ -300,6 +190,152 @@ impl CleanStore {
             .map_err(|_| EtlError::Corrupt("expected three processed tables".into()))?;
         Ok((splits, pipeline, version))
     }
+}
+
+/// Every table one CleanData version is made of.
+fn tables() -> impl Iterator<Item = &'static str> {
+    PROCESSED.into_iter().chain([FEATURES, VERSION])
+}
+
+fn drop_table(dialect: Dialect, table: &str) -> Step {
+    Step::Sql(format!(
+        "DROP TABLE IF EXISTS {}",
+        dialect.quote_ident(table)
+    ))
+}
+
+/// One split's staging table (features as columns, keyed by encounter) and its rows.
+fn split_table(
+    dialect: Dialect,
+    table: &str,
+    split: Processed,
+    names: &[String],
+    generation: i64,
+) -> [Step; 2] {
+    let staging = format!("{table}{STAGING}");
+    let mut ddl = format!("CREATE TABLE {} (\n", dialect.quote_ident(&staging));
+    ddl.push_str("    encounter_id BIGINT NOT NULL,\n");
+    for name in names {
+        ddl.push_str(&format!(
+            "    {} DOUBLE PRECISION NOT NULL,\n",
+            dialect.quote_ident(name)
+        ));
+    }
+    ddl.push_str("    readmitted SMALLINT NOT NULL,\n");
+    ddl.push_str(&format!(
+        "    CONSTRAINT {} PRIMARY KEY (encounter_id)\n)",
+        dialect.quote_ident(&format!("{table}_pk_{generation}"))
+    ));
+    let mut columns: Vec<&str> = vec!["encounter_id"];
+    columns.extend(names.iter().map(String::as_str));
+    columns.push("readmitted");
+    // In key order: the primary key's B-tree (InnoDB's table itself) only appends.
+    let ids = split.encounter_ids.clone();
+    [
+        Step::Sql(ddl),
+        Step::insert(&staging, &columns, Ordered::by_key(split, move |i| ids[i])),
+    ]
+}
+
+/// The staging table of the features' names, source columns and F scores.
+fn features_table(dialect: Dialect, pipeline: &Pipeline, names: &[String]) -> [Step; 2] {
+    let features = names
+        .iter()
+        .zip(pipeline.names())
+        .zip(pipeline.f_scores())
+        .enumerate()
+        .map(|(i, ((column, feature), f))| {
+            vec![
+                Owned::Int(Some(i64::try_from(i).unwrap_or(i64::MAX))),
+                Owned::Text(Some(column.clone())),
+                Owned::Text(Some(feature.clone())),
+                Owned::Real(*f),
+            ]
+        })
+        .collect();
+    [
+        Step::Sql(format!(
+            "CREATE TABLE {} (\n    position BIGINT NOT NULL,\n    column_name VARCHAR(100) NOT NULL,\n    feature TEXT NOT NULL,\n    f_score DOUBLE PRECISION NOT NULL\n)",
+            dialect.quote_ident(&format!("{FEATURES}{STAGING}"))
+        )),
+        Step::insert(
+            &format!("{FEATURES}{STAGING}"),
+            &["position", "column_name", "feature", "f_score"],
+            Records(features),
+        ),
+    ]
+}
+
+/// The staging table of the version's one row: where it came from and the fitted pipeline.
+fn version_table(
+    dialect: Dialect,
+    pipeline: &Pipeline,
+    version: &CleanVersion,
+) -> Result<[Step; 2]> {
+    let json = pipeline
+        .to_json()
+        .map_err(|e| EtlError::Ml(format!("saving the pipeline: {e}")))?;
+    Ok([
+        Step::Sql(format!(
+            "CREATE TABLE {} (\n    version BIGINT NOT NULL,\n    dag_run_id VARCHAR(64) NOT NULL,\n    ingest_id VARCHAR(64) NOT NULL,\n    dataset_sha256 VARCHAR(64) NOT NULL,\n    train_rows BIGINT NOT NULL,\n    created_at BIGINT NOT NULL,\n    pipeline TEXT NOT NULL\n)",
+            dialect.quote_ident(&format!("{VERSION}{STAGING}"))
+        )),
+        Step::insert(
+            &format!("{VERSION}{STAGING}"),
+            &[
+                "version",
+                "dag_run_id",
+                "ingest_id",
+                "dataset_sha256",
+                "train_rows",
+                "created_at",
+                "pipeline",
+            ],
+            Records(vec![vec![
+                Owned::Int(Some(version.version)),
+                Owned::Text(Some(version.dag_run_id.clone())),
+                Owned::Text(Some(version.ingest_id.clone())),
+                Owned::Text(Some(version.dataset_sha256.clone())),
+                Owned::Int(Some(version.train_rows)),
+                Owned::Int(Some(version.created_at)),
+                Owned::Text(Some(json)),
+            ]]),
+        ),
+    ])
+}
+
+/// The steps that put the staging tables in place of the current ones, all at once.
+async fn swap(db: &Db) -> Result<Vec<Step>> {
+    let dialect = db.dialect();
+    let mut steps = Vec::new();
+    match dialect {
+        Dialect::MySql => {
+            // MySQL's DDL commits as it goes: one RENAME TABLE swaps every table at once.
+            let existing = existing_tables(db, db.pool()).await?;
+            let mut pairs = Vec::new();
+            for table in tables() {
+                if existing.contains(table) {
+                    pairs.push(format!("`{table}` TO `{table}{OLD}`"));
+                }
+                pairs.push(format!("`{table}{STAGING}` TO `{table}`"));
+            }
+            steps.push(Step::Sql(format!("RENAME TABLE {}", pairs.join(", "))));
+            for table in tables() {
+                steps.push(drop_table(dialect, &format!("{table}{OLD}")));
+            }
+        }
+        Dialect::Sqlite | Dialect::Postgres => {
+            for table in tables() {
+                steps.push(drop_table(dialect, table));
+                steps.push(Step::Sql(format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    dialect.quote_ident(&format!("{table}{STAGING}")),
+                    dialect.quote_ident(table)
+                )));
+            }
+        }
+    }
+    Ok(steps)
 }
 
 fn version_of(row: &sqlx::any::AnyRow) -> Result<(CleanVersion, Pipeline)> {

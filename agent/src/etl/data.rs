@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 
 use super::clean::CleanStore;
 use super::fetch::{FetchError, Fetched, fetch_dataset};
+use super::io::{blocking, hex, write_atomic};
 use super::metrics::DataMetrics;
-use super::model::{EtlError, Result};
 use super::paths::Roots;
 use super::raw::{self, Appended, Dataset, NewDataset, RawStore};
+use super::runs::{EtlError, Result};
 use crate::db::Db;
 
 /// Rows in one table of RawData or CleanData.
@@ -321,6 +322,29 @@ impl DataService {
             tables: self.counts().await?,
         })
     }
+
+    /// Up to `limit` records of the test split from position `offset`, and how many the
+    /// split holds; a position past the end is `Invalid`, naming `offset`.
+    pub async fn test_records(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<readmit_ml::record::RawRecord>, usize)> {
+        let frame = self.raw.read_table(raw::TEST_DATA).await?;
+        let total = frame.height();
+        if offset >= total {
+            return Err(EtlError::Invalid {
+                field: "offset".into(),
+                reason: if total == 0 {
+                    "the test split is empty: ingest a data set first".into()
+                } else {
+                    format!("the test split holds records 0 to {}", total - 1)
+                },
+            });
+        }
+        let records = readmit_ml::data::records(&frame, offset..offset.saturating_add(limit))?;
+        Ok((records, total))
+    }
 }
 
 fn too_large(what: &str, max: u64) -> EtlError {
@@ -361,40 +385,4 @@ fn gunzip_capped(bytes: Vec<u8>, path: &Path, max: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(out)
-}
-
-/// CPU-bound work off the async threads.
-pub async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EtlError::Ml(format!("a worker thread failed: {e}")))?
-}
-
-/// Writes a file whole or not at all: a temporary file beside it, synced, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(EtlError::io(dir))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(EtlError::io(dir))?;
-    std::io::Write::write_all(&mut file, bytes).map_err(EtlError::io(path))?;
-    file.as_file().sync_all().map_err(EtlError::io(path))?;
-    file.persist(path).map_err(|e| EtlError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -18,10 +18,11 @@ use readmit_ml::split::SplitMethod;
 use serde::{Deserialize, Serialize};
 
 use super::clean::{CleanVersion, Processed};
-use super::data::{DataService, blocking, write_atomic};
+use super::data::DataService;
 use super::handoff;
-use super::model::EtlError;
+use super::io::{blocking, write_atomic};
 use super::raw::{self, DEFAULT_BATCH_SIZE};
+use super::runs::EtlError;
 use super::tasks::{TaskContext, TaskFuture, TaskKind, TaskKinds};
 
 /// The splits, in the order every step handles them.

@@ -319,7 +319,7 @@ impl<W: Write> DigestWriter<W> {
     /// Flushes the inner writer; returns the lowercase hex digest and the byte count.
     fn finish(mut self) -> io::Result<(String, u64)> {
         self.inner.flush()?;
-        Ok((super::data::hex(&self.hasher.finalize()), self.bytes))
+        Ok((super::io::hex(&self.hasher.finalize()), self.bytes))
     }
 }
 

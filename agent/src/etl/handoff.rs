@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use polars::prelude::DataFrame;
 use readmit_ml::data::{DataError, read_ipc, write_ipc};
 
-use super::model::{EtlError, Result};
+use super::runs::{EtlError, Result};
 
 /// One hand-off: the frame until it is taken, the write until someone waits for it.
 struct Entry {

@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::model::{EtlError, Result};
+use super::runs::{EtlError, Result};
 
 /// The directories callers may name files in. The first is where relative paths land.
 #[derive(Clone, Debug)]

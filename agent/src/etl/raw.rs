@@ -18,7 +18,7 @@ use readmit_ml::split::SplitMethod;
 use rusqlite::types::ValueRef;
 use sqlx::Row;
 
-use super::model::{EtlError, Result};
+use super::runs::{EtlError, Result};
 use crate::db::{BulkValue, Db, Dialect, Owned, Records, Rows, SchemaChange, Step};
 use crate::{now_ms, sql};
 
@@ -316,18 +316,7 @@ impl RawStore {
     /// Appends the next `size` pool rows not yet in `train_data`, in pool order, as one batch.
     /// `request_id` makes it exactly-once: the same request again returns the batch it made.
     pub async fn append_batch(&self, size: u32, request_id: &str) -> Result<Appended> {
-        if size == 0 {
-            return Err(EtlError::Invalid {
-                field: "batch_size".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        if request_id.is_empty() || request_id.len() > 200 {
-            return Err(EtlError::Invalid {
-                field: "request_id".into(),
-                reason: "must be 1 to 200 characters".into(),
-            });
-        }
+        check_append(size, request_id)?;
         let db = &self.db;
         let mut w = db.begin_write().await?;
         // Locks the data set's row on MySQL and PostgreSQL, so concurrent appends queue here;
@@ -337,26 +326,8 @@ impl RawStore {
                 "RawData is empty: ingest a file first (readmit data ingest FILE)".into(),
             )
         })?;
-        let recorded = sqlx::query(sql!(
-            db,
-            "SELECT batch_number, first_position, rows_appended FROM raw_batches \
-             WHERE ingest_id = ? AND request_id = ?"
-        ))
-        .bind(&dataset.ingest_id)
-        .bind(request_id)
-        .fetch_optional(&mut *w.tx)
-        .await?;
-        if let Some(row) = recorded {
-            let rows: i64 = row.try_get("rows_appended")?;
-            let first: i64 = row.try_get("first_position")?;
-            return Ok(Appended {
-                rows,
-                batch_number: row.try_get("batch_number")?,
-                train_rows: first + rows,
-                pool_remaining: dataset.pool_rows - dataset.train_rows,
-                exhausted: false,
-                replayed: true,
-            });
+        if let Some(replayed) = recorded_append(db, &mut w.tx, &dataset, request_id).await? {
+            return Ok(replayed);
         }
         let remaining = dataset.pool_rows - dataset.train_rows;
         if remaining <= 0 {
@@ -372,29 +343,7 @@ impl RawStore {
         let rows = remaining.min(i64::from(size));
         let first = dataset.train_rows;
         let batch_number = dataset.batches + 1;
-        let columns: Vec<String> = data_columns()
-            .map(|(name, _, _)| format!("\"{name}\""))
-            .chain([format!("\"{SPLIT_POSITION}\"")])
-            .collect();
-        let columns = columns.join(", ");
-        let text = format!(
-            "INSERT INTO \"{TRAIN_DATA}\" ({columns}, \"{BATCH_NUMBER}\") \
-             SELECT {columns}, ? FROM \"{TRAIN_POOL}\" \
-             WHERE \"{SPLIT_POSITION}\" >= ? AND \"{SPLIT_POSITION}\" < ?"
-        );
-        let moved = sqlx::query(db.dynamic(&db.dialect().requote(&text)))
-            .bind(batch_number)
-            .bind(first)
-            .bind(first + rows)
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected();
-        if i64::try_from(moved).ok() != Some(rows) {
-            return Err(EtlError::Corrupt(format!(
-                "train_pool positions {first}..{} hold {moved} rows, expected {rows}",
-                first + rows
-            )));
-        }
+        move_pool_rows(db, &mut w.tx, batch_number, first, rows).await?;
         sqlx::query(sql!(
             db,
             "INSERT INTO raw_batches (ingest_id, batch_number, request_id, first_position, \
@@ -475,7 +424,7 @@ impl RawStore {
         drop(conn);
         text.push(b'\n');
         let name = std::path::PathBuf::from(format!("{}#{table}", db.url()));
-        super::data::blocking(move || Ok(readmit_ml::data::read_stored_csv(text, &name)?)).await
+        super::io::blocking(move || Ok(readmit_ml::data::read_stored_csv(text, &name)?)).await
     }
 }
 
@@ -542,6 +491,89 @@ pub fn refuse_other(old: &Dataset, sha256: &str, split: SplitMethod) -> EtlError
     EtlError::Conflict(format!(
         "{what}; ask to replace it (--replace) to swap it atomically"
     ))
+}
+
+/// An append's size and request id, checked before any transaction starts.
+fn check_append(size: u32, request_id: &str) -> Result<()> {
+    if size == 0 {
+        return Err(EtlError::Invalid {
+            field: "batch_size".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    if request_id.is_empty() || request_id.len() > 200 {
+        return Err(EtlError::Invalid {
+            field: "request_id".into(),
+            reason: "must be 1 to 200 characters".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The recorded result of an append this request id already made, replayed.
+async fn recorded_append(
+    db: &Db,
+    tx: &mut sqlx::AnyConnection,
+    dataset: &Dataset,
+    request_id: &str,
+) -> Result<Option<Appended>> {
+    let recorded = sqlx::query(sql!(
+        db,
+        "SELECT batch_number, first_position, rows_appended FROM raw_batches \
+         WHERE ingest_id = ? AND request_id = ?"
+    ))
+    .bind(&dataset.ingest_id)
+    .bind(request_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = recorded else {
+        return Ok(None);
+    };
+    let rows: i64 = row.try_get("rows_appended")?;
+    let first: i64 = row.try_get("first_position")?;
+    Ok(Some(Appended {
+        rows,
+        batch_number: row.try_get("batch_number")?,
+        train_rows: first + rows,
+        pool_remaining: dataset.pool_rows - dataset.train_rows,
+        exhausted: false,
+        replayed: true,
+    }))
+}
+
+/// Copies the pool's rows at positions `first..first + rows` into `train_data` as batch
+/// `batch_number`; every one of them must be there.
+async fn move_pool_rows(
+    db: &Db,
+    tx: &mut sqlx::AnyConnection,
+    batch_number: i64,
+    first: i64,
+    rows: i64,
+) -> Result<()> {
+    let columns: Vec<String> = data_columns()
+        .map(|(name, _, _)| format!("\"{name}\""))
+        .chain([format!("\"{SPLIT_POSITION}\"")])
+        .collect();
+    let columns = columns.join(", ");
+    let text = format!(
+        "INSERT INTO \"{TRAIN_DATA}\" ({columns}, \"{BATCH_NUMBER}\") \
+         SELECT {columns}, ? FROM \"{TRAIN_POOL}\" \
+         WHERE \"{SPLIT_POSITION}\" >= ? AND \"{SPLIT_POSITION}\" < ?"
+    );
+    let moved = sqlx::query(db.dynamic(&db.dialect().requote(&text)))
+        .bind(batch_number)
+        .bind(first)
+        .bind(first + rows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if i64::try_from(moved).ok() != Some(rows) {
+        return Err(EtlError::Corrupt(format!(
+            "train_pool positions {first}..{} hold {moved} rows, expected {rows}",
+            first + rows
+        )));
+    }
+    Ok(())
 }
 
 async fn read_dataset<'e, E>(db: &Db, executor: E, for_update: bool) -> Result<Option<Dataset>>

@@ -13,8 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dag::{DagDef, DagError, TaskDef, cron_schedule};
+use super::frontier::Frontier;
+use super::logger::Logger;
 use super::metrics::EtlMetrics;
-use super::model::*;
+use super::runs::*;
 use super::store::EtlStore;
 use super::tasks::{TaskContext, TaskKinds};
 use crate::now_ms;
@@ -30,37 +32,6 @@ const RUN_TTL: Duration = Duration::from_secs(30);
 /// The file in the runs directory holding this agent's id, the owner of the runs it starts:
 /// kept across restarts, so a restarted agent knows its interrupted runs at once.
 const AGENT_ID_FILE: &str = "agent-id";
-
-/// Writes a task's log lines to the store and to watchers.
-#[derive(Clone)]
-pub struct Logger {
-    store: EtlStore,
-    events: broadcast::Sender<RunEvent>,
-    run_id: String,
-    dag: String,
-}
-
-impl Logger {
-    pub async fn log(&self, task_id: &str, attempt: u32, level: &str, message: &str) {
-        match self
-            .store
-            .append_log(&self.run_id, task_id, attempt, level, message)
-            .await
-        {
-            Ok(line) => {
-                let _ = self.events.send(RunEvent {
-                    timestamp: line.timestamp,
-                    run_id: self.run_id.clone(),
-                    dag: self.dag.clone(),
-                    kind: RunEventKind::Log(line),
-                });
-            }
-            Err(e) => {
-                tracing::warn!(run = %self.run_id, task = task_id, error = %e, "cannot store a log line")
-            }
-        }
-    }
-}
 
 /// A DAG as listed: its definition, whether it is paused, when it runs next.
 #[derive(Clone, Debug)]
@@ -387,12 +358,12 @@ impl Runner {
         dag: &DagDef,
         cancel: &CancellationToken,
     ) -> Result<(), (RunState, String)> {
-        let logger = Logger {
-            store: self.inner.store.clone(),
-            events: self.inner.events.clone(),
-            run_id: run.run_id.clone(),
-            dag: run.dag.clone(),
-        };
+        let logger = Logger::new(
+            self.inner.store.clone(),
+            self.inner.events.clone(),
+            &run.run_id,
+            &run.dag,
+        );
         if let Err(e) = self
             .inner
             .store
@@ -409,51 +380,23 @@ impl Runner {
             0,
             None,
         );
-        let mut states: HashMap<String, RunState> = dag
-            .tasks
-            .iter()
-            .map(|t| (t.id.clone(), RunState::Queued))
-            .collect();
+        let mut frontier = Frontier::new(dag);
         let mut running: JoinSet<(String, Result<(), String>)> = JoinSet::new();
         let mut first_error: Option<String> = None;
         loop {
-            // Tasks whose dependencies failed will never run.
-            for task in &dag.tasks {
-                let blocked = task.depends_on.iter().any(|d| {
-                    matches!(
-                        states.get(d),
-                        Some(
-                            RunState::Failed
-                                | RunState::UpstreamFailed
-                                | RunState::Skipped
-                                | RunState::Cancelled
-                        )
-                    )
-                });
-                if blocked && states[&task.id] == RunState::Queued {
-                    states.insert(task.id.clone(), RunState::UpstreamFailed);
-                    self.set_task(run, &task.id, RunState::UpstreamFailed, 0, None)
-                        .await;
-                }
+            for id in frontier.block() {
+                self.set_task(run, id, RunState::UpstreamFailed, 0, None)
+                    .await;
             }
-            // Start every task whose dependencies all succeeded.
-            for task in &dag.tasks {
-                let ready = states[&task.id] == RunState::Queued
-                    && task
-                        .depends_on
-                        .iter()
-                        .all(|d| states.get(d) == Some(&RunState::Succeeded));
-                if ready {
-                    states.insert(task.id.clone(), RunState::Running);
-                    let ctx_params = merged_params(task, &run.params);
-                    let this = self.clone();
-                    let (task, run, logger) = (task.clone(), run.clone(), logger.clone());
-                    let env = dag.env.clone();
-                    running.spawn(async move {
-                        let result = this.attempts(&run, &task, ctx_params, &env, logger).await;
-                        (task.id, result)
-                    });
-                }
+            for task in frontier.start() {
+                let ctx_params = merged_params(task, &run.params);
+                let this = self.clone();
+                let (task, run, logger) = (task.clone(), run.clone(), logger.clone());
+                let env = dag.env.clone();
+                running.spawn(async move {
+                    let result = this.attempts(&run, &task, ctx_params, &env, logger).await;
+                    (task.id, result)
+                });
             }
             if running.is_empty() {
                 break;
@@ -463,16 +406,15 @@ impl Runner {
                     // Dropping the tasks' futures stops them; a shell command is killed.
                     running.abort_all();
                     while running.join_next().await.is_some() {}
-                    for task in &dag.tasks {
-                        let state = match states[&task.id] {
-                            RunState::Running => RunState::Cancelled,
-                            RunState::Queued => RunState::Skipped,
-                            _ => continue,
-                        };
-                        self.set_task(run, &task.id, state, 0, None).await;
+                    for (id, state) in frontier.cancelled() {
+                        self.set_task(run, id, state, 0, None).await;
                     }
-                    let why = if self.inner.shutdown.is_cancelled() { "the agent is shutting down" } else { "cancelled" };
-                    return Err((if self.inner.shutdown.is_cancelled() { RunState::Failed } else { RunState::Cancelled }, why.into()));
+                    let shutting_down = self.inner.shutdown.is_cancelled();
+                    return Err(if shutting_down {
+                        (RunState::Failed, "the agent is shutting down".into())
+                    } else {
+                        (RunState::Cancelled, "cancelled".into())
+                    });
                 }
                 Some(joined) = running.join_next() => {
                     let (task_id, result) = match joined {
@@ -486,7 +428,7 @@ impl Runner {
                             RunState::Failed
                         }
                     };
-                    states.insert(task_id, state);
+                    frontier.finish(&task_id, state);
                 }
             }
         }
@@ -729,7 +671,7 @@ fn agent_id(runs_dir: &std::path::Path) -> Result<String> {
         Err(e) => return Err(EtlError::io(&path)(e)),
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    super::data::write_atomic(&path, id.as_bytes())?;
+    super::io::write_atomic(&path, id.as_bytes())?;
     Ok(id)
 }
 

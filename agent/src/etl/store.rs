@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::dag::DagDef;
-use super::model::*;
+use super::runs::*;
 use crate::db::{Db, Dialect, SchemaChange};
 use crate::{now_ms, sql};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::runner::Logger;
+use super::logger::Logger;
 
 /// What one attempt of one task gets to work with.
 pub struct TaskContext {

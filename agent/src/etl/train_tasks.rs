@@ -7,21 +7,22 @@
 //! skips it on the next attempt; `select_and_promote` reuses a version already registered for
 //! the chosen run.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use readmit_ml::bundle::Bundle;
 use readmit_ml::metrics::{Report, best_f1_threshold, report};
 use readmit_ml::reference::Reference;
 use readmit_ml::training::{Candidate, candidates, fit};
-use readmit_proto::{Client, v1};
+use readmit_proto::{CallError, Client, MetricPoint, NewVersion, RunEnd};
 use serde::{Deserialize, Serialize};
 
-use super::data::{DataService, blocking};
+use super::data::DataService;
 use super::data_tasks::{read_json, write_json};
-use super::model::EtlError;
+use super::io::blocking;
 use super::raw;
+use super::runs::EtlError;
 use super::tasks::{TaskContext, TaskFuture, TaskKind, TaskKinds};
 
 /// The original system's experiment and registered model names.
@@ -31,7 +32,6 @@ pub const REGISTERED_MODEL: &str = "best_diabetes_readmission_model";
 const MODEL_PATH: &str = "model";
 const TRAINED_FILE: &str = "trained.json";
 const EXAMPLE_ROWS: usize = 5;
-const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// How the ETL role reaches the tracking role.
 #[derive(Clone, Debug)]
@@ -77,8 +77,8 @@ struct Trained {
     test_roc_auc: f64,
 }
 
-fn grpc(what: &str) -> impl FnOnce(tonic::Status) -> String + '_ {
-    move |s| format!("tracking: {what}: {}", s.message())
+fn failed(what: &str) -> impl FnOnce(CallError) -> String + '_ {
+    move |e| format!("tracking: {what}: {e}")
 }
 
 /// What earlier attempts of this run trained and logged; nothing before the first.
@@ -192,7 +192,10 @@ async fn train_models(
     ))
     .await;
 
-    let experiment_id = experiment_id(&client, &experiment).await?;
+    let experiment_id = client
+        .experiment_id_or_create(&experiment)
+        .await
+        .map_err(failed("finding or creating the experiment"))?;
     let mut trained = read_trained(&ctx.dir)?;
     let shared = Arc::new((train, val, test, pipeline, example, reference));
     for candidate in chosen {
@@ -206,6 +209,7 @@ async fn train_models(
         }
         let dir = ctx.dir.join("models").join(&candidate.name);
         let started = std::time::Instant::now();
+        let started_ms = crate::now_ms();
         let fitted = {
             let shared = Arc::clone(&shared);
             let candidate = candidate.clone();
@@ -265,6 +269,7 @@ async fn train_models(
             &metric_values(&val_report, &test_report),
             &version.dataset_sha256,
             &dir,
+            started_ms,
         )
         .await?;
         ctx.info(&format!(
@@ -283,34 +288,8 @@ async fn train_models(
     Ok(())
 }
 
-async fn experiment_id(client: &Client, name: &str) -> Result<String, String> {
-    let mut t = client.tracking();
-    match t
-        .get_experiment(v1::GetExperimentRequest {
-            key: Some(v1::get_experiment_request::Key::Name(name.to_owned())),
-        })
-        .await
-    {
-        Ok(e) => return Ok(e.into_inner().experiment_id),
-        Err(s) if s.code() == tonic::Code::NotFound => {}
-        Err(s) => return Err(grpc("finding the experiment")(s)),
-    }
-    match t
-        .create_experiment(v1::CreateExperimentRequest {
-            name: name.to_owned(),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(e) => Ok(e.into_inner().experiment_id),
-        // Created by someone else in between.
-        Err(s) if s.code() == tonic::Code::AlreadyExists => {
-            Box::pin(experiment_id(client, name)).await
-        }
-        Err(s) => Err(grpc("creating the experiment")(s)),
-    }
-}
-
+/// Logs one fitted candidate as a run that started when its fit did (`started_ms`), so the
+/// run's duration is the fit, the export and the upload, as MLflow's own logging shows it.
 #[allow(clippy::too_many_arguments)]
 async fn log_run(
     client: &Client,
@@ -321,9 +300,9 @@ async fn log_run(
     metrics: &[(&'static str, f64)],
     dataset_sha256: &str,
     bundle: &Path,
+    started_ms: i64,
 ) -> Result<String, String> {
-    let mut t = client.tracking();
-    let tags: std::collections::HashMap<String, String> = [
+    let tags: HashMap<String, String> = [
         ("readmit.dag", ctx.dag.clone()),
         ("readmit.dag_run_id", ctx.run_id.clone()),
         ("readmit.family", candidate.params.family().to_owned()),
@@ -332,102 +311,36 @@ async fn log_run(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let run = t
-        .create_run(v1::CreateRunRequest {
-            experiment_id: experiment_id.to_owned(),
-            run_name: candidate.name.clone(),
-            user_id: "readmit-agent".into(),
-            start_time_ms: crate::now_ms(),
-            tags,
-        })
+    let run_id = client
+        .create_run(experiment_id, &candidate.name, started_ms, tags)
         .await
-        .map_err(grpc("creating a run"))?
-        .into_inner();
-    let run_id = run.info.map(|i| i.run_id).unwrap_or_default();
+        .map_err(failed("creating a run"))?;
     let now = crate::now_ms();
-    let mut all_params: Vec<v1::Param> = params
+    let mut all_params: Vec<(String, String)> =
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    all_params.push(("dataset_sha256".into(), dataset_sha256.to_owned()));
+    let points: Vec<MetricPoint> = metrics
         .iter()
-        .map(|(k, v)| v1::Param {
-            key: k.clone(),
-            value: v.clone(),
+        .map(|(key, value)| MetricPoint {
+            key: (*key).to_owned(),
+            value: *value,
+            timestamp_ms: now,
+            step: 0,
         })
         .collect();
-    all_params.push(v1::Param {
-        key: "dataset_sha256".into(),
-        value: dataset_sha256.to_owned(),
-    });
-    t.log_batch(v1::LogBatchRequest {
-        run_id: run_id.clone(),
-        metrics: metrics
-            .iter()
-            .map(|(k, v)| v1::Metric {
-                key: (*k).to_owned(),
-                value: *v,
-                timestamp_ms: now,
-                step: 0,
-            })
-            .collect(),
-        params: all_params,
-        tags: Default::default(),
-    })
-    .await
-    .map_err(grpc("logging params and metrics"))?;
-    for file in files_under(bundle).map_err(|e| format!("{}: {e}", bundle.display()))? {
-        upload(client, &run_id, bundle, &file).await?;
-    }
-    t.update_run(v1::UpdateRunRequest {
-        run_id: run_id.clone(),
-        status: v1::RunStatus::Finished as i32,
-        end_time_ms: crate::now_ms(),
-        run_name: String::new(),
-    })
-    .await
-    .map_err(grpc("finishing the run"))?;
-    Ok(run_id)
-}
-
-fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-async fn upload(client: &Client, run_id: &str, root: &Path, file: &Path) -> Result<(), String> {
-    let bytes = tokio::fs::read(file)
-        .await
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let relative = file
-        .strip_prefix(root)
-        .map_err(|e| e.to_string())?
-        .to_string_lossy()
-        .replace('\\', "/");
-    let mut chunks = vec![v1::ArtifactChunk {
-        chunk: Some(v1::artifact_chunk::Chunk::Header(v1::ArtifactHeader {
-            run_id: run_id.to_owned(),
-            path: format!("{MODEL_PATH}/{relative}"),
-            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-        })),
-    }];
-    chunks.extend(bytes.chunks(UPLOAD_CHUNK).map(|c| v1::ArtifactChunk {
-        chunk: Some(v1::artifact_chunk::Chunk::Data(c.to_vec())),
-    }));
     client
-        .tracking()
-        .upload_artifact(futures_util::stream::iter(chunks))
+        .log_all(&run_id, &all_params, &points)
         .await
-        .map_err(grpc("uploading the model bundle"))?;
-    Ok(())
+        .map_err(failed("logging params and metrics"))?;
+    client
+        .upload_dir(&run_id, bundle, MODEL_PATH)
+        .await
+        .map_err(failed("uploading the model bundle"))?;
+    client
+        .set_terminated(&run_id, RunEnd::Finished, crate::now_ms())
+        .await
+        .map_err(failed("finishing the run"))?;
+    Ok(run_id)
 }
 
 struct SelectAndPromote {
@@ -463,50 +376,38 @@ async fn select_and_promote(tracking: TrackingTarget, ctx: TaskContext) -> Resul
     ))
     .await;
     let client = tracking.connect().await?;
-    let mut t = client.tracking();
-    match t
-        .create_registered_model(v1::CreateRegisteredModelRequest {
-            name: name.clone(),
-            description: "The readmission model in production, promoted by train_and_register"
-                .into(),
-            tags: Default::default(),
-        })
+    client
+        .ensure_registered_model(
+            &name,
+            "The readmission model in production, promoted by train_and_register",
+        )
         .await
-    {
-        Ok(_) => {}
-        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-        Err(s) => return Err(grpc("creating the registered model")(s)),
-    }
-    let existing = t
-        .list_model_versions(v1::ListModelVersionsRequest { name: name.clone() })
+        .map_err(failed("creating the registered model"))?;
+    let existing = client
+        .model_versions(&name)
         .await
-        .map_err(grpc("listing versions"))?
-        .into_inner()
-        .versions
+        .map_err(failed("listing versions"))?
         .into_iter()
         .find(|v| v.run_id == best.run_id);
     let version = match existing {
         Some(v) => v,
-        None => t
-            .create_model_version(v1::CreateModelVersionRequest {
-                name: name.clone(),
-                source: format!("runs:/{}/{MODEL_PATH}", best.run_id),
-                run_id: best.run_id.clone(),
-                description: format!("{} from DAG run {}", best.name, ctx.run_id),
-                tags: [("readmit.candidate".to_owned(), best.name.clone())].into(),
-            })
+        None => client
+            .register_version(
+                &name,
+                NewVersion {
+                    source: format!("runs:/{}/{MODEL_PATH}", best.run_id),
+                    run_id: best.run_id.clone(),
+                    description: format!("{} from DAG run {}", best.name, ctx.run_id),
+                    tags: [("readmit.candidate".to_owned(), best.name.clone())].into(),
+                },
+            )
             .await
-            .map_err(grpc("registering the version"))?
-            .into_inner(),
+            .map_err(failed("registering the version"))?,
     };
-    t.transition_model_version_stage(v1::TransitionStageRequest {
-        name: name.clone(),
-        version: version.version,
-        stage: v1::Stage::Production as i32,
-        archive_existing: true,
-    })
-    .await
-    .map_err(grpc("moving the version to Production"))?;
+    client
+        .transition(&name, version.version, "Production", true)
+        .await
+        .map_err(failed("moving the version to Production"))?;
     ctx.info(&format!(
         "{name} version {} ({}) is in Production; the previous one is archived",
         version.version, best.name

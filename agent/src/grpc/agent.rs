@@ -9,7 +9,7 @@ use readmit_proto::v1;
 use tokio_stream::wrappers::IntervalStream;
 use tonic::{Request, Response, Status};
 
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::status::Sample;
 
 const DEFAULT_INTERVAL_MS: u32 = 1_000;
@@ -47,7 +47,7 @@ fn status_message(shared: &Shared, sample: &Sample) -> v1::AgentStatus {
 /// What each role reports about its own work.
 fn role_gauges(shared: &Shared) -> Vec<v1::RoleGauge> {
     let mut gauges = Vec::new();
-    if let Some(etl) = &shared.etl {
+    if let Some(etl) = &shared.roles.etl {
         gauges.push(v1::RoleGauge {
             role: "etl".into(),
             name: "active_runs".into(),

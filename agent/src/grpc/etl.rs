@@ -12,9 +12,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::etl::Etl;
 use crate::etl::data::{DataService, IngestReport, TableCount};
-use crate::etl::model::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
 use crate::etl::raw::DEFAULT_BATCH_SIZE;
 use crate::etl::runner::{DagStatus, Runner};
+use crate::etl::runs::{DagRun, EtlError, LogLine, RunEventKind, RunState, TaskInstance};
 use readmit_ml::split::SplitMethod;
 
 pub struct EtlService {
@@ -493,6 +493,34 @@ impl v1::etl_server::Etl for EtlService {
         })
         .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_test_records(
+        &self,
+        r: Request<v1::GetTestRecordsRequest>,
+    ) -> Reply<v1::GetTestRecordsReply> {
+        const MAX: u32 = 1000;
+        let r = r.into_inner();
+        if r.limit > MAX {
+            return Err(Status::invalid_argument(format!(
+                "limit: at most {MAX} records a call, not {}",
+                r.limit
+            )));
+        }
+        let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
+        let (records, total) = self
+            .data
+            .test_records(offset, r.limit.max(1) as usize)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetTestRecordsReply {
+            records: records
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok())
+                .map(|v| crate::loadtest::payloads::grpc_record(&v))
+                .collect(),
+            total: total as u64,
+        }))
     }
 }
 

@@ -78,6 +78,7 @@ fn spec_in(r: v1::LoadTestSpec) -> SpecInput {
     SpecInput {
         name: r.name,
         target_url: target.url,
+        target_agent: target.agent,
         target_kind: kind.into(),
         batch: target.batch,
         model: target.model,
@@ -149,6 +150,7 @@ fn spec_out(s: &Spec) -> v1::LoadTestSpec {
             batch,
             model,
             timeout_ms: ms(s.target.timeout),
+            agent: String::new(),
         }),
         load: Some(load),
         duration_ms: ms(s.duration),

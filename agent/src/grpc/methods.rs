@@ -20,6 +20,7 @@ const READ: &[&str] = &[
     "Etl/GetDagRun",
     "Etl/GetRunLogs",
     "Etl/WatchRuns",
+    "Etl/GetTestRecords",
     "Tracking/GetExperiment",
     "Tracking/ListExperiments",
     "Tracking/GetRun",

@@ -20,7 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Largest message a server accepts; artifacts and uploads travel in smaller chunks.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -47,58 +47,51 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
         .into_inner();
     let agent = AgentServer::new(agent::AgentService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-
-    let tracking = shared
-        .tracking
-        .clone()
-        .map(|t| tracking::server(t, shared.shutdown.clone()));
-    let etl = shared
-        .etl
-        .clone()
-        .map(|e| etl::server(e, shared.shutdown.clone()));
-    let inference = shared.inference.clone().map(inference::server);
-    let oip = shared.inference.clone().map(oip::server);
-    let loadtest = shared
-        .loadtest
-        .clone()
-        .map(|t| loadtest::server(t, shared.shutdown.clone()));
+    let mut routes = tonic::service::RoutesBuilder::default();
+    let roles: Vec<RoleServices> = ROLES
+        .iter()
+        .filter_map(|add| add(&shared, &mut routes))
+        .collect();
     // Services ready as soon as the listener is; the inference role's once its model loads.
     let served: Vec<&str> = std::iter::once("readmit.v1.Agent")
-        .chain(tracking.is_some().then_some("readmit.v1.Tracking"))
-        .chain(etl.is_some().then_some("readmit.v1.Etl"))
-        .chain(loadtest.is_some().then_some("readmit.v1.LoadTest"))
+        .chain(
+            roles
+                .iter()
+                .filter(|r| r.ready.is_none())
+                .flat_map(|r| r.names.iter().copied()),
+        )
         .collect();
-    let inference_services = [INFERENCE_SERVICE, readmit_proto::OIP_SERVICE_NAME];
-    let advertised: Vec<&str> = served
-        .iter()
-        .copied()
-        .chain(shared.inference.iter().flat_map(|_| inference_services))
+    let advertised: Vec<&str> = std::iter::once("readmit.v1.Agent")
+        .chain(roles.iter().flat_map(|r| r.names.iter().copied()))
         .collect();
     // v1 for current tools, v1alpha for grpcurl and Postman releases that still ask for it.
     let reflection_v1 = reflection(&advertised).build_v1()?;
     let reflection_v1alpha = reflection(&advertised).build_v1alpha()?;
     set_health(&health, &served, ServingStatus::Serving).await;
-    if let Some(role) = &shared.inference {
-        // Set before the listener serves, so a probe never finds the service unknown.
-        for service in inference_services {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
+    for role in &roles {
+        if let Some(ready) = &role.ready {
+            // Set before the listener serves, so a probe never finds the service unknown.
+            for service in &role.names {
+                health
+                    .set_service_status(*service, ServingStatus::NotServing)
+                    .await;
+            }
+            follow_readiness(
+                health.clone(),
+                role.names.clone(),
+                ready.clone(),
+                shared.shutdown.clone(),
+            );
         }
-        follow_readiness(health.clone(), role.ready_watch(), shared.shutdown.clone());
     }
 
     let router = Server::builder()
         .layer(layers)
+        .add_routes(routes.routes())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(agent)
-        .add_optional_service(tracking)
-        .add_optional_service(etl)
-        .add_optional_service(inference)
-        .add_optional_service(oip)
-        .add_optional_service(loadtest);
+        .add_service(agent);
     let shutdown = shared.shutdown.clone();
     let drained = async move {
         shutdown.cancelled().await;
@@ -129,7 +122,54 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> Result<(), Grp
     Ok(())
 }
 
-const INFERENCE_SERVICE: &str = "readmit.v1.Inference";
+/// What one role serves over gRPC: the names of the services it added (for health and
+/// reflection) and, for a role that is not ready at once, when it is.
+struct RoleServices {
+    names: Vec<&'static str>,
+    ready: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Adds a role's services to the routes when this agent runs it.
+type AddRole = fn(&Shared, &mut tonic::service::RoutesBuilder) -> Option<RoleServices>;
+
+/// Every role's gRPC services: a new role is one more entry.
+const ROLES: [AddRole; 4] = [
+    |shared, routes| {
+        let role = shared.roles.tracking.clone()?;
+        routes.add_service(tracking::server(role, shared.shutdown.clone()));
+        Some(RoleServices {
+            names: vec!["readmit.v1.Tracking"],
+            ready: None,
+        })
+    },
+    |shared, routes| {
+        let role = shared.roles.etl.clone()?;
+        routes.add_service(etl::server(role, shared.shutdown.clone()));
+        Some(RoleServices {
+            names: vec!["readmit.v1.Etl"],
+            ready: None,
+        })
+    },
+    |shared, routes| {
+        let role = shared.roles.inference.clone()?;
+        let ready = role.ready_watch();
+        routes
+            .add_service(inference::server(role.clone()))
+            .add_service(oip::server(role));
+        Some(RoleServices {
+            names: vec!["readmit.v1.Inference", readmit_proto::OIP_SERVICE_NAME],
+            ready: Some(ready),
+        })
+    },
+    |shared, routes| {
+        let engine = shared.roles.loadtest.clone()?;
+        routes.add_service(loadtest::server(engine, shared.shutdown.clone()));
+        Some(RoleServices {
+            names: vec!["readmit.v1.LoadTest"],
+            ready: None,
+        })
+    },
+];
 
 /// Reflection over every descriptor, advertising only the services this agent serves (and the
 /// standard ones), so `grpcurl list` shows what answers.
@@ -145,9 +185,11 @@ fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
     builder
 }
 
-/// The inference services are `NOT_SERVING` until the role has a model, then `SERVING`.
+/// A role's services are `NOT_SERVING` until the role is ready (the inference role: once it
+/// has a model), then `SERVING`.
 fn follow_readiness(
     health: HealthReporter,
+    services: Vec<&'static str>,
     mut ready: tokio::sync::watch::Receiver<bool>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -158,8 +200,8 @@ fn follow_readiness(
             } else {
                 ServingStatus::NotServing
             };
-            for service in [INFERENCE_SERVICE, readmit_proto::OIP_SERVICE_NAME] {
-                health.set_service_status(service, status).await;
+            for service in &services {
+                health.set_service_status(*service, status).await;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

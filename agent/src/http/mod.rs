@@ -15,7 +15,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Scope};
-use crate::server::Shared;
+use crate::state::Shared;
 
 mod api_error;
 mod artifacts;
@@ -23,6 +23,15 @@ mod inference;
 mod mlflow;
 mod openapi;
 mod wire;
+
+/// A role's HTTP routes, when this agent runs it.
+type RoleRoutes = fn(&Shared) -> Option<Router<Arc<Shared>>>;
+
+/// Every role's HTTP routes: a new role is one more entry.
+const ROLE_ROUTES: [RoleRoutes; 2] = [
+    |shared| shared.roles.tracking.clone().map(mlflow::router),
+    |shared| shared.roles.inference.clone().map(inference::router),
+];
 
 pub fn router(shared: Arc<Shared>) -> Router {
     // The roles are fixed at start-up, so the document is rendered once.
@@ -36,7 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             ))
         }
     };
-    let mut router = Router::new()
+    let mut router: Router<Arc<Shared>> = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -44,11 +53,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/openapi.json",
             get(openapi_json).layer(axum::Extension(document)),
         );
-    if let Some(tracking) = &shared.tracking {
-        router = router.merge(mlflow::router(tracking.clone()));
-    }
-    if let Some(inference) = &shared.inference {
-        router = router.merge(inference::router(inference.clone()));
+    for routes in ROLE_ROUTES {
+        if let Some(routes) = routes(&shared) {
+            router = router.merge(routes);
+        }
     }
     router
         .fallback(not_found)
@@ -198,7 +206,11 @@ async fn readyz(
         }
     };
     let role_ready = match role {
-        Some(crate::Role::Inference) => shared.inference.as_ref().is_some_and(|i| i.is_ready()),
+        Some(crate::Role::Inference) => shared
+            .roles
+            .inference
+            .as_ref()
+            .is_some_and(|i| i.is_ready()),
         _ => true,
     };
     if shared.is_ready() && role_ready {

@@ -7,7 +7,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The agent's own routes, whatever roles it runs.
 #[derive(OpenApi)]
@@ -31,7 +31,7 @@ const TOKEN: &str = "token";
 pub(super) fn document(shared: &Shared) -> utoipa::openapi::OpenApi {
     let mut api = AgentApi::openapi();
     api.info.version = crate::VERSION.to_owned();
-    if shared.inference.is_some() {
+    if shared.roles.inference.is_some() {
         api.merge(super::inference::api());
     }
     if shared.guard.required() {

@@ -287,3 +287,25 @@ impl Inference {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Starts the inference role the settings describe: it follows its model through the tracking
+/// role (the configured one, else this agent's own).
+pub fn start(
+    settings: &crate::settings::Settings,
+    listeners: crate::roles::Listeners,
+    registry: &prometheus::Registry,
+    shutdown: &CancellationToken,
+) -> Result<Inference, prometheus::Error> {
+    let tracking_url = settings.tracking_target(listeners.grpc);
+    let config = InferenceConfig {
+        target: settings.model.clone(),
+        tls: settings.client_tls(&tracking_url),
+        tracking_url,
+        token: settings.token.clone(),
+        cache_dir: settings.data_dir.join("models"),
+        max_records: settings.inference_max_records,
+        max_body_bytes: settings.inference_max_body_bytes,
+        drift_window: settings.drift_window,
+    };
+    Inference::start(config, registry, shutdown.clone())
+}

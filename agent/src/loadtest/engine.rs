@@ -19,7 +19,7 @@ use super::phase::Phase;
 use super::safety::Limits;
 use super::spec::{Load, Spec, SpecInput};
 use super::stats::{Figures, Sample};
-use super::targets::Prepared;
+use super::targets::{Prepared, TargetTls};
 use super::thresholds::{Verdict, judge_all};
 
 /// Threads of the engine's runtime.
@@ -81,6 +81,23 @@ impl Drop for EngineRuntime {
     }
 }
 
+/// What an engine is given: its bounds, where it reads payloads and keeps tests, and the
+/// credentials its clients present.
+pub struct EngineConfig {
+    pub limits: Limits,
+    /// The ETL role's test split for payloads; none for synthetic records.
+    pub etl: Option<crate::etl::Etl>,
+    /// The tracking role that keeps finished tests; empty keeps them only in memory.
+    pub tracking_url: String,
+    /// How the keeper calls tracking.
+    pub tracking_tls: readmit_proto::ClientTls,
+    /// The agent's own token, sent to targets, tracking and vouching agents.
+    pub token: Option<String>,
+    /// How the engine's clients call `https://` targets and vouching agents.
+    pub target_tls: TargetTls,
+    pub shutdown: CancellationToken,
+}
+
 struct Inner {
     limits: Limits,
     runtime: OnceLock<Result<EngineRuntime, String>>,
@@ -89,6 +106,7 @@ struct Inner {
     keeper: Keeper,
     /// What the engine's clients send to targets (the agent's own token).
     token: Option<String>,
+    target_tls: TargetTls,
     shutdown: CancellationToken,
 }
 
@@ -103,25 +121,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LoadTests {
-    /// `tracking_url` empty keeps nothing (tests are then only in memory).
-    pub fn new(
-        limits: Limits,
-        etl: Option<crate::etl::Etl>,
-        tracking_url: String,
-        token: Option<String>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(config: EngineConfig) -> Self {
+        let keeper = Keeper::new(
+            config.tracking_url,
+            config.token.clone(),
+            config.tracking_tls,
+        );
         Self {
             inner: Arc::new(Inner {
-                limits,
+                limits: config.limits,
                 runtime: OnceLock::new(),
                 tests: Mutex::new(Vec::new()),
-                etl,
-                keeper: Keeper::new(tracking_url, token.clone()),
-                token,
-                shutdown,
+                etl: config.etl,
+                keeper,
+                token: config.token,
+                target_tls: config.target_tls,
+                shutdown: config.shutdown,
             }),
         }
+    }
+
+    /// The limits a test is checked against: the agent's, and the listeners of the agent the
+    /// test names as its target's (when it vouches for them).
+    async fn limits_for(&self, input: &SpecInput) -> Result<Limits, LoadTestError> {
+        let mut limits = self.inner.limits.clone();
+        let agent = input.target_agent.trim();
+        if !agent.is_empty() {
+            let tls = self.client_tls(agent);
+            let vouched =
+                super::safety::vouched_listeners(agent, self.inner.token.as_deref(), &tls).await?;
+            limits.allow.extend(vouched);
+        }
+        Ok(limits)
+    }
+
+    /// The gRPC client options for `url`: TLS only for `https://`.
+    fn client_tls(&self, url: &str) -> readmit_proto::ClientTls {
+        if !url.trim().starts_with("https://") {
+            return readmit_proto::ClientTls::default();
+        }
+        self.inner.target_tls.grpc()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -158,7 +197,8 @@ impl LoadTests {
 
     /// Checks and starts a test; its first summary (running).
     pub async fn start(&self, input: SpecInput) -> Result<Summary, LoadTestError> {
-        let spec = input.check(&self.inner.limits)?;
+        let limits = self.limits_for(&input).await?;
+        let spec = input.check(&limits)?;
         let running = self.running();
         if running >= self.inner.limits.max_concurrent {
             return Err(LoadTestError::Busy { running });
@@ -190,7 +230,8 @@ impl LoadTests {
             bodies,
             spec.target.timeout,
             self.inner.token.as_deref(),
-        );
+            &self.inner.target_tls,
+        )?;
         let first = Summary {
             id: id.clone(),
             spec,
@@ -239,7 +280,23 @@ impl LoadTests {
         }
         tracing::info!(test = %id, target = %first.spec.target.url, kind = first.spec.target.kind.name(), "load test started");
         let keeper = self.inner.keeper.clone();
-        handle.spawn(run(test, prepared, keeper, seed));
+        handle.spawn(async move {
+            let watched = Arc::clone(&test);
+            if let Err(e) = tokio::spawn(run(test, prepared, keeper, seed)).await {
+                // A defect in the engine: the test ends failed instead of running forever.
+                let reason = if e.is_panic() {
+                    "the load-test engine failed (a panic; see the agent's log)"
+                } else {
+                    "the load-test engine's runtime stopped"
+                };
+                tracing::error!(error = %e, "load test task ended abnormally");
+                watched.progress.send_modify(|s| {
+                    s.state = State::Failed;
+                    s.error = reason.into();
+                    s.ended_at_ms = crate::now_ms();
+                });
+            }
+        });
         Ok(first)
     }
 
@@ -341,7 +398,9 @@ async fn run(test: Arc<Test>, prepared: Arc<Prepared>, keeper: Keeper, seed: u64
             summary.verdicts = judge_all(&spec.thresholds, &outcome.all);
             summary.passed = summary.verdicts.iter().all(|v| v.passed);
             summary.total = outcome.all.figures(open);
-            summary.state = if outcome.aborted {
+            summary.state = if summary.total.none_connected() {
+                State::Failed
+            } else if outcome.aborted {
                 State::Aborted
             } else if test.stop.is_cancelled() {
                 State::Stopped
@@ -366,12 +425,24 @@ async fn run(test: Arc<Test>, prepared: Arc<Prepared>, keeper: Keeper, seed: u64
             summary.passed = found.max_level > 0;
             summary.steps = steps;
             summary.capacity = Some(found);
-            summary.state = if test.stop.is_cancelled() {
+            summary.state = if summary
+                .steps
+                .first()
+                .is_some_and(|s| s.figures.none_connected())
+            {
+                State::Failed
+            } else if test.stop.is_cancelled() {
                 State::Stopped
             } else {
                 State::Finished
             };
         }
+    }
+    if summary.state == State::Failed {
+        summary.error = format!(
+            "no connection to {} could be made: every request failed to connect",
+            spec.target.url
+        );
     }
     summary.ended_at_ms = crate::now_ms();
     summary.last = test.progress.borrow().last.clone();

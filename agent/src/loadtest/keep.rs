@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use readmit_proto::{Client, MetricPoint, v1};
+use readmit_proto::{Client, MetricPoint, RunEnd};
 
 use super::LoadTestError;
 use super::engine::{State, Summary};
@@ -22,6 +22,7 @@ const MAX_REPORT_BYTES: usize = 64 * 1024 * 1024;
 pub struct Keeper {
     url: String,
     token: Option<String>,
+    tls: readmit_proto::ClientTls,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LoadTestError {
@@ -37,15 +38,15 @@ fn is_test_id(id: &str) -> bool {
 }
 
 impl Keeper {
-    pub fn new(url: String, token: Option<String>) -> Self {
-        Self { url, token }
+    pub fn new(url: String, token: Option<String>, tls: readmit_proto::ClientTls) -> Self {
+        Self { url, token, tls }
     }
 
     async fn client(&self) -> Result<Option<Client>, LoadTestError> {
         if self.url.is_empty() {
             return Ok(None);
         }
-        Client::connect(&self.url, self.token.as_deref())
+        Client::connect_with(&self.url, self.token.as_deref(), &self.tls)
             .await
             .map(Some)
             .map_err(unavailable)
@@ -61,9 +62,7 @@ impl Keeper {
             .await
             .map_err(unavailable)?;
         let mut lite = summary.clone();
-        lite.samples.clear();
-        lite.steps.clear();
-        lite.last = None;
+        lighten(&mut lite);
         let mut tags: HashMap<String, String> = [
             (ID_TAG, summary.id.clone()),
             ("readmit.loadtest.state", state_name(summary.state).into()),
@@ -103,9 +102,9 @@ impl Keeper {
             .await
             .map_err(unavailable)?;
         let status = match summary.state {
-            State::Finished | State::Running => v1::RunStatus::Finished,
-            State::Stopped => v1::RunStatus::Killed,
-            State::Failed | State::Aborted => v1::RunStatus::Failed,
+            State::Finished | State::Running => RunEnd::Finished,
+            State::Stopped => RunEnd::Killed,
+            State::Failed | State::Aborted => RunEnd::Failed,
         };
         client
             .set_terminated(&run_id, status, summary.ended_at_ms)
@@ -147,13 +146,7 @@ impl Keeper {
         else {
             return Ok(None);
         };
-        let bytes = client
-            .download_bytes(&run_id, REPORT, MAX_REPORT_BYTES)
-            .await
-            .map_err(unavailable)?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| unavailable(format!("run {run_id}'s {REPORT}: {e}")))
+        report(&client, &run_id).await.map(Some)
     }
 
     /// Kept tests, newest first, from their runs' summary tags.
@@ -165,16 +158,57 @@ impl Keeper {
             .runs_where(&experiment, "", u32::try_from(max).unwrap_or(1000))
             .await
             .map_err(unavailable)?;
-        Ok(runs
-            .iter()
-            .filter_map(|r| {
-                let text = r.data.as_ref()?.tags.get(SUMMARY_TAG)?;
-                let mut s: Summary = serde_json::from_str(text).ok()?;
-                s.run_id = r.info.as_ref()?.run_id.clone();
-                Some(s)
-            })
-            .collect())
+        let mut out = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let Some(run_id) = run.info.as_ref().map(|i| i.run_id.clone()) else {
+                continue;
+            };
+            let tagged = run
+                .data
+                .as_ref()
+                .and_then(|d| d.tags.get(SUMMARY_TAG))
+                .and_then(|text| serde_json::from_str::<Summary>(text).ok());
+            let summary = match tagged {
+                Some(s) => s,
+                // A summary too long for a tag (many thresholds, long names): its report.
+                None if run
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.tags.contains_key(ID_TAG)) =>
+                {
+                    match report(&client, &run_id).await {
+                        Ok(mut s) => {
+                            lighten(&mut s);
+                            s
+                        }
+                        Err(e) => {
+                            tracing::warn!(run = %run_id, error = %e, "a kept load test's report cannot be read");
+                            continue;
+                        }
+                    }
+                }
+                None => continue,
+            };
+            out.push(Summary { run_id, ..summary });
+        }
+        Ok(out)
     }
+}
+
+/// A kept run's whole report.
+async fn report(client: &Client, run_id: &str) -> Result<Summary, LoadTestError> {
+    let bytes = client
+        .download_bytes(run_id, REPORT, MAX_REPORT_BYTES)
+        .await
+        .map_err(unavailable)?;
+    serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("run {run_id}'s {REPORT}: {e}")))
+}
+
+/// The summary as lists show it: without samples, steps and the last sample.
+fn lighten(summary: &mut Summary) {
+    summary.samples.clear();
+    summary.steps.clear();
+    summary.last = None;
 }
 
 pub fn state_name(state: State) -> &'static str {

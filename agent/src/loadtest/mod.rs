@@ -21,9 +21,33 @@ pub mod stats;
 pub mod targets;
 pub mod thresholds;
 
-pub use engine::{LoadTests, State, Summary};
+pub use engine::{EngineConfig, LoadTests, State, Summary};
 pub use safety::Limits;
 pub use spec::{Spec, SpecInput};
+pub use targets::TargetTls;
+
+/// The load-test engine of an inference agent: its ceilings and allowlist from the settings,
+/// payloads from this agent's ETL role when it runs one, finished tests kept in tracking.
+pub fn start(
+    settings: &crate::settings::Settings,
+    listeners: crate::roles::Listeners,
+    etl: Option<crate::etl::Etl>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> LoadTests {
+    let tracking_url = settings.tracking_target(listeners.grpc);
+    LoadTests::new(EngineConfig {
+        limits: Limits::from_settings(settings, vec![listeners.grpc, listeners.http]),
+        etl,
+        tracking_tls: settings.client_tls(&tracking_url),
+        tracking_url,
+        token: settings.token.clone(),
+        target_tls: TargetTls {
+            ca: settings.tls_ca.clone(),
+            identity: settings.tls.clone(),
+        },
+        shutdown: shutdown.clone(),
+    })
+}
 
 /// Why a load-test call failed. Mapped to gRPC status in `grpc/loadtest.rs::status`.
 #[derive(Debug, thiserror::Error)]

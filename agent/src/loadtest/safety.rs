@@ -1,6 +1,7 @@
 //! What bounds a load test: ceilings on users, rate, duration and concurrent tests (settings),
-//! and the target allowlist — loopback, this agent's own listeners and the hosts the operator
-//! names — so the engine cannot be pointed at an arbitrary host.
+//! and the target allowlist — loopback, this agent's own listeners, the hosts the operator
+//! names, and the listeners of an inference agent that vouches for itself (the console names
+//! the agents it knows) — so the engine cannot be pointed at an arbitrary host.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -52,7 +53,7 @@ fn refuse(url: &str, reason: impl Into<String>) -> LoadTestError {
     }
 }
 
-/// Checks a target URL against the allowlist; its normalized form, `http://host:port`.
+/// Checks a target URL against the allowlist; its normalized form, `http[s]://host:port`.
 pub fn check_target(url: &str, limits: &Limits) -> Result<String, LoadTestError> {
     let text = url.trim();
     if text.is_empty() {
@@ -70,12 +71,12 @@ pub fn check_target(url: &str, limits: &Limits) -> Result<String, LoadTestError>
         field: "target.url",
         reason: format!("{text:?} is not a URL: {e}"),
     })?;
-    if uri.scheme_str() != Some("http") {
+    let Some(scheme @ ("http" | "https")) = uri.scheme_str() else {
         return Err(LoadTestError::Invalid {
             field: "target.url",
-            reason: format!("{text:?}: the engine speaks plain http:// only"),
+            reason: format!("{text:?}: the engine speaks http:// and https:// only"),
         });
-    }
+    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(LoadTestError::Invalid {
             field: "target.url",
@@ -115,11 +116,62 @@ pub fn check_target(url: &str, limits: &Limits) -> Result<String, LoadTestError>
     if !allowed {
         return Err(refuse(
             text,
-            "only loopback, this agent's own listeners and the hosts in the \
-             loadtest_allow setting may be load-tested",
+            "only loopback, this agent's own listeners, the hosts in the loadtest_allow \
+             setting and the listeners of a target agent that answers as an inference agent \
+             (target.agent) may be load-tested",
         ));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// Asks the agent at `agent_url` (gRPC, with this agent's token and TLS options) who it is;
+/// its two listeners as allowlist entries (`host:port`, the host as `agent_url` names it) when
+/// it runs the inference role. Load then goes only to a host that answered as a readmit
+/// inference agent of this deployment, never to one it merely names.
+pub async fn vouched_listeners(
+    agent_url: &str,
+    token: Option<&str>,
+    tls: &readmit_proto::ClientTls,
+) -> Result<Vec<String>, LoadTestError> {
+    let refused = |reason: String| LoadTestError::NotAllowed {
+        target: agent_url.to_owned(),
+        reason,
+    };
+    let url = readmit_proto::normalize_url(agent_url).map_err(|e| LoadTestError::Invalid {
+        field: "target.agent",
+        reason: e.to_string(),
+    })?;
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .ok_or_else(|| LoadTestError::Invalid {
+            field: "target.agent",
+            reason: format!("{agent_url:?} names no host"),
+        })?;
+    let asked = async {
+        let client = readmit_proto::Client::connect_with(&url, token, tls)
+            .await
+            .map_err(|e| refused(format!("it did not answer: {e}")))?;
+        client
+            .agent_info()
+            .await
+            .map_err(|e| refused(format!("it did not answer: {e}")))
+    };
+    let info = tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .map_err(|_| refused("it did not answer GetInfo within 5 s".into()))??;
+    if !info.roles.iter().any(|r| r == "inference") {
+        return Err(refused(format!(
+            "it runs {:?}, not the inference role",
+            info.roles
+        )));
+    }
+    Ok([&info.grpc_addr, &info.http_addr]
+        .into_iter()
+        .filter_map(|addr| addr.parse::<SocketAddr>().ok())
+        .map(|addr| format!("{host}:{}", addr.port()))
+        .collect())
 }
 
 fn listed(allow: &[String], host: &str, port: u16) -> bool {
@@ -149,6 +201,10 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert!(check_target("http://[::1]:9", &l).is_ok());
+        assert_eq!(
+            check_target("https://localhost:8443", &l).unwrap(),
+            "https://localhost:8443"
+        );
         assert!(check_target("http://localhost:9", &l).is_ok());
         assert!(check_target("http://10.0.0.5:8080", &l).is_ok());
         assert!(check_target("http://inference.internal:8080/", &l).is_ok());
@@ -166,7 +222,7 @@ mod tests {
         }
         for invalid in [
             "",
-            "https://127.0.0.1:1",
+            "ftp://127.0.0.1:1",
             "http://127.0.0.1",
             "http://127.0.0.1:1/predict",
             "http://u:p@127.0.0.1:1",

@@ -111,6 +111,9 @@ pub struct Spec {
 pub struct SpecInput {
     pub name: String,
     pub target_url: String,
+    /// The gRPC URL of the agent serving `target_url`, which vouches for it (see
+    /// `safety::vouched_listeners`); empty for none.
+    pub target_agent: String,
     /// `predict`, `invocations`, `oip_infer` or `grpc_predict`.
     pub target_kind: String,
     pub batch: u32,

@@ -236,6 +236,16 @@ pub struct Figures {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl Figures {
+    /// Whether requests were sent and not one of them got a connection: the target is down
+    /// or refuses the engine (a test that then "fails its thresholds" would hide why).
+    pub fn none_connected(&self) -> bool {
+        self.requests > 0
+            && self.failures == self.requests
+            && self.errors.keys().all(|kind| kind == "connect")
+    }
+}
+
 /// One second of a test, as `WatchLoadTest` streams it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {

@@ -24,6 +24,18 @@ pub struct Tracking {
     pub artifacts: ArtifactStore,
 }
 
+/// Opens the tracking store (migrating it) and the artifact store the settings name.
+pub async fn start(
+    settings: &crate::settings::Settings,
+) -> std::result::Result<Tracking, crate::roles::StartError> {
+    let db = crate::db::Db::connect(&settings.tracking_db).await?;
+    tracing::info!(db = db.url(), "tracking store open");
+    let store = TrackingStore::open(db).await?;
+    let artifacts = ArtifactStore::open(&settings.artifact_root, &settings.data_dir)?;
+    tracing::info!(root = artifacts.root(), "artifact store open");
+    Ok(Tracking { store, artifacts })
+}
+
 /// One key's values across the runs being compared, in the order the runs were given.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Compared {

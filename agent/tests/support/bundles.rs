@@ -135,7 +135,14 @@ pub async fn publish(client: &Client, dir: &Path) -> VersionInfo {
     let run_id = run.info.unwrap().run_id;
     client.upload_dir(&run_id, dir, "model").await.unwrap();
     client
-        .register_version(MODEL, &format!("runs:/{run_id}/model"), &run_id)
+        .register_version(
+            MODEL,
+            readmit_proto::NewVersion {
+                source: format!("runs:/{run_id}/model"),
+                run_id: run_id.clone(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
 }

@@ -7,12 +7,15 @@ use readmit_proto::v1;
 use serde::Serialize;
 
 use super::Global;
+use crate::fleet::AgentState;
 use crate::output::{self, OutputFormat};
 
 /// One agent as the command reports it: what it is and how it is doing, or why it did not
 /// answer.
 #[derive(Debug, Serialize)]
 pub struct AgentView {
+    /// The config file's name for the agent, or its URL.
+    pub name: String,
     pub agent: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<InfoView>,
@@ -57,8 +60,12 @@ pub struct GaugeView {
 }
 
 pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
-    let views =
-        futures_util::future::join_all(global.agents.iter().map(|url| query(url, global))).await;
+    let fleet = global.fleet().await?;
+    let views = futures_util::future::join_all(fleet.snapshot().into_iter().map(|state| {
+        let client = fleet.client_of(&state.name);
+        query(state, client)
+    }))
+    .await;
     match global.output {
         OutputFormat::Json => output::print_json(&views)?,
         OutputFormat::Table => print_table(&views),
@@ -74,56 +81,47 @@ pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn query(url: &str, global: &Global) -> AgentView {
+/// One agent's view: what the fleet learned from `GetInfo`, and its status now.
+async fn query(state: AgentState, client: Option<readmit_proto::Client>) -> AgentView {
     let mut view = AgentView {
-        agent: readmit_proto::normalize_url(url).unwrap_or_else(|_| url.to_owned()),
+        name: state.name.clone(),
+        agent: state.url.clone(),
         info: None,
         status: None,
         error: None,
     };
-    match fetch(url, global).await {
-        Ok((info, status)) => {
-            view.info = Some(info);
-            view.status = Some(status);
+    let Some(client) = client.filter(|_| state.up) else {
+        view.error = Some(state.reason);
+        return view;
+    };
+    view.info = Some(info_view(&state));
+    let mut agent = client.agent();
+    let call = agent.get_status(v1::GetStatusRequest {});
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(status)) => view.status = Some(status_view(status.into_inner())),
+        Ok(Err(s)) => view.error = Some(output::status_error(client.url(), &s)),
+        Err(_) => {
+            view.error = Some(format!(
+                "agent at {} did not answer within 10 s",
+                client.url()
+            ));
         }
-        Err(e) => view.error = Some(e),
     }
     view
 }
 
-async fn fetch(url: &str, global: &Global) -> Result<(InfoView, StatusView), String> {
-    let call = async {
-        let client = global.connect(url).await.map_err(|e| e.to_string())?;
-        let mut agent = client.agent();
-        let info = agent
-            .get_info(v1::GetInfoRequest {})
-            .await
-            .map_err(|s| output::status_error(client.url(), &s))?
-            .into_inner();
-        let status = agent
-            .get_status(v1::GetStatusRequest {})
-            .await
-            .map_err(|s| output::status_error(client.url(), &s))?
-            .into_inner();
-        Ok((info_view(info), status_view(status)))
-    };
-    tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .unwrap_or_else(|_| Err(format!("agent at {url} did not answer within 10 s")))
-}
-
-fn info_view(i: v1::AgentInfo) -> InfoView {
+fn info_view(s: &AgentState) -> InfoView {
     InfoView {
-        roles: i.roles,
-        version: i.version,
-        host: i.host,
-        os: i.os,
-        cpus: i.cpus,
-        pid: i.pid,
-        grpc_addr: i.grpc_addr,
-        http_addr: i.http_addr,
-        started_at_ms: i.started_at_ms,
-        auth_required: i.auth_required,
+        roles: s.roles.clone(),
+        version: s.version.clone(),
+        host: s.host.clone(),
+        os: s.os.clone(),
+        cpus: s.cpus,
+        pid: s.pid,
+        grpc_addr: s.grpc_addr.clone(),
+        http_addr: s.http_addr.clone(),
+        started_at_ms: s.started_at_ms,
+        auth_required: s.auth_required,
     }
 }
 
@@ -165,7 +163,7 @@ fn print_table(views: &[AgentView]) {
     ]);
     for v in views {
         let (Some(info), Some(status)) = (&v.info, &v.status) else {
-            table.add_row([v.agent.as_str(), "unreachable"]);
+            table.add_row([v.agent.as_str(), "", "", "", "", "down"]);
             continue;
         };
         table.add_row([
@@ -187,6 +185,14 @@ fn print_table(views: &[AgentView]) {
         ]);
     }
     println!("{table}");
+    let down: Vec<&AgentView> = views.iter().filter(|v| v.status.is_none()).collect();
+    if !down.is_empty() {
+        let mut table = output::table(["AGENT", "DOWN BECAUSE"]);
+        for v in down {
+            table.add_row([v.agent.as_str(), v.error.as_deref().unwrap_or_default()]);
+        }
+        println!("{table}");
+    }
     let gauges: Vec<(&str, &GaugeView)> = views
         .iter()
         .filter_map(|v| v.status.as_ref().map(|s| (v.agent.as_str(), s)))

@@ -9,6 +9,7 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
@@ -134,11 +135,13 @@ fn time_of(ms: i64) -> String {
 
 pub type EtlClient = v1::etl_client::EtlClient<readmit_proto::Svc>;
 
-/// Follows a run to its end, printing its events when `print` is set; returns it as it ended.
+/// Follows a run to its end, printing its events when `print` is set and moving `bar` (tasks
+/// done of the run's tasks, the running ones as its message); returns the run as it ended.
 pub async fn follow(
     etl: &mut EtlClient,
     run: v1::DagRun,
     print: bool,
+    bar: &indicatif::ProgressBar,
 ) -> Result<v1::DagRun, tonic::Status> {
     let get = |run_id: String| v1::GetDagRunRequest { run_id };
     let mut events = etl
@@ -149,11 +152,24 @@ pub async fn follow(
         .into_inner();
     // The run may have ended before the watch began: check once after subscribing.
     let mut current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
+    let mut tasks: Vec<(String, i32)> = current
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.state))
+        .collect();
+    bar.set_length(tasks.len() as u64);
+    show_tasks(bar, &tasks);
     while !finished(current.state) {
         match events.next().await {
             Some(Ok(e)) => {
                 if print {
-                    print_event(&e);
+                    bar.suspend(|| print_event(&e));
+                }
+                if let Some(v1::run_event::Event::State(s)) = &e.event
+                    && let Some(t) = tasks.iter_mut().find(|(id, _)| *id == s.task_id)
+                {
+                    t.1 = s.state;
+                    show_tasks(bar, &tasks);
                 }
                 if matches!(&e.event, Some(v1::run_event::Event::State(s)) if s.task_id.is_empty() && finished(s.state))
                 {
@@ -170,8 +186,29 @@ pub async fn follow(
     Ok(current)
 }
 
+/// Tasks past running as the bar's position; those running as its message.
+fn show_tasks(bar: &indicatif::ProgressBar, tasks: &[(String, i32)]) {
+    let done = tasks
+        .iter()
+        .filter(|(_, state)| {
+            !matches!(
+                v1::RunState::try_from(*state),
+                Ok(v1::RunState::Queued | v1::RunState::Running | v1::RunState::UpForRetry)
+                    | Err(_)
+            )
+        })
+        .count();
+    bar.set_position(done as u64);
+    let running: Vec<&str> = tasks
+        .iter()
+        .filter(|(_, state)| *state == v1::RunState::Running as i32)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    bar.set_message(running.join(", "));
+}
+
 pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    let client = global.client(Role::Etl).await?;
     let mut etl = client.etl();
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     match command {
@@ -238,9 +275,11 @@ pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitC
                 print_run(global, &run)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let current = follow(&mut etl, run, global.output == OutputFormat::Table)
+            let bar = crate::progress::steps(crate::progress::shown(global.output), 0, dag);
+            let current = follow(&mut etl, run, global.output == OutputFormat::Table, &bar)
                 .await
                 .map_err(call)?;
+            bar.finish_and_clear();
             print_run(global, &current)?;
             let ok = v1::RunState::try_from(current.state) == Ok(v1::RunState::Succeeded);
             return Ok(if ok {

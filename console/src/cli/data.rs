@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 /// Upload chunk size: well under the 4 MiB gRPC message limit, large enough to keep the
@@ -126,7 +127,7 @@ fn transient(status: &tonic::Status) -> bool {
 }
 
 pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    let client = global.client(Role::Etl).await?;
     let mut etl = client.etl();
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     match command {
@@ -151,7 +152,7 @@ pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitC
                     split: split.wire(),
                     replace: *replace,
                 };
-                upload(&mut etl, file, header, call).await?
+                upload(&mut etl, file, header, call, global.output).await?
             };
             if global.output == OutputFormat::Json {
                 output::print_json(&json!({
@@ -332,16 +333,20 @@ async fn upload(
     file: &str,
     header: v1::IngestHeader,
     call: impl Fn(tonic::Status) -> anyhow::Error,
+    output: OutputFormat,
 ) -> anyhow::Result<v1::IngestReply> {
     let opened = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {file}"))?;
+    let size = opened.metadata().await.map_or(0, |m| m.len());
+    let bar = crate::progress::bytes(crate::progress::shown(output), size, "upload");
+    let sent = bar.clone();
     // A read error mid-file must not end the stream: the agent would take the truncated file
     // for the whole one. The stream stalls instead and the error cancels the call below.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
     let data = futures_util::stream::unfold(
-        (opened, Some(failed_tx)),
-        |(mut opened, failed)| async move {
+        (opened, Some(failed_tx), sent),
+        |(mut opened, failed, sent)| async move {
             let mut buf = vec![0; CHUNK_BYTES];
             let mut filled = 0;
             while filled < CHUNK_BYTES {
@@ -360,18 +365,21 @@ async fn upload(
                 return None;
             }
             buf.truncate(filled);
+            sent.inc(filled as u64);
             let chunk = v1::IngestChunk {
                 chunk: Some(v1::ingest_chunk::Chunk::Data(buf)),
             };
-            Some((chunk, (opened, failed)))
+            Some((chunk, (opened, failed, sent)))
         },
     );
     let chunks = futures_util::stream::iter([v1::IngestChunk {
         chunk: Some(v1::ingest_chunk::Chunk::Header(header)),
     }])
     .chain(data);
-    tokio::select! {
+    let result = tokio::select! {
         reply = etl.ingest_upload(chunks) => Ok(reply.map_err(call)?.into_inner()),
         Ok(e) = failed_rx => Err(anyhow::Error::new(e).context(format!("cannot read {file}"))),
-    }
+    };
+    bar.finish_and_clear();
+    result
 }

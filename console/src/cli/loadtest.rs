@@ -11,6 +11,7 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 /// The exit code of a test whose thresholds did not hold (k6's).
@@ -44,6 +45,10 @@ pub struct TargetArgs {
     /// listener].
     #[arg(long)]
     pub url: Option<String>,
+    /// The gRPC URL of the inference agent serving --url, when that is not the engine's own
+    /// agent: the engine asks it who it is and loads only the listeners it reports.
+    #[arg(long, value_name = "URL")]
+    pub target_agent: Option<String>,
     /// Records per invocations request.
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
@@ -189,7 +194,13 @@ async fn target(
                 .await
                 .map_err(|s| anyhow::anyhow!(output::status_error(client.url(), &s)))?
                 .into_inner();
-            format!("http://{}", info.http_addr)
+            // The HTTP listener is secured as the gRPC one is.
+            let scheme = if client.url().starts_with("https://") {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", info.http_addr)
         }
     };
     Ok(v1::LoadTarget {
@@ -198,6 +209,7 @@ async fn target(
         batch: args.batch,
         model: args.model.clone().unwrap_or_default(),
         timeout_ms: ms(args.timeout),
+        agent: args.target_agent.clone().unwrap_or_default(),
     })
 }
 
@@ -212,7 +224,7 @@ fn closed_loop(args: &TargetArgs, users: u32, spawn_rate: f64) -> anyhow::Result
 }
 
 pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    let client = global.client(Role::Inference).await?;
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     let mut lt = client.load_test();
     let (spec, target_args) = match command {
@@ -365,8 +377,14 @@ async fn follow(
         .map_err(call)?
         .into_inner();
     let tty = format == OutputFormat::Table;
+    let mut shown: Option<f64> = None;
     while let Some(sample) = stream.next().await {
         let s = sample.map_err(call)?;
+        // The agent sends the last second again with the test's end state: shown already.
+        if shown == Some(s.elapsed_s) {
+            continue;
+        }
+        shown = Some(s.elapsed_s);
         let i = s.interval.clone().unwrap_or_default();
         let t = s.total_latency.unwrap_or_default();
         let errors: Vec<String> = i

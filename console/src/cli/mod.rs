@@ -4,8 +4,10 @@ mod agents;
 mod certs;
 mod dags;
 mod data;
+mod docs;
 mod loadtest;
 mod models;
+mod predict;
 mod runs;
 mod tui;
 #[cfg(feature = "embedded")]
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::fleet::{Fleet, Role, Routed};
 use crate::output::OutputFormat;
 
 /// Drive readmit's agents: data and DAGs, experiments and models, serving and load tests.
@@ -31,15 +34,25 @@ pub struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Agent gRPC URL; repeat for several agents.
+    /// Agent gRPC URL, or the name of an agent in the config file; repeat (or separate with
+    /// commas) for several agents. Each operation goes to the agent that runs its role
+    /// [default: every agent of the config file, else http://127.0.0.1:50051]
     #[arg(
         long = "agent",
         global = true,
         env = "READMIT_AGENT",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:50051"
+        value_delimiter = ','
     )]
     pub agents: Vec<String>,
+    /// Console config file naming agents with their own URL, token and TLS files
+    /// [default: $XDG_CONFIG_HOME/readmit/console.toml, when it exists]
+    #[arg(
+        long,
+        global = true,
+        env = "READMIT_CONSOLE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
     /// Bearer token for agents started with one.
     #[arg(long, global = true, env = "READMIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -71,9 +84,21 @@ pub enum Command {
     /// Tracked runs: list with MLflow filters, compare side by side.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
-    /// The model registry: list, versions, promote, archive, alias.
+    /// The model registry: list, versions, promote, archive, alias; what inference agents serve.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Score one encounter on an inference agent: JSON, --field pairs or a test-split record.
+    Predict(predict::PredictArgs),
+    /// Print a shell completion script, e.g. `readmit completions bash > /etc/bash_completion.d/readmit`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `readmit man | man -l -`; or a subcommand's.
+    Man {
+        /// A subcommand whose page to print, e.g. `dags`.
+        subcommand: Option<String>,
+    },
     /// Certificates for TLS between the agents and the console.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -95,26 +120,28 @@ pub enum Command {
 }
 
 impl Global {
-    /// A connection to the first agent named: the one whose role a command needs.
-    pub async fn client(&self) -> anyhow::Result<readmit_proto::Client> {
-        let url = self
-            .agents
-            .first()
-            .map_or("http://127.0.0.1:50051", String::as_str);
-        Ok(self.connect(url).await?)
+    /// Where the agents come from, as the flags and environment say.
+    pub fn sources(&self) -> crate::fleet::Sources {
+        crate::fleet::Sources {
+            agents: self.agents.clone(),
+            config: self.config.clone(),
+            token: self.token.clone(),
+            tls: readmit_proto::ClientTls {
+                ca_cert: self.ca_cert.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            },
+        }
     }
 
-    /// A connection to the agent at `url`, with the token and TLS options given.
-    pub async fn connect(
-        &self,
-        url: &str,
-    ) -> Result<readmit_proto::Client, readmit_proto::ClientError> {
-        let tls = readmit_proto::ClientTls {
-            ca_cert: self.ca_cert.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-        };
-        readmit_proto::Client::connect_with(url, self.token.as_deref(), &tls).await
+    /// Every agent named, connected and asked for its roles.
+    pub async fn fleet(&self) -> anyhow::Result<Fleet> {
+        Ok(Fleet::connect(self.sources().resolve()?).await)
+    }
+
+    /// A connection to an agent that runs `role`, with a clear error when none does.
+    pub async fn client(&self, role: Role) -> anyhow::Result<Routed> {
+        Ok(self.fleet().await?.client(role).await?)
     }
 }
 
@@ -133,6 +160,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(command) => data::run(&cli.global, &command).await,
         Command::Runs(command) => runs::run(&cli.global, &command).await,
         Command::Models(command) => models::run(&cli.global, &command).await,
+        Command::Predict(args) => predict::run(&cli.global, &args).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { subcommand } => docs::man(subcommand.as_deref()),
         Command::Certs(command) => certs::run(&command),
         Command::Loadtest(command) => loadtest::run(&cli.global, &command).await,
         #[cfg(feature = "embedded")]

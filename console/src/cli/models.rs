@@ -6,10 +6,14 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelsCommand {
+    /// What each inference agent serves right now, one row per agent; exits non-zero unless
+    /// every one serves a model.
+    Serving,
     /// Registered models with their latest version in each stage and their aliases.
     List,
     /// Every version of one model.
@@ -101,10 +105,14 @@ fn print_versions(global: &Global, versions: &[v1::ModelVersion]) -> anyhow::Res
 }
 
 pub async fn run(global: &Global, command: &ModelsCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    if let ModelsCommand::Serving = command {
+        return serving(global).await;
+    }
+    let client = global.client(Role::Tracking).await?;
     let mut tracking = client.tracking();
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     match command {
+        ModelsCommand::Serving => unreachable!("answered above"),
         ModelsCommand::List => {
             let models = tracking
                 .list_registered_models(v1::ListRegisteredModelsRequest {})
@@ -225,4 +233,131 @@ pub async fn run(global: &Global, command: &ModelsCommand) -> anyhow::Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One inference agent's served model, or why it cannot say.
+#[derive(Debug, serde::Serialize)]
+pub struct ServingView {
+    pub agent: String,
+    pub url: String,
+    pub loaded: bool,
+    pub name: String,
+    pub version: i64,
+    pub stage: String,
+    pub following: String,
+    pub loaded_at_ms: i64,
+    pub threshold: f64,
+    /// Why the last model offered was refused, or why the agent is down.
+    pub error: String,
+}
+
+async fn serving(global: &Global) -> anyhow::Result<ExitCode> {
+    let fleet = global.fleet().await?;
+    let views = serving_views(&fleet).await;
+    if views.is_empty() {
+        // Names the agents and why none serves.
+        fleet.client(Role::Inference).await?;
+    }
+    if global.output == OutputFormat::Json {
+        output::print_json(&views)?;
+    } else {
+        let mut table = output::table([
+            "AGENT",
+            "MODEL",
+            "VERSION",
+            "STAGE",
+            "FOLLOWING",
+            "LOADED",
+            "ERROR",
+        ]);
+        for v in &views {
+            table.add_row([
+                v.agent.clone(),
+                v.name.clone(),
+                if v.loaded {
+                    v.version.to_string()
+                } else {
+                    "-".into()
+                },
+                v.stage.clone(),
+                v.following.clone(),
+                if v.loaded {
+                    loaded_ago(v.loaded_at_ms)
+                } else {
+                    "no".into()
+                },
+                v.error.clone(),
+            ]);
+        }
+        println!("{table}");
+    }
+    Ok(if views.iter().all(|v| v.loaded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Every inference agent the fleet knows (up or down), asked at once.
+pub async fn serving_views(fleet: &crate::fleet::Fleet) -> Vec<ServingView> {
+    let down = fleet
+        .snapshot()
+        .into_iter()
+        .filter(|a| !a.up && a.has(Role::Inference))
+        .map(|a| ServingView {
+            agent: a.name,
+            url: a.url,
+            loaded: false,
+            name: String::new(),
+            version: 0,
+            stage: String::new(),
+            following: String::new(),
+            loaded_at_ms: 0,
+            threshold: 0.0,
+            error: a.reason,
+        });
+    let up = futures_util::future::join_all(fleet.clients(Role::Inference).into_iter().map(
+        |routed| async move {
+            let reply = routed
+                .inference()
+                .get_served_model(v1::GetServedModelRequest {})
+                .await;
+            let mut view = ServingView {
+                agent: routed.agent.name.clone(),
+                url: routed.agent.url.clone(),
+                loaded: false,
+                name: String::new(),
+                version: 0,
+                stage: String::new(),
+                following: String::new(),
+                loaded_at_ms: 0,
+                threshold: 0.0,
+                error: String::new(),
+            };
+            match reply {
+                Ok(s) => {
+                    let s = s.into_inner();
+                    view.loaded = s.loaded;
+                    view.name = s.name;
+                    view.version = s.version;
+                    view.stage = s.stage;
+                    view.following = s.following;
+                    view.loaded_at_ms = s.loaded_at_ms;
+                    view.threshold = s.threshold;
+                    view.error = s.last_error;
+                }
+                Err(s) => view.error = output::status_error(routed.url(), &s),
+            }
+            view
+        },
+    ))
+    .await;
+    up.into_iter().chain(down).collect()
+}
+
+fn loaded_ago(at_ms: i64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    format!("{} ago", output::duration((now_ms - at_ms) as f64 / 1000.0))
 }

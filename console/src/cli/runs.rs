@@ -6,6 +6,7 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::Global;
+use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,7 +35,7 @@ pub enum RunsCommand {
 }
 
 pub async fn run(global: &Global, command: &RunsCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client().await?;
+    let client = global.client(Role::Tracking).await?;
     let mut tracking = client.tracking();
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     match command {

@@ -27,23 +27,11 @@ impl TuiArgs {
     }
 }
 
-/// How the TUI reaches the agents: the global connection flags.
-pub fn options(global: &Global) -> tui::Options {
-    tui::Options {
-        agents: global.agents.clone(),
-        token: global.token.clone(),
-        tls: readmit_proto::ClientTls {
-            ca_cert: global.ca_cert.clone(),
-            cert: global.tls_cert.clone(),
-            key: global.tls_key.clone(),
-        },
-    }
-}
-
 pub async fn run(global: &Global, args: &TuiArgs) -> anyhow::Result<ExitCode> {
     let keymap = tui::load_keymap(args.keymap.as_deref())?;
     let log = args.log_file.clone().unwrap_or_else(tui::default_log_file);
     tui::log_to_file(&log)?;
-    tui::run(&options(global), keymap).await?;
+    let fleet = std::sync::Arc::new(global.fleet().await?);
+    tui::run(fleet, keymap).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,72 +1,72 @@
-//! The TUI's network side: a link task per agent (connect, `GetInfo`, the status stream, and
-//! reconnect with backoff), the long-lived streams of each role, and one task per request.
-//! Everything it learns goes back to the state as an `Action`; nothing here touches the state.
-//!
-//! Routing: a request goes to the first agent that is up and runs the request's role.
+//! The TUI's network side. The console's [`Fleet`] knows the agents (connects, learns their
+//! roles, reconnects downed ones with backoff); this module follows its changes and each up
+//! agent's status stream, keeps the etl role's run events and the tracking role's registry
+//! changes flowing, and runs one task per request, routed to an up agent with the request's
+//! role. Everything it learns goes back to the state as an `Action`; nothing here touches the
+//! state.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use readmit_proto::{Client, ClientTls, v1};
+use readmit_proto::{Client, v1};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::action::{Action, Request};
 use super::prom;
-
-/// How to reach the agents.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    pub agents: Vec<String>,
-    pub token: Option<String>,
-    pub tls: ClientTls,
-}
-
-/// What the link task of one agent knows, shared with the request tasks.
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    url: String,
-    client: Option<Client>,
-    roles: Vec<String>,
-    http_addr: String,
-    reason: String,
-}
+use crate::fleet::{AgentState, Fleet, Role};
 
 /// The handle the run loop dispatches requests through. Cheap to clone.
 #[derive(Clone)]
 pub struct Backend {
     tx: UnboundedSender<Action>,
-    slots: Arc<Vec<Mutex<Slot>>>,
+    fleet: Arc<Fleet>,
     http: reqwest::Client,
 }
 
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// The agent facts `GetInfo` gave, as the fleet keeps them.
+fn info_of(state: &AgentState) -> v1::AgentInfo {
+    v1::AgentInfo {
+        roles: state.roles.clone(),
+        version: state.version.clone(),
+        host: state.host.clone(),
+        started_at_ms: state.started_at_ms,
+        uptime_s: state.uptime_s,
+        grpc_addr: state.grpc_addr.clone(),
+        http_addr: state.http_addr.clone(),
+        os: state.os.clone(),
+        cpus: state.cpus,
+        auth_required: state.auth_required,
+        pid: state.pid,
+    }
+}
+
+fn role_of(name: &str) -> Option<Role> {
+    match name {
+        "etl" => Some(Role::Etl),
+        "tracking" => Some(Role::Tracking),
+        "inference" => Some(Role::Inference),
+        _ => None,
+    }
+}
 
 impl Backend {
-    /// Starts a link per agent and the role streams; returns at once.
-    pub fn start(options: &Options, tx: UnboundedSender<Action>) -> Self {
-        let slots = options
-            .agents
-            .iter()
-            .map(|url| {
-                Mutex::new(Slot {
-                    url: url.clone(),
-                    reason: "connecting".into(),
-                    ..Slot::default()
-                })
-            })
-            .collect();
+    /// Follows the fleet (its reconnecting task included) and starts the role streams;
+    /// returns at once.
+    pub fn start(fleet: Arc<Fleet>, tx: UnboundedSender<Action>) -> Self {
         let backend = Self {
             tx,
-            slots: Arc::new(slots),
+            fleet,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
                 .build()
                 .unwrap_or_default(),
         };
-        for (slot, url) in options.agents.iter().enumerate() {
-            tokio::spawn(backend.clone().link(slot, url.clone(), options.clone()));
+        drop(backend.fleet.follow());
+        tokio::spawn(backend.clone().follow_fleet());
+        for slot in 0..backend.fleet.snapshot().len() {
+            tokio::spawn(backend.clone().status(slot));
         }
         tokio::spawn(backend.clone().watch_runs());
         tokio::spawn(backend.clone().watch_registry());
@@ -78,45 +78,51 @@ impl Backend {
         let _ = self.tx.send(action);
     }
 
-    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Slot> {
-        self.slots[i]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Each agent's ups and downs as the fleet publishes them.
+    async fn follow_fleet(self) {
+        let mut changes = self.fleet.subscribe();
+        let mut last: Vec<Option<(bool, String, Vec<String>)>> = Vec::new();
+        loop {
+            let now: Vec<AgentState> = changes.borrow_and_update().clone();
+            last.resize(now.len(), None);
+            for (slot, state) in now.iter().enumerate() {
+                let key = (state.up, state.reason.clone(), state.roles.clone());
+                if last[slot].as_ref() == Some(&key) {
+                    continue;
+                }
+                last[slot] = Some(key);
+                if state.up {
+                    self.send(Action::AgentUp {
+                        slot,
+                        info: info_of(state),
+                    });
+                } else {
+                    self.send(Action::AgentDown {
+                        slot,
+                        reason: state.reason.clone(),
+                    });
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
-    /// One agent's link: connect, learn its roles, follow its status; on any failure mark it
-    /// down with the reason and try again after a backoff (1 s doubling to 8 s).
-    async fn link(self, slot: usize, url: String, options: Options) {
-        let mut backoff = Duration::from_secs(1);
+    /// One agent's status stream while it is up; a broken stream tells the fleet, which
+    /// marks the agent down until its next probe reaches it.
+    async fn status(self, slot: usize) {
         loop {
-            let reason =
-                match Client::connect_with(&url, options.token.as_deref(), &options.tls).await {
-                    Err(e) => e.to_string(),
-                    Ok(client) => match client.agent().get_info(v1::GetInfoRequest {}).await {
-                        Err(s) => crate::output::status_error(&url, &s),
-                        Ok(info) => {
-                            let info = info.into_inner();
-                            {
-                                let mut s = self.slot(slot);
-                                s.client = Some(client.clone());
-                                s.roles.clone_from(&info.roles);
-                                s.http_addr = http_base(client.url(), &info.http_addr);
-                                s.reason.clear();
-                            }
-                            self.send(Action::AgentUp { slot, info });
-                            backoff = Duration::from_secs(1);
-                            self.follow_status(slot, &client).await
-                        }
-                    },
-                };
-            {
-                let mut s = self.slot(slot);
-                s.client = None;
-                s.reason.clone_from(&reason);
+            let name = self.fleet.snapshot().get(slot).map(|s| s.name.clone());
+            let Some(name) = name else { return };
+            match self.fleet.client_of(&name) {
+                Some(client) => {
+                    let reason = self.follow_status(slot, &client).await;
+                    self.fleet.report_down(&name, &reason);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(250)).await,
             }
-            self.send(Action::AgentDown { slot, reason });
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -143,24 +149,28 @@ impl Backend {
 
     /// The first agent that is up and runs `role`, or why there is none.
     fn route(&self, role: &str) -> Result<Client, String> {
-        let mut reasons = Vec::new();
-        for slot in self.slots.iter() {
-            let s = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &s.client {
-                Some(c) if s.roles.iter().any(|r| r == role) => return Ok(c.clone()),
-                None if s.roles.is_empty() || s.roles.iter().any(|r| r == role) => {
-                    reasons.push(format!("{}: {}", s.url, s.reason));
+        let Some(role) = role_of(role) else {
+            return Err(format!("no such role {role}"));
+        };
+        if let Some(routed) = self.fleet.clients(role).into_iter().next() {
+            return Ok(routed.client);
+        }
+        let tried: Vec<String> = self
+            .fleet
+            .snapshot()
+            .iter()
+            .map(|a| {
+                if a.up {
+                    format!("{} runs {}", a.name, a.roles.join(", "))
+                } else {
+                    format!("{} is down: {}", a.name, a.reason)
                 }
-                _ => {}
-            }
-        }
-        if reasons.is_empty() {
-            Err(format!("no agent runs the {role} role"))
-        } else {
-            Err(format!("no {role} agent is up ({})", reasons.join("; ")))
-        }
+            })
+            .collect();
+        Err(format!(
+            "no agent up with the {role} role ({})",
+            tried.join("; ")
+        ))
     }
 
     /// Waits until an agent with `role` is up.
@@ -556,26 +566,23 @@ impl Backend {
         Action::LoadTestEnded(last.unwrap_or_else(|| Err("no summary".into())))
     }
 
-    /// The HTTP base URL of the agent behind `client`, as its link learned it.
+    /// The HTTP base URL of the agent behind `client`, as the fleet learned it.
     fn http_of(&self, client: &Client) -> String {
-        self.slots
+        self.fleet
+            .snapshot()
             .iter()
-            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            .find(|s| s.client.as_ref().is_some_and(|c| c.url() == client.url()))
-            .map(|s| s.http_addr.clone())
+            .find(|a| a.up && a.url == client.url())
+            .map(|a| http_base(&a.url, &a.http_addr))
             .unwrap_or_default()
     }
 
     /// Scrapes `/metrics` of every agent that is up.
     async fn scrape_all(&self) {
-        for slot in 0..self.slots.len() {
-            let (up, base) = {
-                let s = self.slot(slot);
-                (s.client.is_some(), s.http_addr.clone())
-            };
-            if !up || base.is_empty() {
+        for (slot, agent) in self.fleet.snapshot().into_iter().enumerate() {
+            if !agent.up || agent.http_addr.is_empty() {
                 continue;
             }
+            let base = http_base(&agent.url, &agent.http_addr);
             let at_ms = now_ms();
             let scrape = if base.starts_with("https://") {
                 Err("the console reads /metrics over plain HTTP only".to_owned())
@@ -601,14 +608,13 @@ impl Backend {
 
     /// Asks every inference agent that is up what it serves.
     async fn served_all(&self) {
-        for slot in 0..self.slots.len() {
-            let client = {
-                let s = self.slot(slot);
-                s.client
-                    .clone()
-                    .filter(|_| s.roles.iter().any(|r| r == "inference"))
+        for (slot, agent) in self.fleet.snapshot().into_iter().enumerate() {
+            if !agent.up || !agent.has(Role::Inference) {
+                continue;
+            }
+            let Some(client) = self.fleet.client_of(&agent.name) else {
+                continue;
             };
-            let Some(client) = client else { continue };
             let served = client
                 .inference()
                 .get_served_model(v1::GetServedModelRequest {})

@@ -18,18 +18,19 @@ pub mod ui;
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{Event, EventStream};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-pub use backend::Options;
-
 use action::Action;
 use app::App;
 use backend::{Backend, now_ms};
 use keymap::Keymap;
+
+use crate::fleet::Fleet;
 
 /// How often the clock ticks (polls, "ago" figures) and the fastest frame rate.
 const TICK: Duration = Duration::from_millis(250);
@@ -64,18 +65,23 @@ pub fn default_log_file() -> PathBuf {
         .join("tui.log")
 }
 
-/// Sends the process's logs to `path`, never to the screen the TUI owns. When the process
-/// already logs somewhere (`readmit up` sets its own), that stays.
-pub fn log_to_file(path: &Path) -> anyhow::Result<()> {
+/// Opens (creating it and its directory) a log file to append to.
+pub fn open_log(path: &Path) -> anyhow::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("log directory {}: {e}", dir.display()))?;
     }
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| anyhow::anyhow!("log file {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("log file {}: {e}", path.display()))
+}
+
+/// Sends the process's logs to `path`, never to the screen the TUI owns. When the process
+/// already logs somewhere (`readmit up` sets its own), that stays.
+pub fn log_to_file(path: &Path) -> anyhow::Result<()> {
+    let file = open_log(path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("READMIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -86,15 +92,21 @@ pub fn log_to_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the TUI on this terminal until the operator quits.
-pub async fn run(options: &Options, keymap: Keymap) -> anyhow::Result<()> {
-    if options.agents.is_empty() {
+/// The agents' URLs, in the fleet's order (the app's slots).
+fn urls(fleet: &Fleet) -> Vec<String> {
+    fleet.snapshot().into_iter().map(|a| a.url).collect()
+}
+
+/// Runs the TUI on this terminal over the fleet's agents until the operator quits.
+pub async fn run(fleet: Arc<Fleet>, keymap: Keymap) -> anyhow::Result<()> {
+    let agents = urls(&fleet);
+    if agents.is_empty() {
         anyhow::bail!("no agent to connect to: give --agent URL");
     }
     let (tx, mut rx) = unbounded_channel();
-    let backend = Backend::start(options, tx.clone());
-    let mut app = App::new(&options.agents, keymap, now_ms());
-    tracing::info!(agents = ?options.agents, "console started");
+    let backend = Backend::start(fleet, tx.clone());
+    let mut app = App::new(&agents, keymap, now_ms());
+    tracing::info!(?agents, "console started");
     let (_guard, mut terminal) = terminal::Guard::enter()?;
     let size = terminal.size()?;
     app.size = (size.width, size.height);
@@ -179,10 +191,11 @@ pub struct Headless {
 
 #[cfg(test)]
 impl Headless {
-    pub fn start(options: &Options) -> Self {
+    pub fn start(fleet: Arc<Fleet>) -> Self {
         let (tx, rx) = unbounded_channel();
-        let backend = Backend::start(options, tx);
-        let app = App::new(&options.agents, Keymap::default(), now_ms());
+        let agents = urls(&fleet);
+        let backend = Backend::start(fleet, tx);
+        let app = App::new(&agents, Keymap::default(), now_ms());
         Self { app, backend, rx }
     }
 

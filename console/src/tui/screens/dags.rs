@@ -127,8 +127,7 @@ pub fn on_run(app: &mut App, reply: Result<v1::DagRun, String>) {
         return;
     }
     match app.dags.runs.iter_mut().find(|r| r.run_id == run.run_id) {
-        // An answer sent before the run's last events must not undo them.
-        Some(r) if r.ended_at_ms == 0 => *r = run,
+        // The events (or a refresh) already brought it, fresher than this answer.
         Some(_) => {}
         None => {
             app.dags.runs.insert(0, run);
@@ -219,6 +218,13 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
                     text.push_str(&format!(": {}", change.error));
                 }
                 app.event(at, text, ok);
+                // The finished run as the agent stored it: events missed while the run was
+                // not yet listed (its trigger's answer still on the way) are filled in.
+                if event.dag == app.dags.runs_of {
+                    app.request(Request::DagRuns {
+                        dag: event.dag.clone(),
+                    });
+                }
             } else if change.task_id.is_empty() && change.state == v1::RunState::Running as i32 {
                 app.event(
                     at,

@@ -159,6 +159,7 @@ pub fn spec(app: &App) -> Result<v1::LoadTestSpec, String> {
             },
             model: String::new(),
             timeout_ms: 0,
+            agent: String::new(),
         }),
         load: Some(load),
         duration_ms: if capacity { 0 } else { duration_ms },

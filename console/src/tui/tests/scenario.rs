@@ -7,9 +7,10 @@ use readmit_agent::settings::RawSettings;
 use readmit_agent::{Role, RunningAgent};
 use readmit_proto::{Client, v1};
 
+use crate::fleet::{Fleet, Sources};
+use crate::tui::Headless;
 use crate::tui::app::{App, Link, Mode, Screen};
 use crate::tui::screens::experiments::Detail;
-use crate::tui::{Headless, Options};
 
 async fn start_agent(dir: &std::path::Path, addrs: Option<(&str, &str)>) -> RunningAgent {
     let mut raw = RawSettings::loopback(dir, &[Role::Etl, Role::Tracking, Role::Inference]);
@@ -57,22 +58,19 @@ async fn trigger(h: &mut Headless, dag: &str, params: &str) {
     })
     .await;
     let id = h.app.flash.as_ref().unwrap().text[said.len()..].to_owned();
+    // Finished, and every task's bar has a start and an end.
     h.until(&format!("{dag} finished"), 300, |a| {
-        a.dags
-            .runs
-            .iter()
-            .any(|r| r.run_id == id && r.ended_at_ms > 0)
+        a.dags.runs.iter().any(|r| {
+            r.run_id == id
+                && r.ended_at_ms > 0
+                && r.tasks
+                    .iter()
+                    .all(|t| t.started_at_ms > 0 && t.ended_at_ms >= t.started_at_ms)
+        })
     })
     .await;
     let run = h.app.dags.runs.iter().find(|r| r.run_id == id).unwrap();
     assert_eq!(run.state, v1::RunState::Succeeded as i32, "{dag}: {run:#?}");
-    // Its tasks' bars were filled from the events: each has a start and an end.
-    assert!(
-        run.tasks
-            .iter()
-            .all(|t| t.started_at_ms > 0 && t.ended_at_ms >= t.started_at_ms),
-        "{run:#?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,10 +90,12 @@ async fn the_console_drives_a_real_agent_end_to_end() {
         .await
         .unwrap()
         .into_inner();
-    let mut h = Headless::start(&Options {
+    let sources = Sources {
         agents: vec![url.clone()],
-        ..Options::default()
-    });
+        ..Sources::default()
+    };
+    let fleet = Fleet::connect(sources.resolve().unwrap()).await;
+    let mut h = Headless::start(std::sync::Arc::new(fleet));
     h.until("agent up", 30, |a| a.agents[0].link == Link::Up)
         .await;
 

@@ -3,9 +3,11 @@
 //! test is a run of `load_tests` in tracking; requests carry different records of the test
 //! split when the agent holds one; an open loop against a server that stalls once
 //! shows the stall in its corrected percentiles where the service time does not; a capacity
-//! search finds a throttled server's known capacity; stop, watch and abort work; ceilings and
-//! the allowlist refuse what they should.
+//! search finds a throttled server's known capacity; stop, watch and abort work. What bounds
+//! the engine is in `safety`.
 
+mod safety;
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use readmit_agent::{Role, RunningAgent};
 use readmit_proto::{Client, v1};
 use support::bundles::{self, Kind};
 
-async fn agent(dir: &std::path::Path, roles: &[Role]) -> (RunningAgent, Client) {
+pub(crate) async fn agent(dir: &std::path::Path, roles: &[Role]) -> (RunningAgent, Client) {
     let settings = RawSettings::loopback(dir, roles).validate().unwrap();
     let agent = RunningAgent::start(settings).await.unwrap();
     let client = Client::connect(&agent.grpc_url(), None).await.unwrap();
@@ -27,7 +29,7 @@ async fn agent(dir: &std::path::Path, roles: &[Role]) -> (RunningAgent, Client) 
 }
 
 /// A real axum server on loopback answering POST /predict with `handler`.
-async fn server<H, T>(handler: H) -> SocketAddr
+pub(crate) async fn server<H, T>(handler: H) -> SocketAddr
 where
     H: axum::handler::Handler<T, ()> + Clone + Send + Sync + 'static,
     T: 'static,
@@ -42,7 +44,7 @@ where
     addr
 }
 
-fn closed(users: u32, think_ms: u64) -> Option<v1::load_test_spec::Load> {
+pub(crate) fn closed(users: u32, think_ms: u64) -> Option<v1::load_test_spec::Load> {
     Some(v1::load_test_spec::Load::Closed(v1::ClosedLoop {
         users,
         spawn_rate: 0.0,
@@ -51,7 +53,7 @@ fn closed(users: u32, think_ms: u64) -> Option<v1::load_test_spec::Load> {
     }))
 }
 
-fn target(url: String, kind: v1::TargetKind) -> Option<v1::LoadTarget> {
+pub(crate) fn target(url: String, kind: v1::TargetKind) -> Option<v1::LoadTarget> {
     Some(v1::LoadTarget {
         url,
         kind: kind as i32,
@@ -78,7 +80,7 @@ async fn watch_to_end(client: &Client, id: &str) -> Vec<v1::LoadTestSample> {
 }
 
 /// The summary once the test has ended and, with `kept`, been logged to tracking.
-async fn ended(client: &Client, id: &str, kept: bool) -> v1::LoadTestSummary {
+pub(crate) async fn ended(client: &Client, id: &str, kept: bool) -> v1::LoadTestSummary {
     for _ in 0..600 {
         let s = client
             .load_test()
@@ -113,7 +115,7 @@ async fn served_requests(http: &reqwest::Client, base: &str, endpoint: &str) -> 
         .sum()
 }
 
-fn figures(s: &v1::LoadTestSummary) -> v1::Figures {
+pub(crate) fn figures(s: &v1::LoadTestSummary) -> v1::Figures {
     s.total.clone().unwrap_or_default()
 }
 
@@ -270,7 +272,7 @@ async fn closed_loop_counts_match_the_servers_counter_and_the_test_is_kept() {
     agent.stop().await.unwrap();
 }
 
-async fn agent_again(dir: &std::path::Path) -> (RunningAgent, Client) {
+pub(crate) async fn agent_again(dir: &std::path::Path) -> (RunningAgent, Client) {
     agent(dir, &[Role::Tracking, Role::Inference]).await
 }
 
@@ -532,60 +534,6 @@ async fn watch_stop_and_abort_on_a_broken_threshold() {
     .await
     .expect("the stream ends with the agent");
     assert!(rest <= 2, "{rest} samples after shutdown");
-}
-
-#[tokio::test]
-async fn ceilings_and_the_allowlist_refuse_and_only_inference_agents_serve_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (agent, client) = agent(dir.path(), &[Role::Inference]).await;
-    let spec = |url: &str, users: u32| v1::LoadTestSpec {
-        target: target(url.into(), v1::TargetKind::Predict),
-        load: closed(users, 0),
-        duration_ms: 1_000,
-        ..Default::default()
-    };
-    for url in ["http://192.0.2.1:80", "http://example.com:8080"] {
-        let e = client
-            .load_test()
-            .start_load_test(spec(url, 1))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{url}: {e:?}");
-        assert!(e.message().contains("loadtest_allow"), "{e:?}");
-    }
-    let e = client
-        .load_test()
-        .start_load_test(spec("http://127.0.0.1:9", 100_000))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("loadtest_max_users"), "{e:?}");
-    let mut bad = spec("http://127.0.0.1:9", 1);
-    bad.thresholds = vec!["p95<soon".into()];
-    let e = client.load_test().start_load_test(bad).await.unwrap_err();
-    assert!(e.message().contains("soon"), "{e:?}");
-    let e = client
-        .load_test()
-        .get_load_test(v1::LoadTestRef {
-            test_id: "lt-000000000000".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
-    agent.stop().await.unwrap();
-
-    let (agent, client) = agent_roles(dir.path(), &[Role::Tracking]).await;
-    let e = client
-        .load_test()
-        .list_load_tests(v1::ListLoadTestsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    agent.stop().await.unwrap();
-}
-
-async fn agent_roles(dir: &std::path::Path, roles: &[Role]) -> (RunningAgent, Client) {
-    agent(&dir.join("other"), roles).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
