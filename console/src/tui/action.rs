@@ -135,10 +135,8 @@ pub enum Request {
         stage: v1::Stage,
     },
     Signature,
-    Example {
-        run_id: String,
-        path: String,
-    },
+    /// The first records of the test split (`Etl.GetTestRecords`).
+    Example,
     Predict {
         fields: BTreeMap<String, v1::FieldValue>,
     },
@@ -161,15 +159,15 @@ impl Request {
             | Request::Trigger { .. }
             | Request::Pause { .. }
             | Request::Cancel { .. }
-            | Request::RunLogs { .. } => "etl",
+            | Request::RunLogs { .. }
+            | Request::Example => "etl",
             Request::Experiments
             | Request::SearchRuns { .. }
             | Request::Compare { .. }
             | Request::History { .. }
             | Request::Models
             | Request::Versions { .. }
-            | Request::Transition { .. }
-            | Request::Example { .. } => "tracking",
+            | Request::Transition { .. } => "tracking",
             Request::Scrape => "",
             Request::Served
             | Request::Signature

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod fixtures;
 pub mod keymap;
 pub mod prom;
+pub mod requests;
 pub mod screens;
 pub mod terminal;
 pub mod ui;

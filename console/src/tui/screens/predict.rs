@@ -1,7 +1,7 @@
 //! Predict: a form built from the served model's input signature — choices from the allowed
-//! values, numbers checked as typed — prefilled on request from a real record (the served
-//! model's input example, taken from the data it was trained on); the prediction with its
-//! probability, decision and the fields that moved the score most.
+//! values, numbers checked as typed — prefilled on request from a real record of the test
+//! split (`Etl.GetTestRecords`); the prediction with its probability, decision and the fields
+//! that moved the score most.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ pub const KEYS: &[(Intent, &str)] = &[
     (Intent::Right, "next allowed value"),
     (
         Intent::Prefill,
-        "fill the form from a real record (again: the next one)",
+        "fill the form from a real test record (again: the next one)",
     ),
     (
         Intent::Submit,
@@ -158,7 +158,10 @@ pub fn on_example(app: &mut App, reply: Result<Vec<BTreeMap<String, String>>, St
             app.predict.next_example = 0;
             fill_next(app);
         }
-        Ok(_) => app.flash("the served model's input example holds no record", true),
+        Ok(_) => app.flash(
+            "the test split holds no record (nothing ingested yet?)",
+            true,
+        ),
         Err(e) => app.flash(format!("real record: {e}"), true),
     }
 }
@@ -180,7 +183,7 @@ fn fill_next(app: &mut App) {
     }
     app.flash(
         format!(
-            "filled from real record {} of {} (the served model's input example)",
+            "filled from test record {} (of the first {} of the test split)",
             n + 1,
             app.predict.examples.len()
         ),
@@ -198,30 +201,8 @@ fn prefill(app: &mut App) {
         fill_next(app);
         return;
     }
-    let served = app.agents.iter().find_map(|a| match &a.served {
-        Some(Ok(m)) if m.loaded => Some(m.clone()),
-        _ => None,
-    });
-    let Some(m) = served else {
-        app.flash(
-            "no inference agent serves a model yet: no record to take",
-            true,
-        );
-        return;
-    };
-    // runs:/<run>/<path> names the bundle inside the run's artifacts.
-    let path = m
-        .source
-        .strip_prefix("runs:/")
-        .and_then(|rest| rest.split_once('/'))
-        .map_or_else(
-            || "model".to_owned(),
-            |(_, p)| p.trim_end_matches('/').to_owned(),
-        );
-    app.request(Request::Example {
-        run_id: m.run_id,
-        path: format!("{path}/input_example.json"),
-    });
+    app.request(Request::Example);
+    app.flash("reading test records…", false);
 }
 
 fn submit(app: &mut App) {
