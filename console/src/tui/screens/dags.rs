@@ -289,7 +289,9 @@ fn apply_change(run: &mut v1::DagRun, change: &v1::StateChange, at: i64) {
     }
 }
 
-fn short(id: &str) -> &str {
+/// A run id as people read it: run ids are `<dag>__<uuid>`; the uuid's first 8 characters.
+pub fn short(id: &str) -> &str {
+    let id = id.rsplit_once("__").map_or(id, |(_, uuid)| uuid);
     id.get(..8).unwrap_or(id)
 }
 

@@ -330,7 +330,7 @@ fn state_name(state: i32) -> &'static str {
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let s = &app.load;
     let [left, right] =
-        Layout::horizontal([Constraint::Length(46), Constraint::Min(30)]).areas(area);
+        Layout::horizontal([Constraint::Length(54), Constraint::Min(30)]).areas(area);
     let [form_area, past_area] = Layout::vertical([
         Constraint::Length(FIELDS.len() as u16 + 3),
         Constraint::Min(4),
@@ -526,7 +526,7 @@ fn draw_live(app: &App, frame: &mut Frame, area: Rect) {
             .style(Style::default().fg(Color::Red))
             .data(&errs),
     ])
-    .block(pane("Requests/s and errors/s", false))
+    .block(pane("Requests/s (cyan) and errors/s (red)", false))
     .x_axis(
         Axis::default()
             .title("s")
@@ -566,7 +566,10 @@ fn draw_live(app: &App, frame: &mut Frame, area: Rect) {
             .style(Style::default().fg(Color::Red))
             .data(&p99),
     ])
-    .block(pane("Latency ms (each second)", false))
+    .block(pane(
+        "Latency ms each second: p50 green, p95 yellow, p99 red",
+        false,
+    ))
     .x_axis(
         Axis::default()
             .title("s")

@@ -157,7 +157,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .get(&series.family)
         .map_or(String::new(), |f| f.1.clone());
     let [head, chart] =
-        Layout::vertical([Constraint::Length(4), Constraint::Min(5)]).areas(chart_area);
+        Layout::vertical([Constraint::Length(5), Constraint::Min(5)]).areas(chart_area);
     let (datasets, summary, unit): (Vec<Line3>, String, &str) = match series.kind {
         Kind::Counter => {
             let r = prom::rate(history, now);

@@ -133,7 +133,7 @@ fn draw_agents(app: &App, frame: &mut Frame, area: Rect) {
         [
             Constraint::Length(12),
             Constraint::Length(24),
-            Constraint::Length(18),
+            Constraint::Length(24),
             Constraint::Length(8),
             Constraint::Length(12),
             Constraint::Length(8),
