@@ -5,79 +5,18 @@
 
 mod support;
 
+use support::certs::{Ca, Leaf, write};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    date_time_ymd,
-};
 use readmit_agent::settings::RawSettings;
 use readmit_agent::{Role, RunningAgent};
 use readmit_proto::{Client, ClientTls, v1};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A CA made for one test.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, as PEM.
-#[derive(Clone)]
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `name`, localhost and 127.0.0.1; `expired` dates it 2020.
-    fn issue(&self, name: &str, expired: bool) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![
-            name.to_owned(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-        ])
-        .unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        if expired {
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2021, 1, 1);
-        }
-        Leaf {
-            cert: params.signed_by(&key, &self.issuer).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// An agent with the tracking role serving TLS with `server` (mutual when `client_ca`).
 async fn start(dir: &Path, server: &Leaf, client_ca: Option<&str>) -> RunningAgent {
@@ -609,20 +548,7 @@ async fn an_agent_with_every_role_calls_its_own_tracking_role_over_mutual_tls() 
             .await
             .unwrap()
             .into_inner();
-        let summary = loop {
-            let s = client
-                .load_test()
-                .get_load_test(v1::LoadTestRef {
-                    test_id: started.test_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if s.state != v1::LoadTestState::Running as i32 {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let summary = support::load_test_ended(&client, &started.test_id, false).await;
         let total = summary.total.clone().unwrap_or_default();
         assert_eq!(
             summary.state,

@@ -158,7 +158,7 @@ impl Sources {
     }
 
     fn plain(&self, url: &str) -> Result<AgentSpec, String> {
-        let url = readmit_proto::normalize_url(url).map_err(|e| e.to_string())?;
+        let url = with_scheme(url, &self.tls).map_err(|e| e.to_string())?;
         Ok(AgentSpec {
             name: url.clone(),
             url,
@@ -168,20 +168,32 @@ impl Sources {
     }
 
     fn merge(&self, entry: &Resolved) -> AgentSpec {
+        let tls = ClientTls {
+            ca_cert: entry
+                .tls
+                .ca_cert
+                .clone()
+                .or_else(|| self.tls.ca_cert.clone()),
+            cert: entry.tls.cert.clone().or_else(|| self.tls.cert.clone()),
+            key: entry.tls.key.clone().or_else(|| self.tls.key.clone()),
+        };
         AgentSpec {
             name: entry.name.clone(),
-            url: entry.url.clone(),
+            // Checked when the file was read; only the scheme may still change.
+            url: with_scheme(&entry.url, &tls).unwrap_or_else(|_| entry.url.clone()),
             token: entry.token.clone().or_else(|| self.token.clone()),
-            tls: ClientTls {
-                ca_cert: entry
-                    .tls
-                    .ca_cert
-                    .clone()
-                    .or_else(|| self.tls.ca_cert.clone()),
-                cert: entry.tls.cert.clone().or_else(|| self.tls.cert.clone()),
-                key: entry.tls.key.clone().or_else(|| self.tls.key.clone()),
-            },
+            tls,
         }
+    }
+}
+
+/// An agent URL with its scheme, as the client connects to it: `https://` for a bare address
+/// when any TLS option is set, else `http://`.
+fn with_scheme(url: &str, tls: &ClientTls) -> Result<String, readmit_proto::ClientError> {
+    if tls.is_set() && !url.contains("://") {
+        readmit_proto::normalize_url(&format!("https://{}", url.trim()))
+    } else {
+        readmit_proto::normalize_url(url)
     }
 }
 
@@ -213,8 +225,11 @@ fn load_config(path: &Path) -> Result<Vec<Resolved>, ConfigError> {
     let mut out = Vec::new();
     for (i, entry) in file.agents.into_iter().enumerate() {
         let at = |field: &str| format!("agent[{i}].{field}");
-        let url = readmit_proto::normalize_url(&entry.url)
-            .map_err(|e| fail(format!("{}: {e}", at("url"))))?;
+        // Kept as written (a bare address takes https:// once TLS options are known); checked
+        // now.
+        let url = entry.url.trim().to_owned();
+        let shown =
+            readmit_proto::normalize_url(&url).map_err(|e| fail(format!("{}: {e}", at("url"))))?;
         let name = match entry.name {
             Some(name) => {
                 let name = name.trim().to_owned();
@@ -226,7 +241,7 @@ fn load_config(path: &Path) -> Result<Vec<Resolved>, ConfigError> {
                 }
                 name
             }
-            None => url.clone(),
+            None => shown,
         };
         if !names.insert(name.clone()) {
             return Err(fail(format!("{}: {name:?} is named twice", at("name"))));
@@ -271,6 +286,7 @@ pub struct AgentState {
     pub grpc_addr: String,
     pub http_addr: String,
     pub started_at_ms: i64,
+    /// As of the last probe; a display that ticks counts from `started_at_ms`.
     pub uptime_s: f64,
     pub auth_required: bool,
 }
@@ -336,8 +352,6 @@ impl std::fmt::Debug for Fleet {
 /// Backoff between reconnect attempts of a downed agent.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How often a following fleet checks that up agents still answer.
-const HEALTH_EVERY: Duration = Duration::from_secs(2);
 
 impl Fleet {
     /// Connects to every agent at once and learns its roles; agents that fail are kept, down,
@@ -378,12 +392,15 @@ impl Fleet {
     }
 
     /// The connection of the first up agent that runs `role`. When none is up, the down
-    /// agents are tried once more first.
+    /// agents whose backoff has passed are tried once more first.
     pub async fn client(&self, role: Role) -> Result<Routed, NoAgent> {
         if let Some(found) = self.first_with(role) {
             return Ok(found);
         }
-        self.probe_all(|m| !m.state.up).await;
+        // Agents probed a moment ago wait out their backoff: a second try would only double
+        // the time to the error.
+        let now = Instant::now();
+        self.probe_all(|m| !m.state.up && m.retry_at <= now).await;
         self.first_with(role).ok_or_else(|| NoAgent {
             role,
             tried: self
@@ -451,7 +468,16 @@ impl Fleet {
     /// seconds, down ones retried with exponential backoff (0.5 s doubling to 30 s), and
     /// every change is published to [`Fleet::subscribe`]rs. It ends when the fleet is dropped
     /// by everyone else.
+    #[cfg_attr(
+        not(feature = "embedded"),
+        allow(
+            dead_code,
+            reason = "readmit up and the TUI follow; the small client has neither yet"
+        )
+    )]
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        /// How often up agents are checked to still answer.
+        const HEALTH_EVERY: Duration = Duration::from_secs(2);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut last_health = Instant::now();
@@ -635,7 +661,10 @@ url = "https://10.0.0.2:50051"
         let all = sources.resolve().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].name, "etl");
-        assert_eq!(all[0].url, "http://10.0.0.1:50051");
+        assert_eq!(
+            all[0].url, "https://10.0.0.1:50051",
+            "a bare address with a CA"
+        );
         assert_eq!(all[0].token.as_deref(), Some("etl-token"));
         assert_eq!(all[0].tls.ca_cert, Some(dir.path().join("ca.pem")));
         assert_eq!(all[1].token.as_deref(), Some("global"), "the flag fills in");

@@ -147,10 +147,10 @@ async fn data_from_the_command_line() {
     agent.stop().await.unwrap();
 }
 
-/// A TCP proxy in front of the agent that loses the reply to the first call made through it,
-/// as a dropped connection would: on its first connection it relays everything until the agent
-/// starts answering a request (the first HTTP/2 HEADERS frame on a stream), then closes both
-/// sides. Later connections are relayed as they are.
+/// A TCP proxy in front of the agent that loses the reply to the first call made through it
+/// after the console's GetInfo, as a dropped connection would: on its first connection it
+/// relays everything until the agent starts answering that call (an HTTP/2 HEADERS frame on
+/// stream 3 or later), then closes both sides. Later connections are relayed as they are.
 async fn lossy_proxy(agent: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -193,7 +193,9 @@ async fn relay(client: TcpStream, server: TcpStream, lose_reply: bool) {
                 break;
             }
             let stream = u32::from_be_bytes([pending[5], pending[6], pending[7], pending[8]]);
-            if pending[3] == 1 && stream & 0x7fff_ffff != 0 {
+            // Stream 1 is the console's GetInfo (it learns the agent's roles first); the
+            // next stream, 3, is the call whose reply is lost.
+            if pending[3] == 1 && stream & 0x7fff_ffff >= 3 {
                 // The reply's headers: the agent has done the work. Drop the connection.
                 up.abort();
                 return;

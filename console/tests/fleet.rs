@@ -167,6 +167,31 @@ async fn each_command_reaches_the_agent_with_its_role() {
     ])
     .await;
     assert!(!ok && err.contains("time_in_hospital"), "{err}");
+    let (ok, table, err) = run(&["predict", "--from-test", "3", "--explain", "2"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("PROBABILITY") && lines[0].contains("READMITTED"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("best_diabetes_readmission_model"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("FIELD") && lines.len() == 5,
+        "two fields: {table}"
+    );
+    let (ok, table, err) = run(&["models", "serving"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains(&inference.grpc_url()),
+        "one row per inference agent: {table}"
+    );
     let (ok, _, err) = run(&["predict", "--from-test", "999999"]).await;
     assert!(!ok && err.contains("offset"), "{err}");
 
@@ -282,4 +307,53 @@ async fn a_config_file_names_agents_with_their_own_tokens() {
     );
     tracking.stop().await.unwrap();
     inference.stop().await.unwrap();
+}
+
+/// Progress bars: drawn on a terminal's stderr (`script` gives the command a pseudo-terminal),
+/// never when stderr is a pipe, never with `--output json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upload_bar_is_drawn_only_on_a_terminal() {
+    let etl = start(&[Role::Etl], "", None).await;
+    let url = etl.grpc_url();
+    let (ok, out, err) = readmit(strings(&[
+        "--agent", &url, "--output", "json", "data", "synth", "--rows", "3000",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let synth: Value = serde_json::from_str(&out).unwrap();
+    let file = synth["path"].as_str().unwrap().to_owned();
+
+    let (ok, _, err) = readmit(strings(&["--agent", &url, "data", "ingest", &file])).await;
+    assert!(ok, "{err}");
+    assert!(!err.contains("upload"), "no bar into a pipe: {err}");
+
+    let bin = env!("CARGO_BIN_EXE_readmit");
+    let on_terminal = |json: bool| {
+        let format = if json { "json" } else { "table" };
+        let line = format!("{bin} --agent {url} --output {format} data ingest --replace {file}");
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("script")
+                .args(["-qfec", &line, "/dev/null"])
+                .env_remove("READMIT_TOKEN")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let screen = on_terminal(false).await.unwrap();
+    assert!(
+        screen.contains("upload ["),
+        "a bar on the terminal: {screen}"
+    );
+    let screen = on_terminal(true).await.unwrap();
+    assert!(
+        !screen.contains("upload ["),
+        "no bar with --output json: {screen}"
+    );
+    etl.stop().await.unwrap();
 }

@@ -266,6 +266,8 @@ async fn the_console_drives_an_agent_over_mutual_tls() {
     agent.stop().await.unwrap();
 }
 
+/// `readmit up` is in the console only with the `embedded` feature (the default).
+#[cfg(feature = "embedded")]
 #[tokio::test(flavor = "multi_thread")]
 async fn readmit_up_serves_over_mutual_tls_and_its_console_calls_get_in() {
     use std::io::BufRead as _;

@@ -3,6 +3,9 @@
 //! field; run again on the same data dir it ingests nothing, runs nothing and keeps serving
 //! until SIGTERM, then stops cleanly.
 
+// `readmit up` is in the console only with the `embedded` feature (the default).
+#![cfg(feature = "embedded")]
+
 use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -187,6 +190,40 @@ async fn synthetic_data_end_to_end_then_again_at_once() {
     );
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["version"], 1);
+    // The summary's example record, sent back as a file and on stdin, scores the same.
+    let record = dir.path().join("record.json");
+    std::fs::write(&record, again["example_prediction"]["record"].to_string()).unwrap();
+    let grpc = again["endpoints"]["grpc"].as_str().unwrap().to_owned();
+    let file_arg = format!("@{}", record.display());
+    let (from_file, from_stdin) = tokio::task::spawn_blocking(move || {
+        let predict = |arg: &str| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_readmit"));
+            cmd.env_remove("READMIT_TOKEN")
+                .args(["--agent", &grpc, "--output", "json", "predict", arg]);
+            cmd
+        };
+        let from_file = predict(&file_arg).output().unwrap();
+        let mut child = predict("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let text = std::fs::read(&record).unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &text).unwrap();
+        (from_file, child.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let expected = &again["example_prediction"]["probability"];
+    for out in [from_file, from_stdin] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(&p["probability"], expected, "{p}");
+    }
 
     // SIGTERM stops the stack cleanly.
     let pid = child.id().to_string();

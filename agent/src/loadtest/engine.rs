@@ -146,21 +146,35 @@ impl LoadTests {
     async fn limits_for(&self, input: &SpecInput) -> Result<Limits, LoadTestError> {
         let mut limits = self.inner.limits.clone();
         let agent = input.target_agent.trim();
-        if !agent.is_empty() {
-            let tls = self.client_tls(agent);
+        // A target the allowlist opens by itself needs nobody to vouch for it.
+        let allowed = super::safety::check_target(&input.target_url, &limits).is_ok();
+        if !agent.is_empty() && !allowed {
+            // Only an agent that proves who it is may vouch: the engine sends it (and then the
+            // targets it names) this agent's token, so a host that merely answers must not get it.
+            let verified = agent.starts_with("https://") && self.inner.target_tls.ca.is_some();
+            if !verified {
+                return Err(LoadTestError::NotAllowed {
+                    target: agent.to_owned(),
+                    reason: "an agent vouches for its listeners only over https:// with its \
+                             certificate checked against this agent's tls_ca: over plain text \
+                             any host could answer, and the engine would send it its token"
+                        .into(),
+                });
+            }
+            if !input.target_url.trim().starts_with("https://") {
+                return Err(LoadTestError::Invalid {
+                    field: "target.url",
+                    reason: "a target an agent vouches for is loaded over https://, as that \
+                             agent serves"
+                        .into(),
+                });
+            }
+            let tls = self.inner.target_tls.grpc();
             let vouched =
                 super::safety::vouched_listeners(agent, self.inner.token.as_deref(), &tls).await?;
             limits.allow.extend(vouched);
         }
         Ok(limits)
-    }
-
-    /// The gRPC client options for `url`: TLS only for `https://`.
-    fn client_tls(&self, url: &str) -> readmit_proto::ClientTls {
-        if !url.trim().starts_with("https://") {
-            return readmit_proto::ClientTls::default();
-        }
-        self.inner.target_tls.grpc()
     }
 
     pub fn limits(&self) -> &Limits {

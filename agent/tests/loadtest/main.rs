@@ -79,24 +79,7 @@ async fn watch_to_end(client: &Client, id: &str) -> Vec<v1::LoadTestSample> {
     samples
 }
 
-/// The summary once the test has ended and, with `kept`, been logged to tracking.
-pub(crate) async fn ended(client: &Client, id: &str, kept: bool) -> v1::LoadTestSummary {
-    for _ in 0..600 {
-        let s = client
-            .load_test()
-            .get_load_test(v1::LoadTestRef { test_id: id.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if s.state != v1::LoadTestState::Running as i32
-            && (!kept || !s.run_id.is_empty() || !s.error.is_empty())
-        {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("load test {id} did not end");
-}
+pub(crate) use support::load_test_ended as ended;
 
 /// `inference_requests_total` for one endpoint, every outcome.
 async fn served_requests(http: &reqwest::Client, base: &str, endpoint: &str) -> f64 {

@@ -1,12 +1,13 @@
 //! What bounds the engine: ceilings and the allowlist refuse what they should, only inference
 //! agents serve it, an inference agent named as the target's agent opens its own listeners
-//! (and nothing else), a test that reaches nothing ends failed, and a test whose summary is too
+//! (and nothing else) when its certificate proves it is one of the deployment's, a test that reaches nothing ends failed, and a test whose summary is too
 //! long for a tag still lists after a restart.
 
 use readmit_agent::settings::RawSettings;
 use readmit_agent::{Role, RunningAgent};
 use readmit_proto::{Client, v1};
 
+use super::support::certs::{Ca, write};
 use super::{agent, agent_again, closed, ended, figures, server, target};
 
 #[tokio::test]
@@ -78,12 +79,22 @@ fn outside_ip() -> std::net::IpAddr {
     ip
 }
 
-/// An agent with `roles` listening on `ip` (with a token, as beyond loopback needs).
-async fn agent_on(dir: &std::path::Path, ip: std::net::IpAddr, roles: &[Role]) -> RunningAgent {
+/// An agent with `roles` listening on `ip` over TLS with a certificate `ca` issued for `ip`,
+/// trusting `ca` for its own calls (`tls_ca`), with the deployment's token.
+async fn agent_on(
+    dir: &std::path::Path,
+    ip: std::net::IpAddr,
+    ca: &Ca,
+    roles: &[Role],
+) -> RunningAgent {
+    let leaf = ca.issue(&ip.to_string(), false);
     let settings = RawSettings {
         grpc_addr: format!("{ip}:0"),
         http_addr: format!("{ip}:0"),
         token: Some(VOUCH_TOKEN.into()),
+        tls_cert: Some(write(dir, "cert.pem", &leaf.cert)),
+        tls_key: Some(write(dir, "key.pem", &leaf.key)),
+        tls_ca: Some(write(dir, "ca.pem", &ca.pem)),
         ..RawSettings::loopback(dir, roles)
     }
     .validate()
@@ -97,10 +108,15 @@ const VOUCH_TOKEN: &str = "a-token-both-agents-of-this-deployment-hold";
 async fn an_inference_agent_named_as_the_target_agent_vouches_for_its_own_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let ip = outside_ip();
-    let engine = agent_on(&dir.path().join("engine"), ip, &[Role::Inference]).await;
-    let other = agent_on(&dir.path().join("other"), ip, &[Role::Inference]).await;
-    let tracking = agent_on(&dir.path().join("tracking"), ip, &[Role::Tracking]).await;
-    let client = Client::connect(&engine.grpc_url(), Some(VOUCH_TOKEN))
+    let ca = Ca::new("deployment CA");
+    let engine = agent_on(&dir.path().join("engine"), ip, &ca, &[Role::Inference]).await;
+    let other = agent_on(&dir.path().join("other"), ip, &ca, &[Role::Inference]).await;
+    let tracking = agent_on(&dir.path().join("tracking"), ip, &ca, &[Role::Tracking]).await;
+    let tls = readmit_proto::ClientTls {
+        ca_cert: Some(write(dir.path(), "console-ca.pem", &ca.pem)),
+        ..Default::default()
+    };
+    let client = Client::connect_with(&engine.grpc_url(), Some(VOUCH_TOKEN), &tls)
         .await
         .unwrap();
     let spec = |url: String, agent: String| v1::LoadTestSpec {
@@ -124,7 +140,7 @@ async fn an_inference_agent_named_as_the_target_agent_vouches_for_its_own_listen
     // The other agent's HTTP listener is on a host the allowlist does not name...
     let said = refused(spec(other.http_url(), String::new())).await;
     assert!(said.contains("target.agent"), "{said}");
-    // ...but the agent itself, asked with this deployment's token, vouches for it.
+    // ...but the agent itself, its certificate checked against the deployment's CA, vouches.
     let started = client
         .load_test()
         .start_load_test(spec(other.http_url(), other.grpc_url()))
@@ -133,6 +149,11 @@ async fn an_inference_agent_named_as_the_target_agent_vouches_for_its_own_listen
         .into_inner();
     let summary = ended(&client, &started.test_id, false).await;
     assert!(figures(&summary).requests > 0, "{summary:?}");
+    // Over plain text any host could answer (and would get the engine's token): refused
+    // before anything is sent.
+    let plain = other.grpc_url().replace("https://", "http://");
+    let said = refused(spec(other.http_url(), plain)).await;
+    assert!(said.contains("tls_ca"), "{said}");
     // It vouches for its own listeners only, not for other ports of its host.
     let said = refused(spec(free_port_url(ip), other.grpc_url())).await;
     assert!(said.contains("loadtest_allow"), "{said}");
@@ -151,7 +172,7 @@ fn free_port_url(ip: std::net::IpAddr) -> String {
         .local_addr()
         .unwrap()
         .port();
-    format!("http://{ip}:{port}")
+    format!("https://{ip}:{port}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -166,7 +187,12 @@ async fn a_test_that_never_reaches_its_target_ends_failed_and_says_why() {
     let started = client
         .load_test()
         .start_load_test(v1::LoadTestSpec {
-            target: target(format!("http://127.0.0.1:{port}"), v1::TargetKind::Predict),
+            // Loopback needs nobody to vouch for it: a plain-text agent named is not even asked.
+            target: Some(v1::LoadTarget {
+                url: format!("http://127.0.0.1:{port}"),
+                agent: "http://127.0.0.1:9".into(),
+                ..Default::default()
+            }),
             load: closed(2, 10),
             duration_ms: 500,
             ..Default::default()

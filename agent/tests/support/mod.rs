@@ -2,6 +2,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod bundles;
+pub mod certs;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -243,4 +244,29 @@ pub async fn wait_for_run(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("run {run_id} did not reach the expected state in {seconds} s");
+}
+
+/// A load test's summary once it has ended and, with `kept`, been logged to tracking (or
+/// failed to be).
+pub async fn load_test_ended(
+    client: &readmit_proto::Client,
+    id: &str,
+    kept: bool,
+) -> readmit_proto::v1::LoadTestSummary {
+    use readmit_proto::v1;
+    for _ in 0..600 {
+        let s = client
+            .load_test()
+            .get_load_test(v1::LoadTestRef { test_id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.state != v1::LoadTestState::Running as i32
+            && (!kept || !s.run_id.is_empty() || !s.error.is_empty())
+        {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("load test {id} did not end");
 }

@@ -46,7 +46,8 @@ pub struct TargetArgs {
     #[arg(long)]
     pub url: Option<String>,
     /// The gRPC URL of the inference agent serving --url, when that is not the engine's own
-    /// agent: the engine asks it who it is and loads only the listeners it reports.
+    /// agent: the engine asks it who it is and loads only the listeners it reports [default:
+    /// the inference agent among the console's agents whose listener --url names].
     #[arg(long, value_name = "URL")]
     pub target_agent: Option<String>,
     /// Records per invocations request.
@@ -178,10 +179,40 @@ fn target_kind(text: &str) -> anyhow::Result<v1::TargetKind> {
     })
 }
 
-/// The target the engine loads: the given URL, else the agent's own listener.
+/// `host:port` of a URL (`http://h:1/x` → `("h", 1)`), `None` without a port.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((
+        host.trim_matches(['[', ']']).to_ascii_lowercase(),
+        port.parse().ok()?,
+    ))
+}
+
+/// The gRPC URL of an inference agent this console knows whose listener `url` names: the
+/// engine, on another agent, asks it to vouch for that listener (`target.agent`).
+fn known_agent_for(url: &str, agents: &[crate::fleet::AgentState]) -> Option<String> {
+    let (host, port) = host_port(url)?;
+    agents
+        .iter()
+        .filter(|a| a.has(Role::Inference))
+        .find(|a| {
+            let listens = [&a.grpc_addr, &a.http_addr]
+                .into_iter()
+                .filter_map(|addr| addr.rsplit_once(':')?.1.parse::<u16>().ok())
+                .any(|p| p == port);
+            listens && host_port(&a.url).is_some_and(|(h, _)| h == host)
+        })
+        .map(|a| a.url.clone())
+}
+
+/// The target the engine loads: the given URL, else the agent's own listener; the agent that
+/// vouches for it, given or found among the agents this console knows.
 async fn target(
     client: &readmit_proto::Client,
     args: &TargetArgs,
+    known: &[crate::fleet::AgentState],
 ) -> anyhow::Result<v1::LoadTarget> {
     let kind = target_kind(&args.target)?;
     let url = match &args.url {
@@ -209,7 +240,11 @@ async fn target(
         batch: args.batch,
         model: args.model.clone().unwrap_or_default(),
         timeout_ms: ms(args.timeout),
-        agent: args.target_agent.clone().unwrap_or_default(),
+        agent: args
+            .target_agent
+            .clone()
+            .or_else(|| args.url.as_deref().and_then(|u| known_agent_for(u, known)))
+            .unwrap_or_default(),
     })
 }
 
@@ -224,7 +259,9 @@ fn closed_loop(args: &TargetArgs, users: u32, spawn_rate: f64) -> anyhow::Result
 }
 
 pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client(Role::Inference).await?;
+    let fleet = global.fleet().await?;
+    let known = fleet.snapshot();
+    let client = fleet.client(Role::Inference).await?;
     let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
     let mut lt = client.load_test();
     let (spec, target_args) = match command {
@@ -251,7 +288,7 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
             };
             let spec = v1::LoadTestSpec {
                 name: args.target.name.clone(),
-                target: Some(target(&client, &args.target).await?),
+                target: Some(target(&client, &args.target, &known).await?),
                 load: Some(load),
                 duration_ms: args.duration.map_or(0, ms),
                 max_requests: args.requests.unwrap_or(0),
@@ -278,7 +315,7 @@ pub async fn run(global: &Global, command: &LoadTestCommand) -> anyhow::Result<E
             };
             let spec = v1::LoadTestSpec {
                 name: args.target.name.clone(),
-                target: Some(target(&client, &args.target).await?),
+                target: Some(target(&client, &args.target, &known).await?),
                 load: Some(load),
                 thresholds: args.slo.clone(),
                 capacity: Some(v1::CapacitySearch {
@@ -659,4 +696,62 @@ fn print_list(tests: &[v1::LoadTestSummary]) {
 fn utc(ms: i64) -> String {
     let secs = u64::try_from(ms / 1000).unwrap_or(0);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::AgentState;
+
+    fn agent(url: &str, roles: &[&str], grpc: &str, http: &str) -> AgentState {
+        AgentState {
+            name: url.into(),
+            url: url.into(),
+            up: true,
+            reason: String::new(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            version: "0.1.0".into(),
+            host: "h".into(),
+            os: "linux".into(),
+            cpus: 2,
+            pid: 1,
+            grpc_addr: grpc.into(),
+            http_addr: http.into(),
+            started_at_ms: 0,
+            uptime_s: 1.0,
+            auth_required: true,
+        }
+    }
+
+    #[test]
+    fn a_url_on_a_known_inference_agents_listener_names_that_agent() {
+        let known = [
+            agent(
+                "https://etl-1:50051",
+                &["etl"],
+                "0.0.0.0:50051",
+                "0.0.0.0:8080",
+            ),
+            agent(
+                "https://inference-1:50051",
+                &["inference"],
+                "0.0.0.0:50051",
+                "0.0.0.0:8080",
+            ),
+        ];
+        let found = |url: &str| known_agent_for(url, &known);
+        assert_eq!(
+            found("https://inference-1:8080").as_deref(),
+            Some("https://inference-1:50051")
+        );
+        assert_eq!(
+            found("INFERENCE-1:50051").as_deref(),
+            Some("https://inference-1:50051")
+        );
+        // Another port of the host, another host, or an agent without the role: none.
+        assert_eq!(found("https://inference-1:9000"), None);
+        assert_eq!(found("https://etl-1:8080"), None);
+        assert_eq!(found("https://elsewhere:8080"), None);
+        assert_eq!(found("no-port"), None);
+    }
 }

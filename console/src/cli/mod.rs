@@ -114,7 +114,8 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         frames: usize,
     },
-    /// Run the whole system locally: one agent with every role, until Ctrl-C.
+    /// Run the whole system locally: one agent with every role, its main job, then the TUI on a
+    /// terminal (else serving until Ctrl-C); --headless prints a JSON summary of it all.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
 }

@@ -75,8 +75,11 @@ impl Say {
         });
     }
 
+    /// The pipeline moves on to step `name`: the bar counts the steps done.
     fn step(&self, name: &str) {
-        self.bar.inc(1);
+        if !self.bar.message().is_empty() {
+            self.bar.inc(1);
+        }
         self.bar.set_message(name.to_owned());
     }
 }

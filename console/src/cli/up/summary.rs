@@ -130,6 +130,12 @@ fn record_json(record: &v1::Record) -> Value {
             .filter_map(|(k, v)| {
                 let value = match &v.kind {
                     Some(v1::field_value::Kind::Text(t)) => json!(t),
+                    // Whole numbers as integers, as in the CSV.
+                    Some(v1::field_value::Kind::Number(n))
+                        if n.fract() == 0.0 && n.abs() < 9.0e15 =>
+                    {
+                        json!(*n as i64)
+                    }
                     Some(v1::field_value::Kind::Number(n)) => json!(n),
                     None => return None,
                 };
