@@ -28,6 +28,12 @@ impl TuiArgs {
 }
 
 pub async fn run(global: &Global, args: &TuiArgs) -> anyhow::Result<ExitCode> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!(
+            "the console (readmit alone, or readmit tui) needs a terminal; scripts use the \
+             subcommands (readmit --help)"
+        );
+    }
     let keymap = tui::load_keymap(args.keymap.as_deref())?;
     let log = args.log_file.clone().unwrap_or_else(tui::default_log_file);
     tui::log_to_file(&log)?;
