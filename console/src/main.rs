@@ -8,6 +8,7 @@ mod cli;
 mod fleet;
 mod output;
 mod progress;
+mod tui;
 
 /// `readmit up` serves from this process: the agent's allocator (see `readmit-agent`).
 #[cfg(feature = "embedded")]

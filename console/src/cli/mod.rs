@@ -9,6 +9,7 @@ mod loadtest;
 mod models;
 mod predict;
 mod runs;
+mod tui;
 #[cfg(feature = "embedded")]
 mod up;
 
@@ -26,8 +27,9 @@ use crate::output::OutputFormat;
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    /// Without one, the TUI opens (as `readmit tui`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -103,8 +105,17 @@ pub enum Command {
     /// Load tests on an inference agent's engine: run, capacity search, list, show, watch, stop.
     #[command(subcommand)]
     Loadtest(loadtest::LoadTestCommand),
-    /// Run the whole system locally: one agent with every role, its main job, then serving until
-    /// Ctrl-C; --headless prints a JSON summary of it all.
+    /// The operations console: a terminal UI over every agent (also `readmit` alone).
+    Tui(tui::TuiArgs),
+    /// Measure one TUI frame (update and draw) with 10,000 runs loaded; prints JSON.
+    #[command(name = "bench-tui", hide = true)]
+    BenchTui {
+        /// Frames measured on each screen.
+        #[arg(long, default_value_t = 200)]
+        frames: usize,
+    },
+    /// Run the whole system locally: one agent with every role, its main job, then the TUI on a
+    /// terminal (else serving until Ctrl-C); --headless prints a JSON summary of it all.
     #[cfg(feature = "embedded")]
     Up(Box<up::UpArgs>),
 }
@@ -136,7 +147,15 @@ impl Global {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return tui::run(&cli.global, &tui::TuiArgs::from_env()).await;
+    };
+    match command {
+        Command::Tui(args) => tui::run(&cli.global, &args).await,
+        Command::BenchTui { frames } => {
+            crate::output::print_json(&crate::tui::bench::run(frames.max(1))?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Agents => agents::run(&cli.global).await,
         Command::Dags(command) => dags::run(&cli.global, &command).await,
         Command::Data(command) => data::run(&cli.global, &command).await,

@@ -105,9 +105,20 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
             settings.log_level
         )
     })?;
+    // With the TUI to come, the stack logs to the TUI's log file, never to its screen.
+    let tui = !args.headless && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let writer = if tui {
+        let path = crate::tui::default_log_file();
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(
+            crate::tui::open_log(&path)?,
+        ))
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(!tui)
+        .with_writer(writer);
     match settings.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
@@ -179,17 +190,20 @@ pub async fn run(global: &Global, args: &UpArgs) -> anyhow::Result<ExitCode> {
             eprintln!("The main job stopped: {e:#}");
             eprintln!("The agent still serves; see `readmit dags runs` and `readmit data status`.");
         }
-        attend(&fleet).await?;
+        attend(&fleet, tui).await?;
     }
     eprintln!("Stopping…");
     agent.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The operator's console on the running stack: the one place where `readmit up` opens the
-/// TUI (`crate::tui::run`) once it is part of the console; until then the stack serves here
-/// until Ctrl-C or SIGTERM.
-async fn attend(fleet: &Arc<Fleet>) -> anyhow::Result<()> {
+/// The operator's console on the running stack: the TUI when this is a terminal (quitting it
+/// stops the stack), else serving until Ctrl-C or SIGTERM.
+async fn attend(fleet: &Arc<Fleet>, tui: bool) -> anyhow::Result<()> {
+    if tui {
+        let keymap = crate::tui::load_keymap(None)?;
+        return crate::tui::run(fleet.clone(), keymap).await;
+    }
     let _following = fleet.follow();
     println!("Serving until Ctrl-C (or SIGTERM).");
     stop_signal().await
