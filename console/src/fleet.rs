@@ -161,10 +161,6 @@ impl Fleet {
     }
 
     /// Changes of [`Fleet::snapshot`], as they happen (once [`Fleet::follow`] runs).
-    #[allow(
-        dead_code,
-        reason = "the TUI's way to follow the fleet; the CLI's calls are one-shot"
-    )]
     pub fn subscribe(&self) -> watch::Receiver<Vec<AgentState>> {
         self.changes.subscribe()
     }
@@ -227,10 +223,6 @@ impl Fleet {
 
     /// Tells the fleet that a call to `name` failed for a transport reason: the agent counts
     /// as down until a probe reaches it again.
-    #[allow(
-        dead_code,
-        reason = "for long-lived callers (the TUI); the CLI's calls are one-shot"
-    )]
     pub fn report_down(&self, name: &str, reason: &str) {
         let mut members = self.lock();
         if let Some(m) = members.iter_mut().find(|m| m.state.name == name) {
@@ -246,13 +238,6 @@ impl Fleet {
     /// seconds, down ones retried with exponential backoff (0.5 s doubling to 30 s), and
     /// every change is published to [`Fleet::subscribe`]rs. It ends when the fleet is dropped
     /// by everyone else.
-    #[cfg_attr(
-        not(feature = "embedded"),
-        allow(
-            dead_code,
-            reason = "readmit up and the TUI follow; the small client has neither yet"
-        )
-    )]
     pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         /// How often up agents are checked to still answer.
         const HEALTH_EVERY: Duration = Duration::from_secs(2);
