@@ -155,6 +155,14 @@ impl Fleet {
         fleet
     }
 
+    /// How the agent called `name` is reached (its URL, token and TLS files).
+    pub fn spec_of(&self, name: &str) -> Option<AgentSpec> {
+        self.lock()
+            .iter()
+            .find(|m| m.state.name == name)
+            .map(|m| m.spec.clone())
+    }
+
     /// Every agent's state, in the order they were named.
     pub fn snapshot(&self) -> Vec<AgentState> {
         self.lock().iter().map(|m| m.state.clone()).collect()

@@ -67,14 +67,14 @@ pub fn run(command: &CertsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// One file to write: its name, its PEM text, and whether it holds a private key.
-struct PemFile {
+pub(crate) struct PemFile {
     name: String,
     text: String,
     secret: bool,
 }
 
 /// Every file, made in memory first so nothing is written unless all of it could be made.
-fn init(hosts: &[String], days: u32) -> anyhow::Result<Vec<PemFile>> {
+pub(crate) fn init(hosts: &[String], days: u32) -> anyhow::Result<Vec<PemFile>> {
     let mut names: Vec<&str> = Vec::new();
     for host in hosts.iter().map(|h| h.trim()) {
         check_host(host)?;
@@ -218,7 +218,11 @@ fn host_names(host: &str) -> anyhow::Result<Vec<SanType>> {
 
 /// Writes every file, refusing (before writing any) when one exists and `force` is off. Keys
 /// are mode 0600 from the moment they exist.
-fn write_all(dir: &Path, files: &[PemFile], force: bool) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn write_all(
+    dir: &Path,
+    files: &[PemFile],
+    force: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if !force {
         let existing: Vec<String> = files

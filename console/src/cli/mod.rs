@@ -1,7 +1,7 @@
 //! The command line: global connection flags and one module per subcommand group.
 
 mod agents;
-mod certs;
+pub(crate) mod certs;
 mod dags;
 mod data;
 mod docs;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::action::Action;
 use super::prom;
+use super::scrape::Scraper;
 use crate::fleet::{AgentState, Fleet, Role};
 
 /// The handle the run loop dispatches requests through. Cheap to clone.
@@ -21,7 +22,8 @@ use crate::fleet::{AgentState, Fleet, Role};
 pub struct Backend {
     tx: UnboundedSender<Action>,
     fleet: Arc<Fleet>,
-    http: reqwest::Client,
+    /// Each agent's `/metrics` client, by agent name, made on first use.
+    scrapers: Arc<std::sync::Mutex<std::collections::HashMap<String, Scraper>>>,
 }
 
 /// The agent facts `GetInfo` gave, as the fleet keeps them.
@@ -57,10 +59,7 @@ impl Backend {
         let backend = Self {
             tx,
             fleet,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap_or_default(),
+            scrapers: Arc::default(),
         };
         drop(backend.fleet.follow());
         tokio::spawn(backend.clone().follow_fleet());
@@ -228,6 +227,24 @@ impl Backend {
             .unwrap_or_default()
     }
 
+    /// The `/metrics` client of the agent called `name`.
+    fn scraper(&self, name: &str) -> Result<Scraper, String> {
+        let mut scrapers = self
+            .scrapers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = scrapers.get(name) {
+            return Ok(found.clone());
+        }
+        let spec = self
+            .fleet
+            .spec_of(name)
+            .ok_or_else(|| format!("no agent {name}"))?;
+        let made = Scraper::new(&spec)?;
+        scrapers.insert(name.to_owned(), made.clone());
+        Ok(made)
+    }
+
     /// Scrapes `/metrics` of every agent that is up.
     pub(super) async fn scrape_all(&self) {
         for (slot, agent) in self.fleet.snapshot().into_iter().enumerate() {
@@ -236,19 +253,9 @@ impl Backend {
             }
             let base = http_base(&agent.url, &agent.http_addr);
             let at_ms = now_ms();
-            let scrape = if base.starts_with("https://") {
-                Err("the console reads /metrics over plain HTTP only".to_owned())
-            } else {
-                match self.http.get(format!("{base}/metrics")).send().await {
-                    Err(e) => Err(readmit_proto::error_chain(&e)),
-                    Ok(r) if !r.status().is_success() => {
-                        Err(format!("{base}/metrics answered {}", r.status()))
-                    }
-                    Ok(r) => match r.text().await {
-                        Ok(text) => Ok(prom::parse(&text)),
-                        Err(e) => Err(readmit_proto::error_chain(&e)),
-                    },
-                }
+            let scrape = match self.scraper(&agent.name) {
+                Ok(scraper) => scraper.metrics(&base).await.map(|text| prom::parse(&text)),
+                Err(e) => Err(e),
             };
             self.send(Action::Metrics {
                 slot,

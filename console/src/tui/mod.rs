@@ -11,6 +11,7 @@ pub mod fixtures;
 pub mod keymap;
 pub mod prom;
 pub mod requests;
+pub mod scrape;
 pub mod screens;
 pub mod terminal;
 pub mod ui;
