@@ -419,6 +419,12 @@ fn draw_result(app: &App, frame: &mut Frame, area: Rect) {
                 .map(|c| c.effect.abs())
                 .fold(0.0, f64::max)
                 .max(1e-12);
+            // Long field names (discharge_disposition_id) keep the bars in one column.
+            let names = p
+                .contributions
+                .iter()
+                .map(|c| c.field.len() + 1)
+                .fold(22, usize::max);
             for c in &p.contributions {
                 let width = ((c.effect.abs() / max) * 12.0).round() as usize;
                 let color = if c.effect > 0.0 {
@@ -427,7 +433,7 @@ fn draw_result(app: &App, frame: &mut Frame, area: Rect) {
                     Color::Green
                 };
                 lines.push(Line::from(vec![
-                    Span::raw(format!("{:<22}", c.field)),
+                    Span::raw(format!("{:<names$}", c.field)),
                     Span::styled(
                         format!("{:<13}", "█".repeat(width.max(1))),
                         Style::default().fg(color),
