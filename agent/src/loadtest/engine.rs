@@ -146,9 +146,13 @@ impl LoadTests {
     async fn limits_for(&self, input: &SpecInput) -> Result<Limits, LoadTestError> {
         let mut limits = self.inner.limits.clone();
         let agent = input.target_agent.trim();
-        // A target the allowlist opens by itself needs nobody to vouch for it.
-        let allowed = super::safety::check_target(&input.target_url, &limits).is_ok();
-        if !agent.is_empty() && !allowed {
+        // Only a target the allowlist alone refuses needs an agent to vouch for it: one it
+        // opens needs none, and a malformed one is refused without calling anyone.
+        let refused = matches!(
+            super::safety::check_target(&input.target_url, &limits),
+            Err(LoadTestError::NotAllowed { .. })
+        );
+        if !agent.is_empty() && refused {
             // Only an agent that proves who it is may vouch: the engine sends it (and then the
             // targets it names) this agent's token, so a host that merely answers must not get it.
             let verified = agent.starts_with("https://") && self.inner.target_tls.ca.is_some();
