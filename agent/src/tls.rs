@@ -307,38 +307,6 @@ fn private_key(setting: &'static str, path: &Path) -> Result<PrivateKeyDer<'stat
     })
 }
 
-/// A client configuration for this agent's own HTTP/1.1 calls over TLS (the load-test
-/// engine's): servers verified against `ca` (setting `tls_ca`; without one, the public web
-/// roots), and this agent's certificate presented to servers that ask for one (mutual TLS).
-pub fn client_config(
-    ca: Option<&Path>,
-    identity: Option<&TlsFiles>,
-) -> Result<rustls::ClientConfig, TlsError> {
-    let roots = match ca {
-        Some(path) => root_store("tls_ca", path)?,
-        None => RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("tls_ca", ca.unwrap_or(Path::new("")), &e))?
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(files) => {
-            let certs = certificates("tls_cert", &files.cert)?;
-            let key = private_key("tls_key", &files.key)?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| invalid("tls_key", &files.key, &e))?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// A TLS connection whose handshake finished, and its peer's address.
 pub type Accepted = (TlsStream<TcpStream>, SocketAddr);
 

@@ -57,6 +57,69 @@ impl ClientTls {
         self.ca_cert.is_some() || self.cert.is_some() || self.key.is_some()
     }
 
+    /// A rustls client configuration (on ring) for HTTP/1.1 callers — the load-test engine's
+    /// `https://` targets, the console's `/metrics` scrapes: the CA file's certificates, else the
+    /// public web roots, and the client certificate when both its files are set. Files are read
+    /// now; errors name the file, never a key's content.
+    pub fn rustls_config(&self, url: &str) -> Result<rustls::ClientConfig, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let file_error = |what: &'static str, path: &Path, reason: String| ClientError::TlsFile {
+            what,
+            path: path.to_owned(),
+            reason,
+        };
+        let certificates = |what: &'static str, path: &Path| {
+            let bytes = read_pem(what, path, "CERTIFICATE")?;
+            CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_error(what, path, e.to_string()))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_cert {
+            Some(path) => {
+                for cert in certificates("CA certificate", path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| file_error("CA certificate", path, e.to_string()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates("client certificate", cert)?;
+                let key_der =
+                    PrivateKeyDer::from_pem_slice(&read_pem("client key", key, "PRIVATE KEY")?)
+                        .map_err(|_| {
+                            file_error("client key", key, "not a PEM private key".into())
+                        })?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| file_error("client certificate", cert, e.to_string()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(ClientError::Tls {
+                    url: url.to_owned(),
+                    reason: "a client certificate needs both its certificate and its key file"
+                        .into(),
+                });
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// The tonic TLS configuration, its files read now (so a rotated file is used by the
     /// next connection).
     fn config(&self, url: &str) -> Result<ClientTlsConfig, ClientError> {

@@ -30,7 +30,7 @@ pub struct TargetTls {
 }
 
 impl TargetTls {
-    /// The same as a gRPC client's options.
+    /// As a client's options (gRPC's, and HTTP/1.1's through `ClientTls::rustls_config`).
     pub fn grpc(&self) -> ClientTls {
         ClientTls {
             ca_cert: self.ca.clone(),
@@ -82,10 +82,12 @@ impl Prepared {
             if matches!(bodies, Bodies::Grpc { .. }) {
                 grpc_tls = tls.grpc();
             } else {
-                let config = crate::tls::client_config(tls.ca.as_deref(), tls.identity.as_ref())
-                    .map_err(|e| LoadTestError::Unavailable {
-                        reason: format!("cannot call {url} over TLS: {e}"),
-                    })?;
+                let config =
+                    tls.grpc()
+                        .rustls_config(url)
+                        .map_err(|e| LoadTestError::Unavailable {
+                            reason: format!("cannot call {url} over TLS: {e}"),
+                        })?;
                 let host = http::uri::Authority::try_from(authority)
                     .map(|a| a.host().trim_matches(['[', ']']).to_owned())
                     .unwrap_or_default();

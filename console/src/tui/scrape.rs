@@ -3,12 +3,7 @@
 //! public roots) and presenting its client certificate for mutual TLS — and with its token,
 //! for agents that set `metrics_auth`.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use readmit_proto::ClientTls;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::fleet::AgentSpec;
 
@@ -25,7 +20,10 @@ pub struct Scraper {
 impl Scraper {
     /// The client for `spec`'s agent; an unreadable TLS file is an error naming it.
     pub fn new(spec: &AgentSpec) -> Result<Self, String> {
-        let tls = client_config(&spec.tls)?;
+        let tls = spec
+            .tls
+            .rustls_config(&spec.url)
+            .map_err(|e| e.to_string())?;
         let http = reqwest_tls::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(TIMEOUT)
@@ -53,53 +51,11 @@ impl Scraper {
     }
 }
 
-fn read_error(what: &str, path: &std::path::Path, e: impl std::fmt::Display) -> String {
-    format!("{what} {}: {e}", path.display())
-}
-
-/// rustls on ring: the agent's CA file or the public roots, and its client certificate.
-fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_cert {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| read_error("CA certificate", path, e))?
-            {
-                let cert = cert.map_err(|e| read_error("CA certificate", path, e))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| read_error("CA certificate", path, e))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots);
-    match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| read_error("client certificate", cert, e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| read_error("client certificate", cert, e))?;
-            // The key's content never appears in an error.
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|_| format!("client key {}: not a PEM private key", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| read_error("client certificate", cert, e))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use readmit_agent::settings::RawSettings;
+    use readmit_proto::ClientTls;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_agent_behind_mutual_tls_and_metrics_auth_is_scraped_with_its_files_and_token() {
