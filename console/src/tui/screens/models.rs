@@ -92,27 +92,33 @@ fn select_model(app: &mut App) {
 }
 
 pub fn on_versions(app: &mut App, name: &str, reply: Result<Vec<v1::ModelVersion>, String>) {
-    if name == app.models.versions_of {
+    let reply = reply.map(|mut versions| {
+        versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+        versions
+    });
+    if let Some((model, version)) = app
+        .models
+        .pending_promote
+        .take_if(|(model, _)| model.as_str() == name)
+    {
         match &reply {
             Ok(versions) => {
-                let mut versions = versions.clone();
-                versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+                let outcome = promotion(&model, version, versions);
+                apply_promotion(app, outcome);
+            }
+            Err(e) => app.flash(format!(":promote {model}: {e}"), true),
+        }
+    }
+    if name == app.models.versions_of {
+        match reply {
+            Ok(versions) => {
+                let len = versions.len();
                 app.models.versions = versions;
                 app.models.versions_error = None;
-                let len = app.models.versions.len();
                 app.models.selected_version =
                     app.models.selected_version.min(len.saturating_sub(1));
             }
-            Err(e) => app.models.versions_error = Some(e.clone()),
-        }
-    }
-    if let Some((model, version)) = app.models.pending_promote.clone()
-        && model == name
-    {
-        app.models.pending_promote = None;
-        match reply {
-            Ok(versions) => confirm_promote(app, &model, version, &versions),
-            Err(e) => app.flash(format!(":promote {model}: {e}"), true),
+            Err(e) => app.models.versions_error = Some(e),
         }
     }
 }
@@ -162,8 +168,8 @@ pub fn set_filter(app: &mut App, text: &str) {
 /// `:promote <model> <version>` and `p`: a confirmation naming what moves.
 pub fn ask_promote(app: &mut App, model: &str, version: i64) {
     if app.models.versions_of == model && !app.models.versions.is_empty() {
-        let versions = app.models.versions.clone();
-        confirm_promote(app, model, version, &versions);
+        let outcome = promotion(model, version, &app.models.versions);
+        apply_promotion(app, outcome);
     } else {
         app.models.pending_promote = Some((model.to_owned(), version));
         app.request(Request::Versions {
@@ -172,14 +178,13 @@ pub fn ask_promote(app: &mut App, model: &str, version: i64) {
     }
 }
 
-fn confirm_promote(app: &mut App, model: &str, version: i64, versions: &[v1::ModelVersion]) {
+/// What promoting `version` of `model` asks to confirm, or why it cannot be asked.
+fn promotion(model: &str, version: i64, versions: &[v1::ModelVersion]) -> Result<Confirm, String> {
     let Some(target) = versions.iter().find(|v| v.version == version) else {
-        app.flash(format!("{model} has no version {version}"), true);
-        return;
+        return Err(format!("{model} has no version {version}"));
     };
     if target.stage == v1::Stage::Production as i32 {
-        app.flash(format!("{model} v{version} is already in Production"), true);
-        return;
+        return Err(format!("{model} v{version} is already in Production"));
     }
     let mut message = format!("{model}: v{version} → Production");
     for v in versions
@@ -188,14 +193,21 @@ fn confirm_promote(app: &mut App, model: &str, version: i64, versions: &[v1::Mod
     {
         message.push_str(&format!(", v{} → Archived", v.version));
     }
-    app.mode = Mode::Confirm(Confirm {
+    Ok(Confirm {
         message,
         request: Request::Transition {
             name: model.to_owned(),
             version,
             stage: v1::Stage::Production,
         },
-    });
+    })
+}
+
+fn apply_promotion(app: &mut App, outcome: Result<Confirm, String>) {
+    match outcome {
+        Ok(confirm) => app.mode = Mode::Confirm(confirm),
+        Err(reason) => app.flash(reason, true),
+    }
 }
 
 fn ask_archive(app: &mut App) {
