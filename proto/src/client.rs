@@ -95,8 +95,8 @@ impl ClientTls {
             reason: e.to_string(),
         })?
         .with_root_certificates(roots);
-        let mut config = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
+        let mut config = match self.identity_files(url)? {
+            Some((cert, key)) => {
                 let chain = certificates("client certificate", cert)?;
                 let key_der =
                     PrivateKeyDer::from_pem_slice(&read_pem("client key", key, "PRIVATE KEY")?)
@@ -107,14 +107,7 @@ impl ClientTls {
                     .with_client_auth_cert(chain, key_der)
                     .map_err(|e| file_error("client certificate", cert, e.to_string()))?
             }
-            (None, None) => builder.with_no_client_auth(),
-            _ => {
-                return Err(ClientError::Tls {
-                    url: url.to_owned(),
-                    reason: "a client certificate needs both its certificate and its key file"
-                        .into(),
-                });
-            }
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
@@ -132,22 +125,25 @@ impl ClientTls {
             )?)),
             None => config.trust_anchors(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         };
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let cert = read_pem("client certificate", cert, "CERTIFICATE")?;
-                let key = read_pem("client key", key, "PRIVATE KEY")?;
-                config = config.identity(Identity::from_pem(cert, key));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(ClientError::Tls {
-                    url: url.to_owned(),
-                    reason: "a client certificate needs both its certificate and its key file"
-                        .into(),
-                });
-            }
+        if let Some((cert, key)) = self.identity_files(url)? {
+            let cert = read_pem("client certificate", cert, "CERTIFICATE")?;
+            let key = read_pem("client key", key, "PRIVATE KEY")?;
+            config = config.identity(Identity::from_pem(cert, key));
         }
         Ok(config)
+    }
+
+    /// The client certificate's and key's files, when both are set; one without the other is
+    /// an error.
+    fn identity_files(&self, url: &str) -> Result<Option<(&Path, &Path)>, ClientError> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some((cert.as_path(), key.as_path()))),
+            (None, None) => Ok(None),
+            _ => Err(ClientError::Tls {
+                url: url.to_owned(),
+                reason: "a client certificate needs both its certificate and its key file".into(),
+            }),
+        }
     }
 }
 

@@ -173,7 +173,7 @@ impl LoadTests {
                         .into(),
                 });
             }
-            let tls = self.inner.target_tls.grpc();
+            let tls = self.inner.target_tls.client();
             let vouched =
                 super::safety::vouched_listeners(agent, self.inner.token.as_deref(), &tls).await?;
             limits.allow.extend(vouched);

@@ -30,8 +30,8 @@ pub struct TargetTls {
 }
 
 impl TargetTls {
-    /// As a client's options (gRPC's, and HTTP/1.1's through `ClientTls::rustls_config`).
-    pub fn grpc(&self) -> ClientTls {
+    /// As a client's options: gRPC's, and HTTP/1.1's through `ClientTls::rustls_config`.
+    pub fn client(&self) -> ClientTls {
         ClientTls {
             ca_cert: self.ca.clone(),
             cert: self.identity.as_ref().map(|f| f.cert.clone()),
@@ -80,10 +80,10 @@ impl Prepared {
         let mut grpc_tls = ClientTls::default();
         if secure {
             if matches!(bodies, Bodies::Grpc { .. }) {
-                grpc_tls = tls.grpc();
+                grpc_tls = tls.client();
             } else {
                 let config =
-                    tls.grpc()
+                    tls.client()
                         .rustls_config(url)
                         .map_err(|e| LoadTestError::Unavailable {
                             reason: format!("cannot call {url} over TLS: {e}"),
