@@ -187,6 +187,45 @@ async fn suite(backend: Backend) {
         .into_inner();
     assert!(retried.replayed);
     assert_eq!((retried.appended, retried.batch_number), (15_000, 1));
+
+    // The status names each split by the ML core's fingerprints (its original-split test holds
+    // the same digests), and counts the positive class: 11,357 of the file's rows are "<30".
+    let status = etl
+        .get_data_status(v1::GetDataStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let facts = |tables: &[v1::TableCount], name: &str| {
+        let t = tables.iter().find(|t| t.table == name).unwrap();
+        (t.fingerprint.clone(), t.readmitted.unwrap_or(-1))
+    };
+    let (pool_print, pool_positive) = facts(&status.tables, "train_pool");
+    assert_eq!(
+        pool_print,
+        "4bd9ef583b83b5e68f8c227ff67b265595b3409c59d55474f75d9927ec551925"
+    );
+    let (validation_print, validation_positive) = facts(&status.tables, "validation_data");
+    assert_eq!(
+        validation_print,
+        "6e34a091daf9083a779eefea9a017da32a0d47e9c91373f4df58cdaaa5594ada"
+    );
+    let (test_print, test_positive) = facts(&status.tables, "test_data");
+    assert_eq!(
+        test_print,
+        "ea39aae1b0d90f8f3323150633e557cc9079184770b5676409231e1001fd75fd"
+    );
+    assert_eq!(pool_positive + validation_positive + test_positive, 11_357);
+    for positive in [pool_positive, validation_positive, test_positive] {
+        assert!(positive > 1_000, "{status:?}");
+    }
+    let (batch_print, batch_positive) = facts(&status.tables, "train_data");
+    assert_eq!(
+        batch_print,
+        "8d3d28be3eb18426923a8437bd20167a5d43cf6dfca3c68c9fadb1b854f0a529"
+    );
+    assert!((1..pool_positive).contains(&batch_positive), "{status:?}");
+    let clean = status.tables.iter().find(|t| t.database == "clean");
+    assert!(clean.is_none_or(|t| t.fingerprint.is_empty() && t.readmitted.is_none()));
     let mut batches = 1;
     loop {
         let r = etl
@@ -213,6 +252,11 @@ async fn suite(backend: Backend) {
     assert_eq!(status.pool_remaining, 0);
     assert_eq!(status.batches_appended, batches);
     assert_eq!(count(&status.tables, "train_data"), pool);
+    // Every pool row is in train_data now, in pool order: the same rows, the same digest.
+    assert_eq!(
+        facts(&status.tables, "train_data"),
+        (pool_print, pool_positive)
+    );
 
     // The counts are published for Prometheus too.
     let metrics = reqwest::get(format!("{}/metrics", agent.http_url()))

@@ -1,8 +1,10 @@
 //! The ETL role's data operations, shared by the gRPC service and the DAG tasks: ingesting a
 //! CSV into RawData, appending batches, fetching and synthesising data sets, and status.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use readmit_ml::data::{read_csv_bytes, split_frame};
@@ -14,7 +16,7 @@ use super::fetch::{FetchError, Fetched, fetch_dataset};
 use super::io::{blocking, hex, write_atomic};
 use super::metrics::DataMetrics;
 use super::paths::Roots;
-use super::raw::{self, Appended, Dataset, NewDataset, RawStore};
+use super::raw::{self, Appended, Dataset, NewDataset, RawStore, SplitFacts};
 use super::runs::{EtlError, Result};
 use crate::db::Db;
 
@@ -24,6 +26,8 @@ pub struct TableCount {
     pub database: &'static str,
     pub table: &'static str,
     pub rows: i64,
+    /// A RawData table's fingerprint and class balance, where the status reports them.
+    pub facts: Option<SplitFacts>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,7 +74,12 @@ pub struct DataService {
     roots: Roots,
     max_ingest_bytes: u64,
     metrics: DataMetrics,
+    facts: Arc<Mutex<FactsCache>>,
 }
+
+/// Each RawData table's facts with the ingest they were read from. A table changes only by a
+/// new ingest or by growing (appends), so the ingest and the row count say when to read again.
+type FactsCache = HashMap<&'static str, (String, SplitFacts)>;
 
 impl DataService {
     /// Opens RawData (applying its migrations) and CleanData.
@@ -88,6 +97,7 @@ impl DataService {
             roots: Roots::new(&data_dir.join("datasets"), &limits.import_dir),
             max_ingest_bytes: limits.max_ingest_bytes,
             metrics,
+            facts: Arc::default(),
         };
         data.counts().await?;
         Ok(data)
@@ -298,6 +308,7 @@ impl DataService {
                 database: "raw",
                 table,
                 rows,
+                facts: None,
             });
         let clean = self
             .clean
@@ -308,6 +319,7 @@ impl DataService {
                 database: "clean",
                 table,
                 rows,
+                facts: None,
             });
         let counts: Vec<TableCount> = raw.chain(clean).collect();
         for t in &counts {
@@ -316,11 +328,43 @@ impl DataService {
         Ok(counts)
     }
 
+    /// The data set, and every table's rows; RawData's tables with their fingerprints and
+    /// class balance, read again only when the data set or the table's size changed.
     pub async fn status(&self) -> Result<DataStatus> {
-        Ok(DataStatus {
-            dataset: self.raw.dataset().await?,
-            tables: self.counts().await?,
-        })
+        let dataset = self.raw.dataset().await?;
+        let mut tables = self.counts().await?;
+        if let Some(dataset) = &dataset {
+            for t in tables.iter_mut().filter(|t| t.database == "raw") {
+                t.facts = Some(
+                    self.split_facts(&dataset.ingest_id, t.table, t.rows)
+                        .await?,
+                );
+            }
+        }
+        Ok(DataStatus { dataset, tables })
+    }
+
+    async fn split_facts(
+        &self,
+        ingest_id: &str,
+        table: &'static str,
+        rows: i64,
+    ) -> Result<SplitFacts> {
+        let cached = |cache: &FactsCache| {
+            cache
+                .get(table)
+                .filter(|(id, facts)| id == ingest_id && facts.rows == rows)
+                .map(|(_, facts)| facts.clone())
+        };
+        if let Some(facts) = cached(&self.facts.lock().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(facts);
+        }
+        let facts = self.raw.split_facts(table).await?;
+        self.facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(table, (ingest_id.to_owned(), facts.clone()));
+        Ok(facts)
     }
 
     /// Up to `limit` records of the test split from position `offset`, and how many the

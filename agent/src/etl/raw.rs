@@ -16,6 +16,7 @@ use polars::prelude::{
 use readmit_ml::schema::{self, COLUMNS, Kind, MAX_TEXT_LEN};
 use readmit_ml::split::SplitMethod;
 use rusqlite::types::ValueRef;
+use sha2::{Digest as _, Sha256};
 use sqlx::Row;
 
 use super::runs::{EtlError, Result};
@@ -124,6 +125,18 @@ pub struct Dataset {
     /// Pool rows appended to `train_data` so far.
     pub train_rows: i64,
     pub batches: i64,
+}
+
+/// What a RawData table holds beyond its size: which rows, and how many of the positive class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitFacts {
+    /// Rows the fingerprint covers.
+    pub rows: i64,
+    /// The table's encounter ids in split order, as [`readmit_ml::split::fingerprint`] digests
+    /// them: equal to what the ML core computes for the same split.
+    pub fingerprint: String,
+    /// Rows readmitted within 30 days (`readmitted` is `<30`).
+    pub readmitted: i64,
 }
 
 /// What an append did.
@@ -376,6 +389,52 @@ impl RawStore {
         })
     }
 
+    /// A RawData table's fingerprint and class balance, read from the database itself: the
+    /// SQL joins the ids, so the rows never cross the connection one by one.
+    pub async fn split_facts(&self, table: &'static str) -> Result<SplitFacts> {
+        let db = &self.db;
+        let dialect = db.dialect();
+        let id = dialect.quote_ident(schema::ENCOUNTER_ID);
+        let text_id = match dialect {
+            Dialect::MySql => format!("CAST({id} AS CHAR)"),
+            Dialect::Sqlite | Dialect::Postgres => format!("CAST({id} AS TEXT)"),
+        };
+        let mut conn = concat_connection(db).await?;
+        let ids: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM {}",
+            in_split_order(dialect, &text_id, ","),
+            dialect.quote_ident(table)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let ids = ids.unwrap_or_default();
+        let rows = if ids.is_empty() {
+            0
+        } else {
+            i64::try_from(ids.bytes().filter(|b| *b == b',').count() + 1).unwrap_or(i64::MAX)
+        };
+        // Positions run from 0, and an append only adds higher ones: counting below `rows`
+        // covers the very rows fingerprinted, even if a batch lands in between.
+        let readmitted: i64 = sqlx::query_scalar(db.dynamic(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} = ? AND {} < ?",
+            dialect.quote_ident(table),
+            dialect.quote_ident(schema::TARGET),
+            dialect.quote_ident(SPLIT_POSITION),
+        )))
+        .bind(schema::POSITIVE_LEVEL)
+        .bind(rows)
+        .fetch_one(&mut *conn)
+        .await?;
+        let fingerprint =
+            super::io::blocking(move || Ok(super::io::hex(&Sha256::digest(ids.as_bytes()))))
+                .await?;
+        Ok(SplitFacts {
+            rows,
+            fingerprint,
+            readmitted,
+        })
+    }
+
     /// A RawData table as a frame in `ml::data::read_csv`'s layout, in split order.
     ///
     /// A SQLite file is read on a connection of its own, each value straight into its column.
@@ -395,13 +454,7 @@ impl RawStore {
         let dialect = db.dialect();
         let names: Vec<&str> = data_columns().map(|(name, _, _)| name).collect();
         let mut text = names.join(",").into_bytes();
-        let mut conn = db.pool().acquire().await?;
-        if dialect == Dialect::MySql {
-            // GROUP_CONCAT stops at 1 KiB by default; a chunk is a few MiB.
-            sqlx::raw_sql("SET SESSION group_concat_max_len = 1073741824")
-                .execute(&mut *conn)
-                .await?;
-        }
+        let mut conn = concat_connection(db).await?;
         let end: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(dialect.requote(&format!(
             "SELECT MAX(\"{SPLIT_POSITION}\") FROM \"{table}\""
         ))))
@@ -446,26 +499,42 @@ fn chunk_query(dialect: Dialect, table: &str) -> String {
             }
         })
         .collect();
+    let line = match dialect {
+        Dialect::MySql => format!("CONCAT_WS(',', {})", fields.join(", ")),
+        Dialect::Sqlite | Dialect::Postgres => fields.join(" || ',' || "),
+    };
     let position = dialect.quote_ident(SPLIT_POSITION);
     // The separator is a newline inside the string literal, which every dialect reads as is.
-    let aggregate = match dialect {
-        Dialect::MySql => format!(
-            "GROUP_CONCAT(CONCAT_WS(',', {}) ORDER BY {position} SEPARATOR '\n')",
-            fields.join(", ")
-        ),
-        Dialect::Sqlite => format!(
-            "group_concat({}, '\n' ORDER BY {position})",
-            fields.join(" || ',' || ")
-        ),
-        Dialect::Postgres => format!(
-            "string_agg({}, '\n' ORDER BY {position})",
-            fields.join(" || ',' || ")
-        ),
-    };
     format!(
-        "SELECT {aggregate} FROM {} WHERE {position} >= ? AND {position} < ?",
+        "SELECT {} FROM {} WHERE {position} >= ? AND {position} < ?",
+        in_split_order(dialect, &line, "\n"),
         dialect.quote_ident(table)
     )
+}
+
+/// An aggregate joining `expr` over a table's rows in split order with `separator` (SQL text
+/// without quotes in it): NULL when there are no rows.
+fn in_split_order(dialect: Dialect, expr: &str, separator: &str) -> String {
+    let position = dialect.quote_ident(SPLIT_POSITION);
+    match dialect {
+        Dialect::MySql => {
+            format!("GROUP_CONCAT({expr} ORDER BY {position} SEPARATOR '{separator}')")
+        }
+        Dialect::Sqlite => format!("group_concat({expr}, '{separator}' ORDER BY {position})"),
+        Dialect::Postgres => format!("string_agg({expr}, '{separator}' ORDER BY {position})"),
+    }
+}
+
+/// A connection whose aggregates may join whole tables: MySQL's GROUP_CONCAT stops at 1 KiB
+/// by default, and a table's ids or a chunk of its rows are megabytes.
+async fn concat_connection(db: &Db) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+    let mut conn = db.pool().acquire().await?;
+    if db.dialect() == Dialect::MySql {
+        sqlx::raw_sql("SET SESSION group_concat_max_len = 1073741824")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(conn)
 }
 
 fn height(frame: &DataFrame) -> i64 {

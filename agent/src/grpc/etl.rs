@@ -164,10 +164,17 @@ fn split_out(split: SplitMethod) -> i32 {
 fn tables_out(tables: Vec<TableCount>) -> Vec<v1::TableCount> {
     tables
         .into_iter()
-        .map(|t| v1::TableCount {
-            database: t.database.into(),
-            table: t.table.into(),
-            rows: t.rows,
+        .map(|t| {
+            let (fingerprint, readmitted) = t.facts.map_or((String::new(), None), |f| {
+                (f.fingerprint, Some(f.readmitted))
+            });
+            v1::TableCount {
+                database: t.database.into(),
+                table: t.table.into(),
+                rows: t.rows,
+                fingerprint,
+                readmitted,
+            }
         })
         .collect()
 }

@@ -105,14 +105,33 @@ fn utc(ms: i64) -> String {
 fn tables_json(tables: &[v1::TableCount]) -> Vec<Value> {
     tables
         .iter()
-        .map(|t| json!({"database": t.database, "table": t.table, "rows": t.rows}))
+        .map(|t| {
+            json!({
+                "database": t.database,
+                "table": t.table,
+                "rows": t.rows,
+                "readmitted": t.readmitted,
+                "fingerprint": Some(&t.fingerprint).filter(|f| !f.is_empty()),
+            })
+        })
         .collect()
 }
 
+/// The tables; the class balance and fingerprint columns only when the reply has them.
 fn print_tables(tables: &[v1::TableCount]) {
-    let mut table = output::table(["DATABASE", "TABLE", "ROWS"]);
+    let facts = tables.iter().any(|t| t.readmitted.is_some());
+    let mut header = vec!["DATABASE", "TABLE", "ROWS"];
+    if facts {
+        header.extend(["READMITTED <30", "FINGERPRINT"]);
+    }
+    let mut table = output::table_dyn(header.into_iter().map(String::from).collect());
     for t in tables {
-        table.add_row([t.database.clone(), t.table.clone(), t.rows.to_string()]);
+        let mut row = vec![t.database.clone(), t.table.clone(), t.rows.to_string()];
+        if facts {
+            row.push(t.readmitted.map(|n| n.to_string()).unwrap_or_default());
+            row.push(t.fingerprint.clone());
+        }
+        table.add_row(row);
     }
     println!("{table}");
 }

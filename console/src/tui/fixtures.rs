@@ -152,16 +152,42 @@ pub fn data_status() -> v1::DataStatus {
         database: db.into(),
         table: table.into(),
         rows,
+        ..Default::default()
+    };
+    let raw = |table: &str, rows: i64, fingerprint: &str, readmitted: i64| v1::TableCount {
+        fingerprint: fingerprint.into(),
+        readmitted: Some(readmitted),
+        ..t("raw", table, rows)
     };
     v1::DataStatus {
         dataset_sha256: "f4c3a0bd8a0f3e8c3b3c9a1e5b6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d".into(),
         split: v1::SplitKind::Original as i32,
         ingested_at_ms: NOW - 1_800_000,
         tables: vec![
-            t("raw", "train_pool", 61_059),
-            t("raw", "train_data", 45_000),
-            t("raw", "validation_data", 20_353),
-            t("raw", "test_data", 20_354),
+            raw(
+                "train_pool",
+                61_059,
+                "4bd9ef583b83b5e68f8c227ff67b265595b3409c59d55474f75d9927ec551925",
+                6_838,
+            ),
+            raw(
+                "train_data",
+                45_000,
+                "0c1d4e2f7a9b3c5d6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abc",
+                5_031,
+            ),
+            raw(
+                "validation_data",
+                20_353,
+                "6e34a091daf9083a779eefea9a017da32a0d47e9c91373f4df58cdaaa5594ada",
+                2_274,
+            ),
+            raw(
+                "test_data",
+                20_354,
+                "ea39aae1b0d90f8f3323150633e557cc9079184770b5676409231e1001fd75fd",
+                2_245,
+            ),
             t("clean", "diabetes_train_processed", 45_000),
             t("clean", "diabetes_validation_processed", 20_353),
             t("clean", "diabetes_test_processed", 20_354),

@@ -1,5 +1,6 @@
-//! Data: RawData and CleanData tables with their row counts, the data set's digest and split,
-//! the training pool and its batches; append a batch, ingest a file on the ETL agent.
+//! Data: RawData and CleanData tables with their row counts, RawData's split fingerprints and
+//! class balance, the data set's digest and split, the training pool and its batches; append a
+//! batch, ingest a file on the ETL agent.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -90,6 +91,21 @@ fn split_name(split: i32) -> &'static str {
     }
 }
 
+/// A table's positive class as a count and a share of its rows; blank where not reported.
+fn balance(t: &v1::TableCount) -> String {
+    match t.readmitted {
+        Some(n) if t.rows > 0 => format!("{n} ({:.1}%)", 100.0 * n as f64 / t.rows as f64),
+        Some(n) => n.to_string(),
+        None => String::new(),
+    }
+}
+
+/// The first 12 hex digits of a fingerprint, as git shortens a commit: `readmit data status`
+/// prints it whole.
+fn short_fingerprint(fingerprint: &str) -> &str {
+    fingerprint.get(..12).unwrap_or(fingerprint)
+}
+
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let status = match &app.data.status {
         None => {
@@ -163,6 +179,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             },
             t.table.clone(),
             t.rows.to_string(),
+            balance(t),
+            short_fingerprint(&t.fingerprint).to_owned(),
         ]);
         if start + i == app.data.selected {
             row.style(selected_style())
@@ -176,11 +194,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             [
                 Constraint::Length(10),
                 Constraint::Length(34),
-                Constraint::Length(12),
+                Constraint::Length(8),
+                Constraint::Length(20),
+                Constraint::Length(16),
             ],
         )
         .header(
-            Row::new(["DATABASE", "TABLE", "ROWS"])
+            Row::new(["DATABASE", "TABLE", "ROWS", "READMITTED <30", "FINGERPRINT"])
                 .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(title(&format!("Tables ({})", status.tables.len()))),
