@@ -8,15 +8,13 @@
 //! data set, `raw_batches` every append with the request that made it, which is what makes an
 //! append exactly-once: a retried request finds its batch instead of appending another.
 
+mod read;
+
 use std::sync::LazyLock;
 
-use polars::prelude::{
-    DataFrame, Int64Chunked, IntoColumn as _, StringChunked, StringChunkedBuilder,
-};
+use polars::prelude::{DataFrame, Int64Chunked, StringChunked};
 use readmit_ml::schema::{self, COLUMNS, Kind, MAX_TEXT_LEN};
 use readmit_ml::split::SplitMethod;
-use rusqlite::types::ValueRef;
-use sha2::{Digest as _, Sha256};
 use sqlx::Row;
 
 use super::runs::{EtlError, Result};
@@ -388,153 +386,6 @@ impl RawStore {
             replayed: false,
         })
     }
-
-    /// A RawData table's fingerprint and class balance, read from the database itself: the
-    /// SQL joins the ids, so the rows never cross the connection one by one.
-    pub async fn split_facts(&self, table: &'static str) -> Result<SplitFacts> {
-        let db = &self.db;
-        let dialect = db.dialect();
-        let id = dialect.quote_ident(schema::ENCOUNTER_ID);
-        let text_id = match dialect {
-            Dialect::MySql => format!("CAST({id} AS CHAR)"),
-            Dialect::Sqlite | Dialect::Postgres => format!("CAST({id} AS TEXT)"),
-        };
-        let mut conn = concat_connection(db).await?;
-        let ids: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM {}",
-            in_split_order(dialect, &text_id, ","),
-            dialect.quote_ident(table)
-        )))
-        .fetch_one(&mut *conn)
-        .await?;
-        let ids = ids.unwrap_or_default();
-        let rows = if ids.is_empty() {
-            0
-        } else {
-            i64::try_from(ids.bytes().filter(|b| *b == b',').count() + 1).unwrap_or(i64::MAX)
-        };
-        // Positions run from 0, and an append only adds higher ones: counting below `rows`
-        // covers the very rows fingerprinted, even if a batch lands in between.
-        let readmitted: i64 = sqlx::query_scalar(db.dynamic(&format!(
-            "SELECT COUNT(*) FROM {} WHERE {} = ? AND {} < ?",
-            dialect.quote_ident(table),
-            dialect.quote_ident(schema::TARGET),
-            dialect.quote_ident(SPLIT_POSITION),
-        )))
-        .bind(schema::POSITIVE_LEVEL)
-        .bind(rows)
-        .fetch_one(&mut *conn)
-        .await?;
-        let fingerprint =
-            super::io::blocking(move || Ok(super::io::hex(&Sha256::digest(ids.as_bytes()))))
-                .await?;
-        Ok(SplitFacts {
-            rows,
-            fingerprint,
-            readmitted,
-        })
-    }
-
-    /// A RawData table as a frame in `ml::data::read_csv`'s layout, in split order.
-    ///
-    /// A SQLite file is read on a connection of its own, each value straight into its column.
-    /// MySQL and PostgreSQL write the rows as CSV text, a chunk of positions per query, and the
-    /// validated CSV reader parses it: row-by-row fetching through sqlx costs a hand-off per
-    /// row, which is most of the time for a whole table.
-    pub async fn read_table(&self, table: &'static str) -> Result<DataFrame> {
-        const CHUNK: i64 = 20_000;
-        let db = &self.db;
-        let source = format!("{}#{table}", db.url());
-        if let Some(frame) = db
-            .read_sqlite(move |conn| read_sqlite_table(conn, table, &source))
-            .await
-        {
-            return frame;
-        }
-        let dialect = db.dialect();
-        let names: Vec<&str> = data_columns().map(|(name, _, _)| name).collect();
-        let mut text = names.join(",").into_bytes();
-        let mut conn = concat_connection(db).await?;
-        let end: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(dialect.requote(&format!(
-            "SELECT MAX(\"{SPLIT_POSITION}\") FROM \"{table}\""
-        ))))
-        .fetch_one(&mut *conn)
-        .await?;
-        let query = chunk_query(dialect, table);
-        let mut start = 0;
-        while let Some(end) = end.filter(|end| start <= *end) {
-            let chunk: Option<String> = sqlx::query_scalar(db.dynamic(&query))
-                .bind(start)
-                .bind(start + CHUNK)
-                .fetch_one(&mut *conn)
-                .await?;
-            if let Some(chunk) = chunk {
-                text.push(b'\n');
-                text.extend_from_slice(chunk.as_bytes());
-            }
-            start = (start + CHUNK).min(end + 1);
-        }
-        drop(conn);
-        text.push(b'\n');
-        let name = std::path::PathBuf::from(format!("{}#{table}", db.url()));
-        super::io::blocking(move || Ok(readmit_ml::data::read_stored_csv(text, &name)?)).await
-    }
-}
-
-/// The query writing one chunk of a table's rows (positions `?` to `?`, exclusive) as CSV
-/// lines: text quoted with `"` doubled, missing values as `?`, lines joined by newlines.
-fn chunk_query(dialect: Dialect, table: &str) -> String {
-    let fields: Vec<String> = data_columns()
-        .map(|(name, integer, _)| {
-            let column = dialect.quote_ident(name);
-            match (integer, dialect) {
-                (true, Dialect::MySql) => column,
-                (true, Dialect::Sqlite | Dialect::Postgres) => format!("CAST({column} AS TEXT)"),
-                (false, Dialect::MySql) => {
-                    format!("COALESCE(CONCAT('\"', REPLACE({column}, '\"', '\"\"'), '\"'), '?')")
-                }
-                (false, Dialect::Sqlite | Dialect::Postgres) => {
-                    format!("COALESCE('\"' || REPLACE({column}, '\"', '\"\"') || '\"', '?')")
-                }
-            }
-        })
-        .collect();
-    let line = match dialect {
-        Dialect::MySql => format!("CONCAT_WS(',', {})", fields.join(", ")),
-        Dialect::Sqlite | Dialect::Postgres => fields.join(" || ',' || "),
-    };
-    let position = dialect.quote_ident(SPLIT_POSITION);
-    // The separator is a newline inside the string literal, which every dialect reads as is.
-    format!(
-        "SELECT {} FROM {} WHERE {position} >= ? AND {position} < ?",
-        in_split_order(dialect, &line, "\n"),
-        dialect.quote_ident(table)
-    )
-}
-
-/// An aggregate joining `expr` over a table's rows in split order with `separator` (SQL text
-/// without quotes in it): NULL when there are no rows.
-fn in_split_order(dialect: Dialect, expr: &str, separator: &str) -> String {
-    let position = dialect.quote_ident(SPLIT_POSITION);
-    match dialect {
-        Dialect::MySql => {
-            format!("GROUP_CONCAT({expr} ORDER BY {position} SEPARATOR '{separator}')")
-        }
-        Dialect::Sqlite => format!("group_concat({expr}, '{separator}' ORDER BY {position})"),
-        Dialect::Postgres => format!("string_agg({expr}, '{separator}' ORDER BY {position})"),
-    }
-}
-
-/// A connection whose aggregates may join whole tables: MySQL's GROUP_CONCAT stops at 1 KiB
-/// by default, and a table's ids or a chunk of its rows are megabytes.
-async fn concat_connection(db: &Db) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-    let mut conn = db.pool().acquire().await?;
-    if db.dialect() == Dialect::MySql {
-        sqlx::raw_sql("SET SESSION group_concat_max_len = 1073741824")
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(conn)
 }
 
 fn height(frame: &DataFrame) -> i64 {
@@ -746,75 +597,4 @@ impl Rows for FrameRows {
             i64::try_from(index).unwrap_or(i64::MAX),
         )));
     }
-}
-
-/// A RawData table read whole from a SQLite file, typed as the schema says: what
-/// [`RawStore::read_table`] returns, without the CSV round trip.
-fn read_sqlite_table(conn: &rusqlite::Connection, table: &str, source: &str) -> Result<DataFrame> {
-    let names: Vec<(&str, bool, bool)> = data_columns().collect();
-    let quoted: Vec<String> = names
-        .iter()
-        .map(|(name, _, _)| Dialect::Sqlite.quote_ident(name))
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM {} ORDER BY {}",
-        quoted.join(", "),
-        Dialect::Sqlite.quote_ident(table),
-        Dialect::Sqlite.quote_ident(SPLIT_POSITION)
-    );
-    enum Builder {
-        Int(Vec<i64>),
-        Text(StringChunkedBuilder),
-    }
-    let rows: i64 = conn.query_row(
-        &format!(
-            "SELECT COUNT(*) FROM {}",
-            Dialect::Sqlite.quote_ident(table)
-        ),
-        [],
-        |r| r.get(0),
-    )?;
-    let capacity = usize::try_from(rows).unwrap_or(0);
-    let mut builders: Vec<Builder> = names
-        .iter()
-        .map(|(name, integer, _)| {
-            if *integer {
-                Builder::Int(Vec::with_capacity(capacity))
-            } else {
-                Builder::Text(StringChunkedBuilder::new((*name).into(), capacity))
-            }
-        })
-        .collect();
-    let mut statement = conn.prepare(&sql)?;
-    let mut cursor = statement.raw_query();
-    let mut position = 0usize;
-    while let Some(row) = cursor.next()? {
-        for (i, builder) in builders.iter_mut().enumerate() {
-            let (name, _, nullable) = names[i];
-            let bad = |what: &str| {
-                EtlError::Corrupt(format!("{source}: row {position} column {name}: {what}"))
-            };
-            let value = row.get_ref(i)?;
-            match (builder, value) {
-                (Builder::Int(v), ValueRef::Integer(n)) => v.push(n),
-                (Builder::Text(b), ValueRef::Text(t)) => b.append_value(
-                    std::str::from_utf8(t).map_err(|_| bad("text that is not UTF-8"))?,
-                ),
-                (Builder::Text(b), ValueRef::Null) if nullable => b.append_null(),
-                (_, ValueRef::Null) => return Err(bad("NULL where a value is required")),
-                (Builder::Int(_), _) => return Err(bad("not an integer")),
-                (Builder::Text(_), _) => return Err(bad("not text")),
-            }
-        }
-        position += 1;
-    }
-    let columns: Vec<polars::prelude::Column> = builders
-        .into_iter()
-        .zip(&names)
-        .map(|(builder, (name, _, _))| match builder {
-            Builder::Int(v) => polars::prelude::Column::new((*name).into(), v),
-            Builder::Text(b) => b.finish().into_column(),
-        })
-        .collect();
-    DataFrame::new(position, columns).map_err(|e| EtlError::Corrupt(format!("{source}: {e}")))
 }
