@@ -12,43 +12,29 @@ use crate::etl::io::{blocking, hex};
 use crate::etl::runs::{EtlError, Result};
 
 impl RawStore {
-    /// A RawData table's fingerprint and class balance, read from the database itself: the
-    /// SQL joins the ids, so the rows never cross the connection one by one.
+    /// A RawData table's fingerprint and class balance, read from the database itself in one
+    /// statement (so one snapshot, even while a batch lands): the SQL joins the ids, so the
+    /// rows never cross the connection one by one.
     pub async fn split_facts(&self, table: &'static str) -> Result<SplitFacts> {
         let db = &self.db;
         let dialect = db.dialect();
-        let id = dialect.quote_ident(schema::ENCOUNTER_ID);
-        let text_id = match dialect {
-            Dialect::MySql => format!("CAST({id} AS CHAR)"),
-            Dialect::Sqlite | Dialect::Postgres => format!("CAST({id} AS TEXT)"),
-        };
+        let ids = in_split_order(
+            dialect,
+            &int_as_text(dialect, &dialect.quote_ident(schema::ENCOUNTER_ID)),
+            ",",
+        );
         let mut conn = concat_connection(db).await?;
-        let ids: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM {}",
-            in_split_order(dialect, &text_id, ","),
-            dialect.quote_ident(table)
-        )))
-        .fetch_one(&mut *conn)
-        .await?;
-        let ids = ids.unwrap_or_default();
-        let rows = if ids.is_empty() {
-            0
-        } else {
-            i64::try_from(ids.bytes().filter(|b| *b == b',').count() + 1).unwrap_or(i64::MAX)
-        };
-        // Positions run from 0, and an append only adds higher ones: counting below `rows`
-        // covers the very rows fingerprinted, even if a batch lands in between.
-        let readmitted: i64 = sqlx::query_scalar(db.dynamic(&format!(
-            "SELECT COUNT(*) FROM {} WHERE {} = ? AND {} < ?",
-            dialect.quote_ident(table),
-            dialect.quote_ident(schema::TARGET),
-            dialect.quote_ident(SPLIT_POSITION),
-        )))
-        .bind(schema::POSITIVE_LEVEL)
-        .bind(rows)
-        .fetch_one(&mut *conn)
-        .await?;
-        let fingerprint = blocking(move || Ok(hex(&Sha256::digest(ids.as_bytes())))).await?;
+        let (ids, rows, readmitted): (Option<String>, i64, i64) =
+            sqlx::query_as(db.dynamic(&format!(
+                "SELECT {ids}, COUNT(*), COUNT(CASE WHEN {} = ? THEN 1 END) FROM {}",
+                dialect.quote_ident(schema::TARGET),
+                dialect.quote_ident(table),
+            )))
+            .bind(schema::POSITIVE_LEVEL)
+            .fetch_one(&mut *conn)
+            .await?;
+        let fingerprint =
+            blocking(move || Ok(hex(&Sha256::digest(ids.unwrap_or_default().as_bytes())))).await?;
         Ok(SplitFacts {
             rows,
             fingerprint,
@@ -109,8 +95,7 @@ fn chunk_query(dialect: Dialect, table: &str) -> String {
         .map(|(name, integer, _)| {
             let column = dialect.quote_ident(name);
             match (integer, dialect) {
-                (true, Dialect::MySql) => column,
-                (true, Dialect::Sqlite | Dialect::Postgres) => format!("CAST({column} AS TEXT)"),
+                (true, _) => int_as_text(dialect, &column),
                 (false, Dialect::MySql) => {
                     format!("COALESCE(CONCAT('\"', REPLACE({column}, '\"', '\"\"'), '\"'), '?')")
                 }
@@ -131,6 +116,14 @@ fn chunk_query(dialect: Dialect, table: &str) -> String {
         in_split_order(dialect, &line, "\n"),
         dialect.quote_ident(table)
     )
+}
+
+/// An integer column as decimal text, which string aggregates need.
+fn int_as_text(dialect: Dialect, column: &str) -> String {
+    match dialect {
+        Dialect::MySql => format!("CAST({column} AS CHAR)"),
+        Dialect::Sqlite | Dialect::Postgres => format!("CAST({column} AS TEXT)"),
+    }
 }
 
 /// An aggregate joining `expr` over a table's rows in split order with `separator` (SQL text
