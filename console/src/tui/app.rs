@@ -8,6 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKin
 use readmit_proto::v1;
 
 use super::action::{Action, Request};
+use super::events::Events;
 use super::keymap::{Intent, Keymap};
 use super::prom;
 use super::screens::{dags, data, experiments, loadtest, metrics, models, overview, predict};
@@ -214,14 +215,6 @@ impl AgentView {
     }
 }
 
-/// A line of the Overview's recent events.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EventLine {
-    pub at_ms: i64,
-    pub text: String,
-    pub ok: bool,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flash {
     pub text: String,
@@ -237,7 +230,7 @@ pub struct App {
     pub agents: Vec<AgentView>,
     pub now_ms: i64,
     pub flash: Option<Flash>,
-    pub events: VecDeque<EventLine>,
+    pub events: Events,
     pub data: data::State,
     pub dags: dags::State,
     pub experiments: experiments::State,
@@ -255,7 +248,6 @@ pub struct App {
 /// How often the served models and the metrics are read, and the screen refreshed.
 const POLL_MS: i64 = 2000;
 const REFRESH_MS: i64 = 10_000;
-const EVENTS_KEPT: usize = 200;
 
 impl App {
     pub fn new(agents: &[String], keymap: Keymap, now_ms: i64) -> Self {
@@ -266,7 +258,7 @@ impl App {
             agents: agents.iter().map(|u| AgentView::new(u)).collect(),
             now_ms,
             flash: None,
-            events: VecDeque::new(),
+            events: Events::default(),
             data: data::State::default(),
             dags: dags::State::default(),
             experiments: experiments::State::default(),
@@ -304,9 +296,9 @@ impl App {
         });
     }
 
+    /// An event line only the console knows of (an agent down or back, a command's answer).
     pub fn event(&mut self, at_ms: i64, text: String, ok: bool) {
-        self.events.push_front(EventLine { at_ms, text, ok });
-        self.events.truncate(EVENTS_KEPT);
+        self.events.note(at_ms, text, ok);
     }
 
     /// Whether any agent that is up runs `role`, or why not: `None` when it is up.
@@ -332,6 +324,7 @@ impl App {
     }
 
     fn refresh_all(&mut self) {
+        overview::refresh(self);
         data::refresh(self);
         dags::refresh(self);
         experiments::refresh(self);
@@ -343,6 +336,7 @@ impl App {
     fn refresh_role(&mut self, role: &str) {
         match role {
             "etl" => {
+                overview::refresh_runs(self);
                 data::refresh(self);
                 dags::refresh(self);
             }
@@ -361,7 +355,8 @@ impl App {
 
     fn refresh_screen(&mut self) {
         match self.screen {
-            Screen::Overview | Screen::Metrics => {}
+            Screen::Metrics => {}
+            Screen::Overview => overview::refresh(self),
             Screen::Data => data::refresh(self),
             Screen::Dags => dags::refresh(self),
             Screen::Experiments => experiments::refresh(self),

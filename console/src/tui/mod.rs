@@ -7,6 +7,7 @@ pub mod action;
 pub mod app;
 pub mod backend;
 pub mod bench;
+pub mod events;
 pub mod fixtures;
 pub mod keymap;
 pub mod prom;

@@ -12,6 +12,7 @@ use ratatui::widgets::{Paragraph, Row, Table};
 
 use crate::tui::action::Request;
 use crate::tui::app::{App, Confirm, Edit, Line as Typed, Mode, matches_filter, move_selection};
+use crate::tui::events::Happening;
 use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, clock, duration_s, pane, selected_style, window};
 use readmit_proto::v1;
@@ -103,6 +104,13 @@ fn select_dag(app: &mut App) {
 }
 
 pub fn on_runs(app: &mut App, dag: &str, reply: Result<Vec<v1::DagRun>, String>) {
+    if dag.is_empty() {
+        // Every DAG's last runs: the Overview's history.
+        if let Ok(runs) = &reply {
+            app.events.history_all(runs.iter().flat_map(run_history));
+        }
+        return;
+    }
     if dag != app.dags.runs_of {
         return;
     }
@@ -164,6 +172,45 @@ pub fn on_logs(app: &mut App, run_id: &str, reply: Result<Vec<v1::LogLine>, Stri
     }
 }
 
+/// A run starting, as an event line.
+fn started(dag: &str, run_id: &str, at_ms: i64) -> Happening {
+    Happening {
+        key: format!("dag run {run_id} started"),
+        at_ms,
+        text: format!("DAG {dag} run {} started", short(run_id)),
+        ok: true,
+    }
+}
+
+/// A run ending in `state`, as an event line.
+fn ended(dag: &str, run_id: &str, state: i32, error: &str, at_ms: i64) -> Happening {
+    let mut text = format!("DAG {dag} run {} {}", short(run_id), state_name(state));
+    if !error.is_empty() {
+        text.push_str(&format!(": {error}"));
+    }
+    Happening {
+        key: format!("dag run {run_id} ended"),
+        at_ms,
+        text,
+        ok: state == v1::RunState::Succeeded as i32,
+    }
+}
+
+/// What a stored run tells of its start and end.
+fn run_history(run: &v1::DagRun) -> impl Iterator<Item = Happening> {
+    let start = (run.started_at_ms > 0).then(|| started(&run.dag, &run.run_id, run.started_at_ms));
+    let end = (is_terminal(run.state) && run.ended_at_ms > 0).then(|| {
+        ended(
+            &run.dag,
+            &run.run_id,
+            run.state,
+            &run.error,
+            run.ended_at_ms,
+        )
+    });
+    start.into_iter().chain(end)
+}
+
 fn is_terminal(state: i32) -> bool {
     matches!(
         v1::RunState::try_from(state).unwrap_or(v1::RunState::Unspecified),
@@ -207,17 +254,13 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
         Some(v1::run_event::Event::State(change)) => {
             let at = event.timestamp_ms;
             if change.task_id.is_empty() && is_terminal(change.state) {
-                let ok = change.state == v1::RunState::Succeeded as i32;
-                let mut text = format!(
-                    "DAG {} run {} {}",
-                    event.dag,
-                    short(&event.run_id),
-                    state_name(change.state)
-                );
-                if !change.error.is_empty() {
-                    text.push_str(&format!(": {}", change.error));
-                }
-                app.event(at, text, ok);
+                app.events.live(ended(
+                    &event.dag,
+                    &event.run_id,
+                    change.state,
+                    &change.error,
+                    at,
+                ));
                 // The finished run as the agent stored it: events missed while the run was
                 // not yet listed (its trigger's answer still on the way) are filled in.
                 if event.dag == app.dags.runs_of {
@@ -226,11 +269,7 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
                     });
                 }
             } else if change.task_id.is_empty() && change.state == v1::RunState::Running as i32 {
-                app.event(
-                    at,
-                    format!("DAG {} run {} started", event.dag, short(&event.run_id)),
-                    true,
-                );
+                app.events.live(started(&event.dag, &event.run_id, at));
             }
             match app.dags.runs.iter_mut().find(|r| r.run_id == event.run_id) {
                 Some(run) => apply_change(run, &change, at),

@@ -11,6 +11,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Row, Table};
 
 use crate::tui::action::Request;
 use crate::tui::app::{App, Confirm, Edit, Line as Typed, Mode, move_selection};
+use crate::tui::events::Happening;
 use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, pane, selected_style, window};
 use readmit_proto::v1;
@@ -183,6 +184,7 @@ pub fn spec(app: &App) -> Result<v1::LoadTestSpec, String> {
 pub fn on_list(app: &mut App, reply: Result<Vec<v1::LoadTestSummary>, String>) {
     match reply {
         Ok(list) => {
+            app.events.history_all(list.iter().flat_map(test_history));
             app.load.past = list;
             app.load.past_error = None;
             let len = app.load.past.len();
@@ -192,14 +194,60 @@ pub fn on_list(app: &mut App, reply: Result<Vec<v1::LoadTestSummary>, String>) {
     }
 }
 
+/// A test starting, as an event line.
+fn test_started(id: &str, at_ms: i64) -> Happening {
+    Happening {
+        key: format!("load test {id} started"),
+        at_ms,
+        text: format!("load test {id} started"),
+        ok: true,
+    }
+}
+
+/// A test ending, as an event line: its figures and verdict.
+fn test_ended(s: &v1::LoadTestSummary, at_ms: i64) -> Happening {
+    let total = s.total.clone().unwrap_or_default();
+    let verdict = if s.thresholds.is_empty() {
+        ""
+    } else if s.passed {
+        ", thresholds held"
+    } else {
+        ", thresholds broke"
+    };
+    let mut text = format!(
+        "load test {} ended: {} requests, {:.0} req/s{verdict}",
+        s.test_id, total.requests, total.rps
+    );
+    if let Some(c) = &s.capacity {
+        text.push_str(&format!(", holds {} {}", c.max_level, c.dimension));
+    }
+    if !s.error.is_empty() {
+        text.push_str(&format!(": {}", s.error));
+    }
+    Happening {
+        key: format!("load test {} ended", s.test_id),
+        at_ms,
+        text,
+        ok: s.error.is_empty() && (s.passed || s.thresholds.is_empty()),
+    }
+}
+
+/// What a past test tells of its start and end.
+fn test_history(s: &v1::LoadTestSummary) -> impl Iterator<Item = Happening> {
+    let start = test_started(&s.test_id, s.started_at_ms);
+    let end = (s.ended_at_ms > 0).then(|| test_ended(s, s.ended_at_ms));
+    std::iter::once(start).chain(end)
+}
+
 pub fn on_started(app: &mut App, reply: Result<v1::LoadTestSummary, String>) {
     match reply {
         Ok(summary) => {
-            app.event(
-                app.now_ms,
-                format!("load test {} started", summary.test_id),
-                true,
-            );
+            let at = if summary.started_at_ms > 0 {
+                summary.started_at_ms
+            } else {
+                app.now_ms
+            };
+            app.events.live(test_started(&summary.test_id, at));
             app.load.current = Some(summary);
             app.load.samples.clear();
             app.load.finished = None;
@@ -221,22 +269,12 @@ pub fn on_sample(app: &mut App, sample: v1::LoadTestSample) {
 
 pub fn on_ended(app: &mut App, reply: Result<v1::LoadTestSummary, String>) {
     if let Ok(s) = &reply {
-        let total = s.total.clone().unwrap_or_default();
-        let verdict = if s.thresholds.is_empty() {
-            ""
-        } else if s.passed {
-            ", thresholds held"
+        let at = if s.ended_at_ms > 0 {
+            s.ended_at_ms
         } else {
-            ", thresholds broke"
+            app.now_ms
         };
-        let mut text = format!(
-            "load test {} ended: {} requests, {:.0} req/s{verdict}",
-            s.test_id, total.requests, total.rps
-        );
-        if let Some(c) = &s.capacity {
-            text.push_str(&format!(", holds {} {}", c.max_level, c.dimension));
-        }
-        app.event(app.now_ms, text, s.passed || s.thresholds.is_empty());
+        app.events.live(test_ended(s, at));
     }
     app.load.finished = Some(reply);
     refresh(app);

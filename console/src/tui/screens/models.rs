@@ -10,6 +10,7 @@ use ratatui::widgets::{Paragraph, Row, Table};
 
 use crate::tui::action::Request;
 use crate::tui::app::{App, Confirm, Mode, matches_filter, move_selection};
+use crate::tui::events::Happening;
 use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, pane, selected_style, window};
 use readmit_proto::{stage_name, v1};
@@ -36,6 +37,8 @@ pub struct State {
     pub selected_version: usize,
     pub pane: usize,
     pub pending_promote: Option<(String, i64)>,
+    /// Each model's last change when its versions were last read for the Overview's history.
+    pub history_read: std::collections::HashMap<String, i64>,
 }
 
 impl State {
@@ -62,6 +65,16 @@ pub fn refresh(app: &mut App) {
 pub fn on_models(app: &mut App, reply: Result<Vec<v1::RegisteredModel>, String>) {
     match reply {
         Ok(models) => {
+            for m in &models {
+                if app.models.history_read.get(&m.name) != Some(&m.last_updated_time_ms) {
+                    app.models
+                        .history_read
+                        .insert(m.name.clone(), m.last_updated_time_ms);
+                    app.request(Request::Versions {
+                        name: m.name.clone(),
+                    });
+                }
+            }
             app.models.models = models;
             app.models.error = None;
             select_model(app);
@@ -96,6 +109,10 @@ pub fn on_versions(app: &mut App, name: &str, reply: Result<Vec<v1::ModelVersion
         versions.sort_by_key(|v| std::cmp::Reverse(v.version));
         versions
     });
+    if let Ok(versions) = &reply {
+        app.events
+            .history_all(versions.iter().flat_map(version_history));
+    }
     if let Some((model, version)) = app
         .models
         .pending_promote
@@ -123,40 +140,70 @@ pub fn on_versions(app: &mut App, name: &str, reply: Result<Vec<v1::ModelVersion
     }
 }
 
+/// A version registered, as an event line.
+fn registered(name: &str, version: i64, at_ms: i64) -> Happening {
+    Happening {
+        key: format!("model {name} v{version} registered"),
+        at_ms,
+        text: format!("{name} v{version} registered"),
+        ok: true,
+    }
+}
+
+/// A version moved to `stage`, as an event line; `was` when the stream tells it.
+fn staged(name: &str, version: i64, stage: i32, was: Option<i32>, at_ms: i64) -> Happening {
+    let mut text = format!("{name} v{version} → {}", stage_name(stage));
+    if let Some(was) = was {
+        text.push_str(&format!(" (was {})", stage_name(was)));
+    }
+    Happening {
+        key: format!("model {name} v{version} stage {}", stage_name(stage)),
+        at_ms,
+        text,
+        ok: true,
+    }
+}
+
+/// What a stored version tells: its registration and, when in a stage, its last move.
+fn version_history(v: &v1::ModelVersion) -> impl Iterator<Item = Happening> {
+    let staged_at = matches!(
+        v1::Stage::try_from(v.stage),
+        Ok(v1::Stage::Staging | v1::Stage::Production | v1::Stage::Archived)
+    )
+    .then(|| staged(&v.name, v.version, v.stage, None, v.last_updated_time_ms));
+    std::iter::once(registered(&v.name, v.version, v.creation_time_ms)).chain(staged_at)
+}
+
 /// A registry change: an event line, and the lists read again.
 pub fn on_event(app: &mut App, event: &v1::RegistryEvent) {
-    let version = event.version.clone().unwrap_or_default();
+    let v = event.version.clone().unwrap_or_default();
+    let at = event.timestamp_ms;
     let kind =
         v1::RegistryEventKind::try_from(event.kind).unwrap_or(v1::RegistryEventKind::Unspecified);
-    let text = match kind {
+    let note = match kind {
         v1::RegistryEventKind::VersionCreated => {
-            Some(format!("{} v{} registered", version.name, version.version))
+            app.events.live(registered(&v.name, v.version, at));
+            None
         }
-        v1::RegistryEventKind::StageChanged => Some(format!(
-            "{} v{} → {} (was {})",
-            version.name,
-            version.version,
-            stage_name(version.stage),
-            stage_name(event.previous_stage)
-        )),
-        v1::RegistryEventKind::AliasSet => Some(format!(
-            "{} @{} → v{}",
-            version.name, event.alias, version.version
-        )),
-        v1::RegistryEventKind::AliasDeleted => {
-            Some(format!("{} @{} removed", version.name, event.alias))
+        v1::RegistryEventKind::StageChanged => {
+            let was = Some(event.previous_stage);
+            app.events
+                .live(staged(&v.name, v.version, v.stage, was, at));
+            None
         }
-        v1::RegistryEventKind::ModelDeleted => Some(format!("model {} deleted", version.name)),
-        v1::RegistryEventKind::VersionDeleted => {
-            Some(format!("{} v{} deleted", version.name, version.version))
+        v1::RegistryEventKind::AliasSet => {
+            Some(format!("{} @{} → v{}", v.name, event.alias, v.version))
         }
-        v1::RegistryEventKind::Current | v1::RegistryEventKind::Unspecified => None,
+        v1::RegistryEventKind::AliasDeleted => Some(format!("{} @{} removed", v.name, event.alias)),
+        v1::RegistryEventKind::ModelDeleted => Some(format!("model {} deleted", v.name)),
+        v1::RegistryEventKind::VersionDeleted => Some(format!("{} v{} deleted", v.name, v.version)),
+        v1::RegistryEventKind::Current | v1::RegistryEventKind::Unspecified => return,
     };
-    if let Some(text) = text {
-        app.event(event.timestamp_ms, text, true);
-        refresh(app);
-        app.request(Request::Served);
+    if let Some(text) = note {
+        app.event(at, text, true);
     }
+    refresh(app);
+    app.request(Request::Served);
 }
 
 pub fn set_filter(app: &mut App, text: &str) {

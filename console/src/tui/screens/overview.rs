@@ -8,6 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Sparkline, Table};
 
+use crate::tui::action::Request;
 use crate::tui::app::{AgentView, App, Link};
 use crate::tui::keymap::Intent;
 use crate::tui::prom;
@@ -16,6 +17,20 @@ use crate::tui::ui::{ago, bytes, duration_s, title};
 pub const KEYS: &[(Intent, &str)] = &[];
 
 pub fn on_intent(_app: &mut App, _intent: Intent) {}
+
+/// What the last events are read back from, so they tell what happened before the console
+/// started: the runs of every DAG, the registry (each model's versions, asked when the list of
+/// models shows it changed) and past load tests. The streams add what happens from now on.
+pub fn refresh(app: &mut App) {
+    refresh_runs(app);
+    app.request(Request::Models);
+    app.request(Request::LoadTests);
+}
+
+/// The last runs of every DAG (an empty DAG name).
+pub fn refresh_runs(app: &mut App) {
+    app.request(Request::DagRuns { dag: String::new() });
+}
 
 /// An inference agent's request rate over the last interval and its latency percentiles over
 /// the last minute, in ms, from its `/metrics`.

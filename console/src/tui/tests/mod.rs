@@ -2,5 +2,6 @@
 //! with its committed snapshot, and the headless app driven through a scenario against real
 //! agents.
 
+mod events;
 mod scenario;
 mod snapshots;

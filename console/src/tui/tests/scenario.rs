@@ -229,6 +229,7 @@ async fn the_console_drives_a_real_agent_end_to_end() {
     };
     assert!(summary.total.as_ref().unwrap().requests > 0, "{summary:#?}");
     assert_eq!(summary.thresholds.len(), 2, "{summary:#?}");
+    let test_ended = format!("load test {} ended", summary.test_id);
 
     // Metrics: the agent's own series, read over HTTP.
     h.key(KeyCode::Char('8'));
@@ -239,6 +240,31 @@ async fn the_console_drives_a_real_agent_end_to_end() {
             .any(|s| s.family == "inference_requests_total")
     })
     .await;
+
+    // A console opened now tells what happened before it started, from the agent's history:
+    // the runs, the promotion back to v1, the load test; each once.
+    let late_fleet = Fleet::connect(sources.resolve().unwrap()).await;
+    let mut late = Headless::start(std::sync::Arc::new(late_fleet));
+    let told = |a: &App, text: &str| a.events.iter().filter(|e| e.text.contains(text)).count();
+    late.until("the history of runs, versions and tests", 30, |a| {
+        told(a, "DAG train_and_register run") >= 4
+            && told(a, "v1 → Production") == 1
+            && told(a, &test_ended) == 1
+    })
+    .await;
+    for (text, times) in [
+        ("DAG ingest_raw run", 2),
+        ("DAG append_batch run", 2),
+        ("best_diabetes_readmission_model v2 registered", 1),
+    ] {
+        assert_eq!(
+            told(&late.app, text),
+            times,
+            "{text}: {:#?}",
+            late.app.events
+        );
+    }
+    late.key(KeyCode::Char('q'));
 
     // The agent goes away: what it serves greys out with the reason; it comes back on the
     // same addresses and the console recovers by itself.
