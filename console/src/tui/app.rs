@@ -179,7 +179,9 @@ pub struct AgentView {
     pub info: Option<v1::AgentInfo>,
     pub link: Link,
     pub status: Option<v1::AgentStatus>,
+    /// CPU use in percent.
     pub cpu: VecDeque<u64>,
+    /// Host memory in use, in tenths of a percent.
     pub mem: VecDeque<u64>,
     pub metrics: prom::Store,
     pub metrics_error: Option<String>,
@@ -418,7 +420,7 @@ pub fn update(app: &mut App, action: Action) {
                 return;
             };
             push_capped(&mut agent.cpu, status.cpu_percent.max(0.0).round() as u64);
-            let mem = (status.memory_used_bytes * 100)
+            let mem = (status.memory_used_bytes.saturating_mul(1000))
                 .checked_div(status.memory_total_bytes)
                 .unwrap_or(0);
             push_capped(&mut agent.mem, mem);

@@ -91,10 +91,15 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         );
         let mem_now = agent.mem.back().copied().unwrap_or(0);
         let mem_data: Vec<u64> = agent.mem.iter().copied().collect();
+        let top = memory_scale(&mem_data);
         frame.render_widget(
             Sparkline::default()
-                .block(Block::bordered().title(format!(" {label} memory {mem_now}% ")))
-                .max(100)
+                .block(Block::bordered().title(format!(
+                    " {label} memory {:.1}% (scale 0–{}%) ",
+                    mem_now as f64 / 10.0,
+                    top / 10
+                )))
+                .max(top)
                 .style(Style::default().fg(Color::Magenta))
                 .data(&mem_data),
             mem,
@@ -102,6 +107,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     }
     draw_serving(&serving, frame, serving_area);
     draw_events(app, frame, events_area);
+}
+
+/// The top of the memory sparkline, in tenths of a percent: the next 10% step above the highest
+/// sample, so a host at 5% shows a line, not a blank 0–100% band.
+fn memory_scale(samples: &[u64]) -> u64 {
+    let highest = samples.iter().copied().max().unwrap_or(0);
+    (highest / 100 + 1).min(10) * 100
 }
 
 fn draw_agents(app: &App, frame: &mut Frame, area: Rect) {
