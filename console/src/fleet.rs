@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use readmit_proto::{Client, v1};
+use readmit_proto::{AgentFacts, Client};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -366,10 +366,7 @@ impl std::ops::Deref for Routed {
 }
 
 /// One connect (unless `client` is still good) and `GetInfo`, within [`PROBE_TIMEOUT`].
-async fn probe(
-    spec: &AgentSpec,
-    client: Option<Client>,
-) -> Result<(Client, v1::AgentInfo), String> {
+async fn probe(spec: &AgentSpec, client: Option<Client>) -> Result<(Client, AgentFacts), String> {
     let call = async {
         let client = match client {
             Some(c) => c,
@@ -378,11 +375,9 @@ async fn probe(
                 .map_err(|e| e.to_string())?,
         };
         let info = client
-            .agent()
-            .get_info(v1::GetInfoRequest {})
+            .agent_info()
             .await
-            .map_err(|s| crate::output::status_error(client.url(), &s))?
-            .into_inner();
+            .map_err(|e| crate::output::call_error(client.url(), &e))?;
         Ok((client, info))
     };
     tokio::time::timeout(PROBE_TIMEOUT, call)

@@ -37,6 +37,15 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// A gRPC failure as one line naming the agent, with a hint where the cause is the caller's.
+/// A typed call's failure, for a person: an agent's status as [`status_error`] words it, else
+/// what failed and why.
+pub fn call_error(url: &str, error: &readmit_proto::CallError) -> String {
+    match error {
+        readmit_proto::CallError::Status { status, .. } => status_error(url, status),
+        other => format!("agent at {url}: {other}"),
+    }
+}
+
 pub fn status_error(url: &str, status: &tonic::Status) -> String {
     use std::error::Error as _;
     let hint = match status.code() {

@@ -115,7 +115,15 @@ params = { command = "cat out.txt" }
     let sleepy_id = sleepy["run_id"].as_str().unwrap().to_owned();
     let (ok, _, err) = readmit(&url, &["dags", "trigger", "sleepy"]).await;
     assert!(!ok && err.contains("max_active_runs"), "{err}");
-    let (ok, out, _) = readmit(&url, &["--output", "json", "dags", "cancel", &sleepy_id]).await;
+    // Following a running run's log ends when the run does (here: cancelled).
+    let follow_args = ["dags", "logs", &sleepy_id, "--follow"];
+    let follow = readmit(&url, &follow_args);
+    let cancel = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        readmit(&url, &["--output", "json", "dags", "cancel", &sleepy_id]).await
+    };
+    let ((followed, _, follow_err), (ok, out, _)) = tokio::join!(follow, cancel);
+    assert!(followed, "{follow_err}");
     assert!(ok, "{out}");
     let cancelled: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cancelled["state"], "cancelled");

@@ -299,17 +299,6 @@ impl Client {
     }
 }
 
-impl Client {
-    /// What the agent says of itself (`Agent.GetInfo`): roles, version, listeners.
-    pub async fn agent_info(&self) -> Result<crate::v1::AgentInfo, crate::CallError> {
-        self.agent()
-            .get_info(crate::v1::GetInfoRequest {})
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(crate::CallError::status("GetInfo"))
-    }
-}
-
 /// An agent URL with its scheme: `127.0.0.1:50051` becomes `http://127.0.0.1:50051`.
 pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();

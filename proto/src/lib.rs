@@ -28,12 +28,19 @@ pub mod oip {
     tonic::include_proto!("inference");
 }
 
+mod agent;
 mod client;
+mod dags;
 mod registry;
 mod tracking;
 
+pub use agent::{AgentFacts, AgentVitals, RoleGauge};
 pub use client::{
     Client, ClientError, ClientTls, Svc, TokenInterceptor, error_chain, normalize_url,
+};
+pub use dags::{
+    DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState, TaskDecl,
+    TaskRun,
 };
 pub use registry::{CallError, NewVersion, RegistryChange, VersionInfo, stage_name};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).

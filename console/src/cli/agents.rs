@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use readmit_proto::v1;
+use readmit_proto::AgentVitals;
 use serde::Serialize;
 
 use super::Global;
@@ -95,11 +95,9 @@ async fn query(state: AgentState, client: Option<readmit_proto::Client>) -> Agen
         return view;
     };
     view.info = Some(info_view(&state));
-    let mut agent = client.agent();
-    let call = agent.get_status(v1::GetStatusRequest {});
-    match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(Ok(status)) => view.status = Some(status_view(status.into_inner())),
-        Ok(Err(s)) => view.error = Some(output::status_error(client.url(), &s)),
+    match tokio::time::timeout(Duration::from_secs(10), client.agent_status()).await {
+        Ok(Ok(status)) => view.status = Some(status_view(status)),
+        Ok(Err(e)) => view.error = Some(output::call_error(client.url(), &e)),
         Err(_) => {
             view.error = Some(format!(
                 "agent at {} did not answer within 10 s",
@@ -125,7 +123,7 @@ fn info_view(s: &AgentState) -> InfoView {
     }
 }
 
-fn status_view(s: v1::AgentStatus) -> StatusView {
+fn status_view(s: AgentVitals) -> StatusView {
     StatusView {
         ready: s.ready,
         uptime_s: s.uptime_s,

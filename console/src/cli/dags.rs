@@ -1,11 +1,13 @@
 //! `readmit dags`: list DAGs, trigger and follow runs, read logs, pause and cancel — what an
 //! Airflow user does in its UI, from the terminal.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use futures_util::StreamExt;
-use readmit_proto::v1;
+use readmit_proto::{
+    CallError, Client, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState, TaskRun,
+};
 use serde_json::{Value, json};
 
 use super::Global;
@@ -54,32 +56,176 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
-pub fn state_name(state: i32) -> &'static str {
-    match v1::RunState::try_from(state) {
-        Ok(v1::RunState::Queued) => "queued",
-        Ok(v1::RunState::Running) => "running",
-        Ok(v1::RunState::Succeeded) => "succeeded",
-        Ok(v1::RunState::Failed) => "failed",
-        Ok(v1::RunState::Cancelled) => "cancelled",
-        Ok(v1::RunState::UpForRetry) => "up_for_retry",
-        Ok(v1::RunState::UpstreamFailed) => "upstream_failed",
-        Ok(v1::RunState::Skipped) => "skipped",
-        _ => "unknown",
+pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitCode> {
+    let client = global.client(Role::Etl).await?;
+    let failed = |e: CallError| anyhow::anyhow!(output::call_error(client.url(), &e));
+    match command {
+        DagsCommand::List => print_dags(global, &client.list_dags().await.map_err(failed)?)?,
+        DagsCommand::Trigger { dag, params, wait } => {
+            let params: BTreeMap<String, String> = params.iter().cloned().collect();
+            let run = if *wait {
+                trigger_and_watch(global, &client, dag, &params)
+                    .await
+                    .map_err(failed)?
+            } else {
+                client.trigger_dag(dag, &params).await.map_err(failed)?
+            };
+            print_run(global, &run)?;
+            if *wait && run.state != RunState::Succeeded {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DagsCommand::Runs { dag, limit } => {
+            let runs = client
+                .dag_runs(dag.as_deref(), *limit)
+                .await
+                .map_err(failed)?;
+            print_runs(global, &runs)?;
+        }
+        DagsCommand::Logs { run, task, follow } => {
+            print_logs(global, &client, run, task.as_deref(), *follow)
+                .await
+                .map_err(failed)?;
+        }
+        DagsCommand::Pause { dag } | DagsCommand::Unpause { dag } => {
+            let paused = matches!(command, DagsCommand::Pause { .. });
+            let d = client.set_dag_paused(dag, paused).await.map_err(failed)?;
+            if global.output == OutputFormat::Json {
+                output::print_json(&json!({"dag": d.name, "paused": d.paused}))?;
+            } else {
+                println!("{}: {}", d.name, if d.paused { "paused" } else { "active" });
+            }
+        }
+        DagsCommand::Cancel { run } => {
+            print_run(global, &client.cancel_dag_run(run).await.map_err(failed)?)?;
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn finished(state: i32) -> bool {
-    matches!(
-        v1::RunState::try_from(state),
-        Ok(v1::RunState::Succeeded | v1::RunState::Failed | v1::RunState::Cancelled)
-    )
+/// Triggers `dag` and follows the run to its end: a progress bar of its tasks on stderr, and
+/// in table mode each event as it comes.
+async fn trigger_and_watch(
+    global: &Global,
+    client: &Client,
+    dag: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<DagRunInfo, CallError> {
+    let bar = crate::progress::steps(crate::progress::shown(global.output), 0, dag);
+    let print = global.output == OutputFormat::Table;
+    let run = client
+        .trigger_and_follow(dag, params, |event, run| {
+            if print {
+                bar.suspend(|| print_event(event));
+            }
+            show_tasks(&bar, &run.tasks);
+        })
+        .await;
+    bar.finish_and_clear();
+    run
 }
 
-fn run_json(r: &v1::DagRun) -> Value {
+/// Tasks past running as the bar's position; those running as its message.
+fn show_tasks(bar: &indicatif::ProgressBar, tasks: &[TaskRun]) {
+    bar.set_length(tasks.len() as u64);
+    bar.set_position(tasks.iter().filter(|t| !t.state.is_open()).count() as u64);
+    let running: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.state == RunState::Running)
+        .map(|t| t.task_id.as_str())
+        .collect();
+    bar.set_message(running.join(", "));
+}
+
+/// A run's log lines so far; with `follow`, the new ones as they come until the run ends.
+async fn print_logs(
+    global: &Global,
+    client: &Client,
+    run: &str,
+    task: Option<&str>,
+    follow: bool,
+) -> Result<(), CallError> {
+    // Watching starts before the lines so far are read: nothing falls between the two.
+    let events = match follow {
+        true => Some(client.watch_runs(Some(run)).await?),
+        false => None,
+    };
+    let mut last = 0;
+    for l in client.run_logs(run, task, 0).await? {
+        print_line(global, &l);
+        last = l.seq;
+    }
+    let Some(events) = events else { return Ok(()) };
+    if client.dag_run(run).await?.state.is_terminal() {
+        return Ok(());
+    }
+    let mut events = std::pin::pin!(events);
+    while let Some(e) = events.next().await {
+        let e = e?;
+        if e.run_state().is_some_and(RunState::is_terminal) {
+            break;
+        }
+        if let RunChange::Log(l) = e.change
+            && l.seq > last
+            && task.is_none_or(|t| l.task_id == t)
+        {
+            last = l.seq;
+            print_line(global, &l);
+        }
+    }
+    Ok(())
+}
+
+fn print_dags(global: &Global, list: &DagList) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Json {
+        let dags: Vec<Value> = list
+            .dags
+            .iter()
+            .map(|d| {
+                json!({"name": d.name, "schedule": d.schedule, "paused": d.paused,
+                       "next_run_at_ms": d.next_run_at_ms,
+                       "tasks": d.tasks.iter().map(|t| &t.id).collect::<Vec<_>>(),
+                       "source": d.source})
+            })
+            .collect();
+        let errors: Vec<Value> = list
+            .errors
+            .iter()
+            .map(|e| json!({"file": e.file, "line": e.line, "reason": e.reason}))
+            .collect();
+        return output::print_json(&json!({"dags": dags, "errors": errors}));
+    }
+    let mut table = output::table(["DAG", "SCHEDULE", "PAUSED", "NEXT RUN (UTC)", "TASKS"]);
+    for d in &list.dags {
+        let tasks: Vec<&str> = d.tasks.iter().map(|t| t.id.as_str()).collect();
+        table.add_row([
+            d.name.clone(),
+            if d.schedule.is_empty() {
+                "manual".into()
+            } else {
+                d.schedule.clone()
+            },
+            if d.paused { "yes" } else { "no" }.to_owned(),
+            if d.next_run_at_ms > 0 {
+                time_of(d.next_run_at_ms)
+            } else {
+                "-".into()
+            },
+            tasks.join(" → "),
+        ]);
+    }
+    println!("{table}");
+    for e in &list.errors {
+        eprintln!("refused: {}:{}: {}", e.file, e.line, e.reason);
+    }
+    Ok(())
+}
+
+fn run_json(r: &DagRunInfo) -> Value {
     json!({
         "run_id": r.run_id,
         "dag": r.dag,
-        "state": state_name(r.state),
+        "state": r.state.name(),
         "trigger": r.trigger,
         "params": r.params,
         "queued_at_ms": r.queued_at_ms,
@@ -88,7 +234,7 @@ fn run_json(r: &v1::DagRun) -> Value {
         "tasks": r.tasks.iter().map(|t| json!({
             "task_id": t.task_id,
             "kind": t.kind,
-            "state": state_name(t.state),
+            "state": t.state.name(),
             "attempt": t.attempt,
             "max_attempts": t.max_attempts,
             "duration_s": t.duration_s,
@@ -97,14 +243,14 @@ fn run_json(r: &v1::DagRun) -> Value {
     })
 }
 
-fn print_run(global: &Global, run: &v1::DagRun) -> anyhow::Result<()> {
+fn print_run(global: &Global, run: &DagRunInfo) -> anyhow::Result<()> {
     if global.output == OutputFormat::Json {
         return output::print_json(&run_json(run));
     }
     println!(
         "{}  {}  {}  {}",
         run.run_id,
-        state_name(run.state),
+        run.state.name(),
         output::duration(run.duration_s),
         run.error
     );
@@ -113,10 +259,43 @@ fn print_run(global: &Global, run: &v1::DagRun) -> anyhow::Result<()> {
         table.add_row([
             t.task_id.clone(),
             t.kind.clone(),
-            state_name(t.state).to_owned(),
+            t.state.name().to_owned(),
             format!("{}/{}", t.attempt, t.max_attempts),
             format!("{:.2}s", t.duration_s),
             t.error.clone(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_runs(global: &Global, runs: &[DagRunInfo]) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Json {
+        return output::print_json(&runs.iter().map(run_json).collect::<Vec<_>>());
+    }
+    let mut table = output::table([
+        "RUN",
+        "DAG",
+        "STATE",
+        "TRIGGER",
+        "QUEUED (UTC)",
+        "DURATION",
+        "TASKS OK",
+    ]);
+    for r in runs {
+        let ok = r
+            .tasks
+            .iter()
+            .filter(|t| t.state == RunState::Succeeded)
+            .count();
+        table.add_row([
+            r.run_id.clone(),
+            r.dag.clone(),
+            r.state.name().to_owned(),
+            r.trigger.clone(),
+            time_of(r.queued_at_ms),
+            format!("{:.2}s", r.duration_s),
+            format!("{ok}/{}", r.tasks.len()),
         ]);
     }
     println!("{table}");
@@ -133,331 +312,51 @@ fn time_of(ms: i64) -> String {
     )
 }
 
-pub type EtlClient = v1::etl_client::EtlClient<readmit_proto::Svc>;
-
-/// Follows a run to its end, printing its events when `print` is set and moving `bar` (tasks
-/// done of the run's tasks, the running ones as its message); returns the run as it ended.
-pub async fn follow(
-    etl: &mut EtlClient,
-    run: v1::DagRun,
-    print: bool,
-    bar: &indicatif::ProgressBar,
-) -> Result<v1::DagRun, tonic::Status> {
-    let get = |run_id: String| v1::GetDagRunRequest { run_id };
-    let mut events = etl
-        .watch_runs(v1::WatchRunsRequest {
-            run_id: run.run_id.clone(),
-        })
-        .await?
-        .into_inner();
-    // The run may have ended before the watch began: check once after subscribing.
-    let mut current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
-    let mut tasks: Vec<(String, i32)> = current
-        .tasks
-        .iter()
-        .map(|t| (t.task_id.clone(), t.state))
-        .collect();
-    bar.set_length(tasks.len() as u64);
-    show_tasks(bar, &tasks);
-    while !finished(current.state) {
-        match events.next().await {
-            Some(Ok(e)) => {
-                if print {
-                    bar.suspend(|| print_event(&e));
-                }
-                if let Some(v1::run_event::Event::State(s)) = &e.event
-                    && let Some(t) = tasks.iter_mut().find(|(id, _)| *id == s.task_id)
-                {
-                    t.1 = s.state;
-                    show_tasks(bar, &tasks);
-                }
-                if matches!(&e.event, Some(v1::run_event::Event::State(s)) if s.task_id.is_empty() && finished(s.state))
-                {
-                    current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
-                }
-            }
-            Some(Err(s)) => return Err(s),
-            None => {
-                current = etl.get_dag_run(get(run.run_id.clone())).await?.into_inner();
-                break;
-            }
-        }
-    }
-    Ok(current)
-}
-
-/// Tasks past running as the bar's position; those running as its message.
-fn show_tasks(bar: &indicatif::ProgressBar, tasks: &[(String, i32)]) {
-    let done = tasks
-        .iter()
-        .filter(|(_, state)| {
-            !matches!(
-                v1::RunState::try_from(*state),
-                Ok(v1::RunState::Queued | v1::RunState::Running | v1::RunState::UpForRetry)
-                    | Err(_)
-            )
-        })
-        .count();
-    bar.set_position(done as u64);
-    let running: Vec<&str> = tasks
-        .iter()
-        .filter(|(_, state)| *state == v1::RunState::Running as i32)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    bar.set_message(running.join(", "));
-}
-
-pub async fn run(global: &Global, command: &DagsCommand) -> anyhow::Result<ExitCode> {
-    let client = global.client(Role::Etl).await?;
-    let mut etl = client.etl();
-    let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
-    match command {
-        DagsCommand::List => {
-            let reply = etl
-                .list_dags(v1::ListDagsRequest {})
-                .await
-                .map_err(call)?
-                .into_inner();
-            if global.output == OutputFormat::Json {
-                let dags: Vec<Value> = reply
-                    .dags
-                    .iter()
-                    .map(|d| json!({"name": d.name, "schedule": d.schedule, "paused": d.paused, "next_run_at_ms": d.next_run_at_ms,
-                                    "tasks": d.tasks.iter().map(|t| &t.id).collect::<Vec<_>>(), "source": d.source}))
-                    .collect();
-                let errors: Vec<Value> = reply
-                    .errors
-                    .iter()
-                    .map(|e| json!({"file": e.file, "line": e.line, "reason": e.reason}))
-                    .collect();
-                output::print_json(&json!({"dags": dags, "errors": errors}))?;
-            } else {
-                let mut table =
-                    output::table(["DAG", "SCHEDULE", "PAUSED", "NEXT RUN (UTC)", "TASKS"]);
-                for d in &reply.dags {
-                    table.add_row([
-                        d.name.clone(),
-                        if d.schedule.is_empty() {
-                            "manual".into()
-                        } else {
-                            d.schedule.clone()
-                        },
-                        if d.paused { "yes" } else { "no" }.to_owned(),
-                        if d.next_run_at_ms > 0 {
-                            time_of(d.next_run_at_ms)
-                        } else {
-                            "-".into()
-                        },
-                        d.tasks
-                            .iter()
-                            .map(|t| t.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" → "),
-                    ]);
-                }
-                println!("{table}");
-                for e in &reply.errors {
-                    eprintln!("refused: {}:{}: {}", e.file, e.line, e.reason);
-                }
-            }
-        }
-        DagsCommand::Trigger { dag, params, wait } => {
-            let params: HashMap<String, String> = params.iter().cloned().collect();
-            let run = etl
-                .trigger_dag(v1::TriggerDagRequest {
-                    dag: dag.clone(),
-                    params,
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            if !wait {
-                print_run(global, &run)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let bar = crate::progress::steps(crate::progress::shown(global.output), 0, dag);
-            let current = follow(&mut etl, run, global.output == OutputFormat::Table, &bar)
-                .await
-                .map_err(call)?;
-            bar.finish_and_clear();
-            print_run(global, &current)?;
-            let ok = v1::RunState::try_from(current.state) == Ok(v1::RunState::Succeeded);
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        DagsCommand::Runs { dag, limit } => {
-            let runs = etl
-                .list_dag_runs(v1::ListDagRunsRequest {
-                    dag: dag.clone().unwrap_or_default(),
-                    limit: *limit,
-                })
-                .await
-                .map_err(call)?
-                .into_inner()
-                .runs;
-            if global.output == OutputFormat::Json {
-                output::print_json(&runs.iter().map(run_json).collect::<Vec<_>>())?;
-            } else {
-                let mut table = output::table([
-                    "RUN",
-                    "DAG",
-                    "STATE",
-                    "TRIGGER",
-                    "QUEUED (UTC)",
-                    "DURATION",
-                    "TASKS OK",
-                ]);
-                for r in &runs {
-                    let ok = r
-                        .tasks
-                        .iter()
-                        .filter(|t| t.state == v1::RunState::Succeeded as i32)
-                        .count();
-                    table.add_row([
-                        r.run_id.clone(),
-                        r.dag.clone(),
-                        state_name(r.state).to_owned(),
-                        r.trigger.clone(),
-                        time_of(r.queued_at_ms),
-                        format!("{:.2}s", r.duration_s),
-                        format!("{ok}/{}", r.tasks.len()),
-                    ]);
-                }
-                println!("{table}");
-            }
-        }
-        DagsCommand::Logs { run, task, follow } => {
-            let task_id = task.clone().unwrap_or_default();
-            let mut events = if *follow {
-                Some(
-                    etl.watch_runs(v1::WatchRunsRequest {
-                        run_id: run.clone(),
-                    })
-                    .await
-                    .map_err(call)?
-                    .into_inner(),
-                )
-            } else {
-                None
-            };
-            let lines = etl
-                .get_run_logs(v1::GetRunLogsRequest {
-                    run_id: run.clone(),
-                    task_id: task_id.clone(),
-                    after_seq: 0,
-                })
-                .await
-                .map_err(call)?
-                .into_inner()
-                .lines;
-            let mut last = 0;
-            for l in &lines {
-                print_line(global, l);
-                last = l.seq;
-            }
-            let done = etl
-                .get_dag_run(v1::GetDagRunRequest {
-                    run_id: run.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            if let (Some(events), false) = (events.as_mut(), finished(done.state)) {
-                while let Some(e) = events.next().await {
-                    match e.map_err(call)?.event {
-                        Some(v1::run_event::Event::Log(l))
-                            if l.seq > last && (task_id.is_empty() || l.task_id == task_id) =>
-                        {
-                            last = l.seq;
-                            print_line(global, &l);
-                        }
-                        Some(v1::run_event::Event::State(s))
-                            if s.task_id.is_empty() && finished(s.state) =>
-                        {
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        DagsCommand::Pause { dag } | DagsCommand::Unpause { dag } => {
-            let paused = matches!(command, DagsCommand::Pause { .. });
-            let d = etl
-                .set_dag_paused(v1::SetDagPausedRequest {
-                    dag: dag.clone(),
-                    paused,
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            if global.output == OutputFormat::Json {
-                output::print_json(&json!({"dag": d.name, "paused": d.paused}))?;
-            } else {
-                println!("{}: {}", d.name, if d.paused { "paused" } else { "active" });
-            }
-        }
-        DagsCommand::Cancel { run } => {
-            let r = etl
-                .cancel_dag_run(v1::CancelDagRunRequest {
-                    run_id: run.clone(),
-                })
-                .await
-                .map_err(call)?
-                .into_inner();
-            print_run(global, &r)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_line(global: &Global, l: &v1::LogLine) {
+fn print_line(global: &Global, l: &LogEntry) {
     if global.output == OutputFormat::Json {
         println!(
             "{}",
-            json!({"seq": l.seq, "timestamp_ms": l.timestamp_ms, "task_id": l.task_id, "attempt": l.attempt, "level": l.level, "message": l.message})
+            json!({"seq": l.seq, "timestamp_ms": l.timestamp_ms, "task_id": l.task_id,
+                   "attempt": l.attempt, "level": l.level, "message": l.message})
         );
     } else {
-        println!(
-            "{} {:<5} {}#{} {}",
-            time_of(l.timestamp_ms),
-            l.level,
-            l.task_id,
-            l.attempt,
-            l.message
-        );
+        println!("{}", log_text(l));
     }
 }
 
-fn print_event(e: &v1::RunEvent) {
-    match &e.event {
-        Some(v1::run_event::Event::State(s)) if s.task_id.is_empty() => {
-            println!("{} run {}", time_of(e.timestamp_ms), state_name(s.state));
+fn log_text(l: &LogEntry) -> String {
+    format!(
+        "{} {:<5} {}#{} {}",
+        time_of(l.timestamp_ms),
+        l.level,
+        l.task_id,
+        l.attempt,
+        l.message
+    )
+}
+
+fn print_event(e: &RunEvent) {
+    match &e.change {
+        RunChange::State { task_id, state, .. } if task_id.is_empty() => {
+            println!("{} run {}", time_of(e.timestamp_ms), state.name());
         }
-        Some(v1::run_event::Event::State(s)) => {
-            let error = if s.error.is_empty() {
+        RunChange::State {
+            task_id,
+            state,
+            error,
+            ..
+        } => {
+            let error = if error.is_empty() {
                 String::new()
             } else {
-                format!(": {}", s.error)
+                format!(": {error}")
             };
             println!(
-                "{} {} {}{error}",
+                "{} {task_id} {}{error}",
                 time_of(e.timestamp_ms),
-                s.task_id,
-                state_name(s.state)
+                state.name()
             );
         }
-        Some(v1::run_event::Event::Log(l)) => println!(
-            "{} {:<5} {}#{} {}",
-            time_of(l.timestamp_ms),
-            l.level,
-            l.task_id,
-            l.attempt,
-            l.message
-        ),
-        None => {}
+        RunChange::Log(l) => println!("{}", log_text(l)),
     }
 }

@@ -16,7 +16,6 @@ use tracing_subscriber::EnvFilter;
 use readmit_proto::v1;
 
 use super::Global;
-use super::dags::follow;
 use crate::fleet::{Fleet, Role};
 
 mod summary;
@@ -213,7 +212,7 @@ async fn attend(fleet: &Arc<Fleet>, tui: bool) -> anyhow::Result<()> {
 #[derive(Debug, Default)]
 pub struct Job {
     /// The DAG runs this job ran, or (when nothing needed doing) the last run of each.
-    pub dag_runs: Vec<v1::DagRun>,
+    pub dag_runs: Vec<readmit_proto::DagRunInfo>,
     /// Whether this job ingested the data set (false when RawData already held it).
     pub ingested: bool,
     /// Batches appended by this job.
@@ -281,39 +280,23 @@ async fn main_job(fleet: &Fleet, args: &UpArgs, say: &Say, job: &mut Job) -> any
         say.line("pipeline: nothing new since the last run; the Production model stands");
         for dag in DAGS {
             say.step(dag);
-            let last = etl
-                .list_dag_runs(v1::ListDagRunsRequest {
-                    dag: dag.into(),
-                    limit: 1,
-                })
-                .await?
-                .into_inner()
-                .runs;
+            let last = etl_agent.dag_runs(Some(dag), 1).await?;
             job.dag_runs.extend(last);
         }
     } else {
         for dag in DAGS {
             say.step(dag);
             say.line(&format!("{dag}: running"));
-            let mut params = std::collections::HashMap::new();
+            let mut params = std::collections::BTreeMap::new();
             if let (Some(models), "train_and_register") = (&args.models, dag) {
                 params.insert("models".to_owned(), models.clone());
             }
-            let run = etl
-                .trigger_dag(v1::TriggerDagRequest {
-                    dag: dag.into(),
-                    params,
-                })
-                .await?
-                .into_inner();
-            let run = follow(&mut etl, run, false, &indicatif::ProgressBar::hidden()).await?;
+            let run = etl_agent
+                .trigger_and_follow(dag, &params, |_, _| {})
+                .await?;
             job.dag_runs.push(run.clone());
-            if v1::RunState::try_from(run.state) != Ok(v1::RunState::Succeeded) {
-                anyhow::bail!(
-                    "{dag} {}: {}",
-                    super::dags::state_name(run.state),
-                    run.error
-                );
+            if run.state != readmit_proto::RunState::Succeeded {
+                anyhow::bail!("{dag} {}: {}", run.state.name(), run.error);
             }
             say.line(&format!("{dag}: succeeded in {:.1} s", run.duration_s));
         }
@@ -333,7 +316,7 @@ async fn main_job(fleet: &Fleet, args: &UpArgs, say: &Say, job: &mut Job) -> any
 /// The file to ingest: the one given, synthetic records, or the UCI file (downloaded and
 /// cached, or synthetic records when it cannot be downloaded).
 async fn data_file(
-    etl: &mut super::dags::EtlClient,
+    etl: &mut v1::etl_client::EtlClient<readmit_proto::Svc>,
     args: &UpArgs,
     say: &Say,
 ) -> anyhow::Result<PathBuf> {

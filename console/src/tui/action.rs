@@ -40,16 +40,16 @@ pub enum Action {
         served: Result<v1::ServedModel, String>,
     },
     DataStatus(Result<v1::DataStatus, String>),
-    Dags(Result<v1::ListDagsReply, String>),
+    Dags(Result<readmit_proto::DagList, String>),
     DagRuns {
         dag: String,
-        runs: Result<Vec<v1::DagRun>, String>,
+        runs: Result<Vec<readmit_proto::DagRunInfo>, String>,
     },
-    DagRun(Result<v1::DagRun, String>),
-    RunEvent(v1::RunEvent),
+    DagRun(Result<readmit_proto::DagRunInfo, String>),
+    RunEvent(readmit_proto::RunEvent),
     RunLogs {
         run_id: String,
-        lines: Result<Vec<v1::LogLine>, String>,
+        lines: Result<Vec<readmit_proto::LogEntry>, String>,
     },
     Experiments(Result<Vec<v1::Experiment>, String>),
     Runs {

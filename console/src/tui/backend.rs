@@ -185,12 +185,8 @@ impl Backend {
     async fn watch_runs(self) {
         loop {
             let client = self.route_wait("etl").await;
-            if let Ok(stream) = client
-                .etl()
-                .watch_runs(v1::WatchRunsRequest::default())
-                .await
-            {
-                let mut stream = stream.into_inner();
+            if let Ok(stream) = client.watch_runs(None).await {
+                let mut stream = std::pin::pin!(stream);
                 while let Some(Ok(event)) = stream.next().await {
                     self.send(Action::RunEvent(event));
                 }

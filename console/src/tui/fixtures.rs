@@ -1,9 +1,9 @@
 //! Realistic states, built by feeding the app the actions real agents would send: for the
 //! snapshot tests and the frame benchmark.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use readmit_proto::v1;
+use readmit_proto::{DagInfo, DagList, DagRunInfo, LogEntry, RunState, TaskDecl, TaskRun, v1};
 
 use crate::tui::action::Action;
 use crate::tui::app::{App, update};
@@ -200,22 +200,23 @@ pub fn data_status() -> v1::DataStatus {
     }
 }
 
-pub fn dags() -> v1::ListDagsReply {
-    let task = |id: &str, kind: &str, deps: &[&str]| v1::TaskSpec {
+pub fn dags() -> DagList {
+    let task = |id: &str, kind: &str, deps: &[&str]| TaskDecl {
         id: id.into(),
         kind: kind.into(),
         depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        ..v1::TaskSpec::default()
     };
-    let dag = |name: &str, schedule: &str, paused: bool, tasks: Vec<v1::TaskSpec>| v1::Dag {
+    let dag = |name: &str, schedule: &str, paused: bool, tasks: Vec<TaskDecl>| DagInfo {
         name: name.into(),
+        description: String::new(),
         schedule: schedule.into(),
         paused,
-        max_active_runs: 1,
+        params: BTreeMap::new(),
         tasks,
-        ..v1::Dag::default()
+        source: String::new(),
+        next_run_at_ms: 0,
     };
-    v1::ListDagsReply {
+    DagList {
         dags: vec![
             dag(
                 "append_batch",
@@ -257,12 +258,12 @@ pub fn dags() -> v1::ListDagsReply {
     }
 }
 
-pub fn preprocess_run() -> v1::DagRun {
+pub fn preprocess_run() -> DagRunInfo {
     let start = NOW - 20_000;
-    let ti = |id: &str, state: v1::RunState, s: i64, e: i64| v1::TaskInstance {
+    let ti = |id: &str, state: RunState, s: i64, e: i64| TaskRun {
         task_id: id.into(),
         kind: id.into(),
-        state: state as i32,
+        state,
         attempt: 1,
         max_attempts: 1,
         started_at_ms: if s > 0 { start + s } else { 0 },
@@ -270,29 +271,29 @@ pub fn preprocess_run() -> v1::DagRun {
         duration_s: (e - s) as f64 / 1000.0,
         error: String::new(),
     };
-    v1::DagRun {
+    DagRunInfo {
         run_id: "7d2e9c41b6a84f0e9d3c2b1a0f9e8d7c".into(),
         dag: "preprocess_incremental".into(),
-        state: v1::RunState::Running as i32,
+        state: RunState::Running,
         trigger: "manual".into(),
-        params: HashMap::new(),
+        params: BTreeMap::new(),
         queued_at_ms: start - 500,
         started_at_ms: start,
         ended_at_ms: 0,
         duration_s: 0.0,
         tasks: vec![
-            ti("load_splits", v1::RunState::Succeeded, 1, 4_000),
-            ti("clean_splits", v1::RunState::Succeeded, 4_100, 9_000),
-            ti("select_features", v1::RunState::Running, 9_100, 0),
-            ti("save_processed", v1::RunState::Unspecified, 0, 0),
+            ti("load_splits", RunState::Succeeded, 1, 4_000),
+            ti("clean_splits", RunState::Succeeded, 4_100, 9_000),
+            ti("select_features", RunState::Running, 9_100, 0),
+            ti("save_processed", RunState::Pending, 0, 0),
         ],
         error: String::new(),
     }
 }
 
-pub fn log_lines(n: usize) -> Vec<v1::LogLine> {
+pub fn log_lines(n: usize) -> Vec<LogEntry> {
     (0..n)
-        .map(|i| v1::LogLine {
+        .map(|i| LogEntry {
             seq: i as i64 + 1,
             timestamp_ms: NOW - 20_000 + i as i64 * 10,
             task_id: ["load_splits", "clean_splits", "select_features"][(i * 3 / n.max(1)).min(2)]

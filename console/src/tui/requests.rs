@@ -29,6 +29,7 @@ impl Backend {
         };
         let url = client.url().to_owned();
         let err = |s: tonic::Status| crate::output::status_error(&url, &s);
+        let failed = |e: readmit_proto::CallError| crate::output::call_error(&url, &e);
         let action = match request {
             Request::Scrape | Request::Served => return,
             Request::DataStatus => Action::DataStatus(
@@ -81,36 +82,16 @@ impl Backend {
                     })
                     .map_err(err),
             ),
-            Request::ListDags => Action::Dags(
-                client
-                    .etl()
-                    .list_dags(v1::ListDagsRequest {})
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(err),
-            ),
+            Request::ListDags => Action::Dags(client.list_dags().await.map_err(failed)),
             Request::DagRuns { dag } => Action::DagRuns {
                 runs: client
-                    .etl()
-                    .list_dag_runs(v1::ListDagRunsRequest {
-                        dag: dag.clone(),
-                        limit: 50,
-                    })
+                    .dag_runs(Some(dag.as_str()).filter(|d| !d.is_empty()), 50)
                     .await
-                    .map(|r| r.into_inner().runs)
-                    .map_err(err),
+                    .map_err(failed),
                 dag,
             },
             Request::Trigger { dag, params } => {
-                let reply = client
-                    .etl()
-                    .trigger_dag(v1::TriggerDagRequest {
-                        dag: dag.clone(),
-                        params: params.into_iter().collect(),
-                    })
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(err);
+                let reply = client.trigger_dag(&dag, &params).await.map_err(failed);
                 if let Ok(run) = &reply {
                     self.send(Action::DagRun(Ok(run.clone())));
                 }
@@ -120,14 +101,7 @@ impl Backend {
                 )
             }
             Request::Pause { dag, paused } => {
-                let reply = client
-                    .etl()
-                    .set_dag_paused(v1::SetDagPausedRequest {
-                        dag: dag.clone(),
-                        paused,
-                    })
-                    .await
-                    .map_err(err);
+                let reply = client.set_dag_paused(&dag, paused).await.map_err(failed);
                 if reply.is_ok() {
                     self.dispatch(Request::ListDags);
                 }
@@ -137,14 +111,7 @@ impl Backend {
                 )
             }
             Request::Cancel { run_id } => {
-                let reply = client
-                    .etl()
-                    .cancel_dag_run(v1::CancelDagRunRequest {
-                        run_id: run_id.clone(),
-                    })
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(err);
+                let reply = client.cancel_dag_run(&run_id).await.map_err(failed);
                 if let Ok(run) = &reply {
                     self.send(Action::DagRun(Ok(run.clone())));
                 }
@@ -154,16 +121,7 @@ impl Backend {
                 )
             }
             Request::RunLogs { run_id } => Action::RunLogs {
-                lines: client
-                    .etl()
-                    .get_run_logs(v1::GetRunLogsRequest {
-                        run_id: run_id.clone(),
-                        task_id: String::new(),
-                        after_seq: 0,
-                    })
-                    .await
-                    .map(|r| r.into_inner().lines)
-                    .map_err(err),
+                lines: client.run_logs(&run_id, None, 0).await.map_err(failed),
                 run_id,
             },
             Request::Experiments => Action::Experiments(

@@ -7,7 +7,6 @@ use readmit_proto::v1;
 use serde_json::{Value, json};
 
 use super::{Job, MODEL};
-use crate::cli::dags::state_name;
 use crate::cli::predict;
 use crate::fleet::{Fleet, Role};
 use crate::output;
@@ -70,11 +69,11 @@ pub async fn build(fleet: &Fleet, job: &Job, agent: &RunningAgent) -> anyhow::Re
         "dag_runs": job.dag_runs.iter().map(|r| json!({
             "run_id": r.run_id,
             "dag": r.dag,
-            "state": state_name(r.state),
+            "state": r.state.name(),
             "duration_s": r.duration_s,
             "tasks": r.tasks.iter().map(|t| json!({
                 "task_id": t.task_id,
-                "state": state_name(t.state),
+                "state": t.state.name(),
                 "duration_s": t.duration_s,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),

@@ -15,7 +15,9 @@ use crate::tui::app::{App, Confirm, Edit, Line as Typed, Mode, matches_filter, m
 use crate::tui::events::Happening;
 use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, clock, duration_s, pane, selected_style, window};
-use readmit_proto::v1;
+use readmit_proto::{
+    DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState,
+};
 
 pub const KEYS: &[(Intent, &str)] = &[
     (
@@ -33,34 +35,34 @@ pub const LOG_KEPT: usize = 5000;
 
 #[derive(Debug, Default)]
 pub struct State {
-    pub dags: Vec<v1::Dag>,
-    pub load_errors: Vec<v1::DagLoadError>,
+    pub dags: Vec<DagInfo>,
+    pub load_errors: Vec<DagFileError>,
     pub error: Option<String>,
     pub filter: String,
     pub selected_dag: usize,
     pub runs_of: String,
-    pub runs: Vec<v1::DagRun>,
+    pub runs: Vec<DagRunInfo>,
     pub runs_error: Option<String>,
     pub selected_run: usize,
     pub selected_task: usize,
     pub logs_of: String,
-    pub logs: VecDeque<v1::LogLine>,
+    pub logs: VecDeque<LogEntry>,
     pub pane: usize,
 }
 
 impl State {
-    pub fn visible(&self) -> Vec<&v1::Dag> {
+    pub fn visible(&self) -> Vec<&DagInfo> {
         self.dags
             .iter()
             .filter(|d| matches_filter(&self.filter, &d.name))
             .collect()
     }
 
-    pub fn dag(&self) -> Option<&v1::Dag> {
+    pub fn dag(&self) -> Option<&DagInfo> {
         self.visible().get(self.selected_dag).copied()
     }
 
-    pub fn run(&self) -> Option<&v1::DagRun> {
+    pub fn run(&self) -> Option<&DagRunInfo> {
         self.runs.get(self.selected_run)
     }
 }
@@ -73,7 +75,7 @@ pub fn refresh(app: &mut App) {
     }
 }
 
-pub fn on_dags(app: &mut App, reply: Result<v1::ListDagsReply, String>) {
+pub fn on_dags(app: &mut App, reply: Result<DagList, String>) {
     match reply {
         Ok(r) => {
             app.dags.dags = r.dags;
@@ -103,7 +105,7 @@ fn select_dag(app: &mut App) {
     }
 }
 
-pub fn on_runs(app: &mut App, dag: &str, reply: Result<Vec<v1::DagRun>, String>) {
+pub fn on_runs(app: &mut App, dag: &str, reply: Result<Vec<DagRunInfo>, String>) {
     if dag.is_empty() {
         // Every DAG's last runs: the Overview's history.
         if let Ok(runs) = &reply {
@@ -129,7 +131,7 @@ pub fn on_runs(app: &mut App, dag: &str, reply: Result<Vec<v1::DagRun>, String>)
 }
 
 /// A run the agent just answered about (a trigger, a cancel): shown at once.
-pub fn on_run(app: &mut App, reply: Result<v1::DagRun, String>) {
+pub fn on_run(app: &mut App, reply: Result<DagRunInfo, String>) {
     let Ok(run) = reply else { return };
     if run.dag != app.dags.runs_of {
         return;
@@ -157,7 +159,7 @@ fn select_run(app: &mut App) {
     }
 }
 
-pub fn on_logs(app: &mut App, run_id: &str, reply: Result<Vec<v1::LogLine>, String>) {
+pub fn on_logs(app: &mut App, run_id: &str, reply: Result<Vec<LogEntry>, String>) {
     if run_id != app.dags.logs_of {
         return;
     }
@@ -183,7 +185,7 @@ fn started(dag: &str, run_id: &str, at_ms: i64) -> Happening {
 }
 
 /// A run ending in `state`, as an event line.
-fn ended(dag: &str, run_id: &str, state: i32, error: &str, at_ms: i64) -> Happening {
+fn ended(dag: &str, run_id: &str, state: RunState, error: &str, at_ms: i64) -> Happening {
     let mut text = format!("DAG {dag} run {} {}", short(run_id), state_name(state));
     if !error.is_empty() {
         text.push_str(&format!(": {error}"));
@@ -192,14 +194,14 @@ fn ended(dag: &str, run_id: &str, state: i32, error: &str, at_ms: i64) -> Happen
         key: format!("dag run {run_id} ended"),
         at_ms,
         text,
-        ok: state == v1::RunState::Succeeded as i32,
+        ok: state == RunState::Succeeded,
     }
 }
 
 /// What a stored run tells of its start and end.
-fn run_history(run: &v1::DagRun) -> impl Iterator<Item = Happening> {
+fn run_history(run: &DagRunInfo) -> impl Iterator<Item = Happening> {
     let start = (run.started_at_ms > 0).then(|| started(&run.dag, &run.run_id, run.started_at_ms));
-    let end = (is_terminal(run.state) && run.ended_at_ms > 0).then(|| {
+    let end = (run.state.is_terminal() && run.ended_at_ms > 0).then(|| {
         ended(
             &run.dag,
             &run.run_id,
@@ -211,56 +213,44 @@ fn run_history(run: &v1::DagRun) -> impl Iterator<Item = Happening> {
     start.into_iter().chain(end)
 }
 
-fn is_terminal(state: i32) -> bool {
-    matches!(
-        v1::RunState::try_from(state).unwrap_or(v1::RunState::Unspecified),
-        v1::RunState::Succeeded
-            | v1::RunState::Failed
-            | v1::RunState::Cancelled
-            | v1::RunState::UpstreamFailed
-            | v1::RunState::Skipped
-    )
-}
-
-pub fn state_name(state: i32) -> &'static str {
-    match v1::RunState::try_from(state).unwrap_or(v1::RunState::Unspecified) {
-        v1::RunState::Unspecified => "pending",
-        v1::RunState::Queued => "queued",
-        v1::RunState::Running => "running",
-        v1::RunState::Succeeded => "succeeded",
-        v1::RunState::Failed => "failed",
-        v1::RunState::Cancelled => "cancelled",
-        v1::RunState::UpForRetry => "up for retry",
-        v1::RunState::UpstreamFailed => "upstream failed",
-        v1::RunState::Skipped => "skipped",
+/// A state as the screen writes it.
+pub fn state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Pending => "pending",
+        RunState::Queued => "queued",
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+        RunState::UpForRetry => "up for retry",
+        RunState::UpstreamFailed => "upstream failed",
+        RunState::Skipped => "skipped",
     }
 }
 
-pub fn state_color(state: i32) -> Color {
-    match v1::RunState::try_from(state).unwrap_or(v1::RunState::Unspecified) {
-        v1::RunState::Succeeded => Color::Green,
-        v1::RunState::Running => Color::Cyan,
-        v1::RunState::Failed | v1::RunState::UpstreamFailed => Color::Red,
-        v1::RunState::UpForRetry | v1::RunState::Queued => Color::Yellow,
-        v1::RunState::Cancelled | v1::RunState::Skipped | v1::RunState::Unspecified => {
-            Color::DarkGray
-        }
+pub fn state_color(state: RunState) -> Color {
+    match state {
+        RunState::Succeeded => Color::Green,
+        RunState::Running => Color::Cyan,
+        RunState::Failed | RunState::UpstreamFailed => Color::Red,
+        RunState::UpForRetry | RunState::Queued => Color::Yellow,
+        RunState::Cancelled | RunState::Skipped | RunState::Pending => Color::DarkGray,
     }
 }
 
 /// A run's state change or log line, as it happens.
-pub fn on_event(app: &mut App, event: v1::RunEvent) {
-    match event.event {
-        Some(v1::run_event::Event::State(change)) => {
-            let at = event.timestamp_ms;
-            if change.task_id.is_empty() && is_terminal(change.state) {
-                app.events.live(ended(
-                    &event.dag,
-                    &event.run_id,
-                    change.state,
-                    &change.error,
-                    at,
-                ));
+pub fn on_event(app: &mut App, event: RunEvent) {
+    let at = event.timestamp_ms;
+    match event.change {
+        RunChange::State {
+            task_id,
+            state,
+            attempt,
+            error,
+        } => {
+            if task_id.is_empty() && state.is_terminal() {
+                app.events
+                    .live(ended(&event.dag, &event.run_id, state, &error, at));
                 // The finished run as the agent stored it: events missed while the run was
                 // not yet listed (its trigger's answer still on the way) are filled in.
                 if event.dag == app.dags.runs_of {
@@ -268,11 +258,18 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
                         dag: event.dag.clone(),
                     });
                 }
-            } else if change.task_id.is_empty() && change.state == v1::RunState::Running as i32 {
+            } else if task_id.is_empty() && state == RunState::Running {
                 app.events.live(started(&event.dag, &event.run_id, at));
             }
+            let change = Change {
+                task_id: &task_id,
+                state,
+                attempt,
+                error: &error,
+                at,
+            };
             match app.dags.runs.iter_mut().find(|r| r.run_id == event.run_id) {
-                Some(run) => apply_change(run, &change, at),
+                Some(run) => apply_change(run, &change),
                 None if event.dag == app.dags.runs_of => {
                     app.request(Request::DagRuns {
                         dag: event.dag.clone(),
@@ -281,7 +278,7 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
                 None => {}
             }
         }
-        Some(v1::run_event::Event::Log(line))
+        RunChange::Log(line)
             if event.run_id == app.dags.logs_of
                 && app.dags.logs.back().is_none_or(|l| l.seq < line.seq) =>
         {
@@ -290,16 +287,26 @@ pub fn on_event(app: &mut App, event: v1::RunEvent) {
                 app.dags.logs.pop_front();
             }
         }
-        Some(v1::run_event::Event::Log(_)) | None => {}
+        RunChange::Log(_) => {}
     }
 }
 
-fn apply_change(run: &mut v1::DagRun, change: &v1::StateChange, at: i64) {
-    let terminal = is_terminal(change.state);
-    let running = change.state == v1::RunState::Running as i32;
+/// A state change of a run (an empty `task_id`) or of one of its tasks, at `at`.
+struct Change<'a> {
+    task_id: &'a str,
+    state: RunState,
+    attempt: u32,
+    error: &'a str,
+    at: i64,
+}
+
+fn apply_change(run: &mut DagRunInfo, change: &Change<'_>) {
+    let at = change.at;
+    let terminal = change.state.is_terminal();
+    let running = change.state == RunState::Running;
     if change.task_id.is_empty() {
         run.state = change.state;
-        run.error.clone_from(&change.error);
+        change.error.clone_into(&mut run.error);
         if running && run.started_at_ms == 0 {
             run.started_at_ms = at;
         }
@@ -314,7 +321,7 @@ fn apply_change(run: &mut v1::DagRun, change: &v1::StateChange, at: i64) {
     if let Some(task) = run.tasks.iter_mut().find(|t| t.task_id == change.task_id) {
         task.state = change.state;
         task.attempt = change.attempt;
-        task.error.clone_from(&change.error);
+        change.error.clone_into(&mut task.error);
         if running {
             task.started_at_ms = at;
             task.ended_at_ms = 0;
@@ -393,7 +400,7 @@ pub fn on_intent(app: &mut App, intent: Intent) {
             }
         }
         Intent::Cancel => match app.dags.run() {
-            Some(run) if !is_terminal(run.state) => {
+            Some(run) if !run.state.is_terminal() => {
                 app.mode = Mode::Confirm(Confirm {
                     message: format!(
                         "Cancel run {} of {}? Its running tasks are killed; it ends cancelled.",

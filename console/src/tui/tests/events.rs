@@ -5,20 +5,20 @@ use crate::tui::action::{Action, Request};
 use crate::tui::app::{App, Screen, update};
 use crate::tui::fixtures::{self, NOW};
 use crate::tui::keymap::Keymap;
-use readmit_proto::v1;
+use readmit_proto::{DagRunInfo, RunChange, RunEvent, RunState, v1};
 
 fn texts(app: &App) -> Vec<String> {
     app.events.iter().map(|e| e.text.clone()).collect()
 }
 
-fn finished_run(id: &str, dag: &str, started: i64, ended: i64, state: v1::RunState) -> v1::DagRun {
-    v1::DagRun {
+fn finished_run(id: &str, dag: &str, started: i64, ended: i64, state: RunState) -> DagRunInfo {
+    DagRunInfo {
         run_id: id.into(),
         dag: dag.into(),
-        state: state as i32,
+        state,
         started_at_ms: started,
         ended_at_ms: ended,
-        error: if state == v1::RunState::Failed {
+        error: if state == RunState::Failed {
             "clean_splits: no rows".into()
         } else {
             String::new()
@@ -64,14 +64,14 @@ fn the_overview_asks_for_history_and_lists_it_by_time() {
                     "train_and_register",
                     NOW - 50_000,
                     NOW - 30_000,
-                    v1::RunState::Succeeded,
+                    RunState::Succeeded,
                 ),
                 finished_run(
                     "a1",
                     "preprocess_incremental",
                     NOW - 90_000,
                     NOW - 80_000,
-                    v1::RunState::Failed,
+                    RunState::Failed,
                 ),
                 fixtures::preprocess_run(),
             ]),
@@ -155,15 +155,16 @@ fn a_stream_event_takes_the_place_of_its_history_line() {
     // The run the history listed as started ends now; then it is read back again.
     update(
         &mut app,
-        Action::RunEvent(v1::RunEvent {
+        Action::RunEvent(RunEvent {
             run_id: run.run_id.clone(),
             dag: run.dag.clone(),
             timestamp_ms: NOW,
-            event: Some(v1::run_event::Event::State(v1::StateChange {
+            change: RunChange::State {
                 task_id: String::new(),
-                state: v1::RunState::Succeeded as i32,
-                ..v1::StateChange::default()
-            })),
+                state: RunState::Succeeded,
+                attempt: 0,
+                error: String::new(),
+            },
         }),
     );
     let ended = finished_run(
@@ -171,7 +172,7 @@ fn a_stream_event_takes_the_place_of_its_history_line() {
         &run.dag,
         run.started_at_ms,
         NOW,
-        v1::RunState::Succeeded,
+        RunState::Succeeded,
     );
     update(
         &mut app,

@@ -70,7 +70,11 @@ async fn trigger(h: &mut Headless, dag: &str, params: &str) {
     })
     .await;
     let run = h.app.dags.runs.iter().find(|r| r.run_id == id).unwrap();
-    assert_eq!(run.state, v1::RunState::Succeeded as i32, "{dag}: {run:#?}");
+    assert_eq!(
+        run.state,
+        readmit_proto::RunState::Succeeded,
+        "{dag}: {run:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,7 @@ fn empty() -> App {
     );
     update(
         &mut app,
-        Action::Dags(Ok(readmit_proto::v1::ListDagsReply::default())),
+        Action::Dags(Ok(readmit_proto::DagList::default())),
     );
     update(&mut app, Action::Experiments(Ok(Vec::new())));
     update(&mut app, Action::Models(Ok(Vec::new())));
