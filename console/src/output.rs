@@ -37,11 +37,13 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// A gRPC failure as one line naming the agent, with a hint where the cause is the caller's.
-/// A typed call's failure, for a person: an agent's status as [`status_error`] words it, else
-/// what failed and why.
+/// A typed call's failure, for a person: an agent's status as [`status_error`] words it, a
+/// local file's error with its path, else what the agent sent that it should not have.
 pub fn call_error(url: &str, error: &readmit_proto::CallError) -> String {
     match error {
         readmit_proto::CallError::Status { status, .. } => status_error(url, status),
+        // A local file: its path and what went wrong say it all.
+        io @ readmit_proto::CallError::Io { .. } => io.to_string(),
         other => format!("agent at {url}: {other}"),
     }
 }

@@ -31,6 +31,8 @@ pub mod oip {
 mod agent;
 mod client;
 mod dags;
+mod data;
+mod inference;
 mod registry;
 mod tracking;
 
@@ -42,6 +44,8 @@ pub use dags::{
     DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState, TaskDecl,
     TaskRun,
 };
+pub use data::{Appended, DataState, FetchedFile, Ingested, SplitKind, SyntheticFile, TableFacts};
+pub use inference::ServedInfo;
 pub use registry::{CallError, NewVersion, RegistryChange, VersionInfo, stage_name};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;

@@ -1,22 +1,16 @@
 //! `readmit data`: RawData and CleanData from the terminal — ingest a CSV, see what is
 //! ingested, append training batches, fetch the UCI file and synthesize records.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
-use futures_util::StreamExt;
-use readmit_proto::v1;
+use readmit_proto::{Appended, CallError, Client, DataState, Ingested, SplitKind, TableFacts};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt as _;
 
 use super::Global;
 use crate::fleet::Role;
 use crate::output::{self, OutputFormat};
-
-/// Upload chunk size: well under the 4 MiB gRPC message limit, large enough to keep the
-/// per-message overhead negligible for the 18 MB real file.
-const CHUNK_BYTES: usize = 1 << 20;
 
 /// Retries of an `AppendBatch` whose reply was lost in transit. Each one resends the same
 /// request id, so the agent appends the batch at most once.
@@ -80,20 +74,16 @@ pub enum Split {
 }
 
 impl Split {
-    fn wire(self) -> i32 {
-        (match self {
-            Split::Original => v1::SplitKind::Original,
-            Split::Grouped => v1::SplitKind::Grouped,
-        }) as i32
+    fn kind(self) -> SplitKind {
+        match self {
+            Split::Original => SplitKind::Original,
+            Split::Grouped => SplitKind::Grouped,
+        }
     }
 }
 
-fn split_name(split: i32) -> &'static str {
-    match v1::SplitKind::try_from(split) {
-        Ok(v1::SplitKind::Original) => "original",
-        Ok(v1::SplitKind::Grouped) => "grouped",
-        _ => "unspecified",
-    }
+fn split_name(split: Option<SplitKind>) -> &'static str {
+    split.map_or("unspecified", SplitKind::name)
 }
 
 /// Milliseconds since the epoch as an RFC 3339 UTC time to the second.
@@ -102,7 +92,7 @@ fn utc(ms: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn tables_json(tables: &[v1::TableCount]) -> Vec<Value> {
+fn tables_json(tables: &[TableFacts]) -> Vec<Value> {
     tables
         .iter()
         .map(|t| {
@@ -111,14 +101,14 @@ fn tables_json(tables: &[v1::TableCount]) -> Vec<Value> {
                 "table": t.table,
                 "rows": t.rows,
                 "readmitted": t.readmitted,
-                "fingerprint": Some(&t.fingerprint).filter(|f| !f.is_empty()),
+                "fingerprint": t.fingerprint,
             })
         })
         .collect()
 }
 
 /// The tables; the class balance and fingerprint columns only when the reply has them.
-fn print_tables(tables: &[v1::TableCount]) {
+fn print_tables(tables: &[TableFacts]) {
     let facts = tables.iter().any(|t| t.readmitted.is_some());
     let mut header = vec!["DATABASE", "TABLE", "ROWS"];
     if facts {
@@ -129,7 +119,7 @@ fn print_tables(tables: &[v1::TableCount]) {
         let mut row = vec![t.database.clone(), t.table.clone(), t.rows.to_string()];
         if facts {
             row.push(t.readmitted.map(|n| n.to_string()).unwrap_or_default());
-            row.push(t.fingerprint.clone());
+            row.push(t.fingerprint.clone().unwrap_or_default());
         }
         table.add_row(row);
     }
@@ -138,17 +128,16 @@ fn print_tables(tables: &[v1::TableCount]) {
 
 /// Whether a failed call may not have reached the agent, or its reply may have been lost:
 /// a refused or dropped connection. Anything the agent itself decided is final.
-fn transient(status: &tonic::Status) -> bool {
+fn transient(error: &CallError) -> bool {
     matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown
+        error.code(),
+        Some(tonic::Code::Unavailable | tonic::Code::Unknown)
     )
 }
 
 pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitCode> {
     let client = global.client(Role::Etl).await?;
-    let mut etl = client.etl();
-    let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
+    let failed = |e: CallError| anyhow::anyhow!(output::call_error(client.url(), &e));
     match command {
         DataCommand::Ingest {
             file,
@@ -157,103 +146,29 @@ pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitC
             on_agent,
         } => {
             let reply = if *on_agent {
-                etl.ingest(v1::IngestRequest {
-                    path: file.clone(),
-                    split: split.wire(),
-                    replace: *replace,
-                })
-                .await
-                .map_err(call)?
-                .into_inner()
+                client.ingest(file, split.kind(), *replace).await
             } else {
-                let header = v1::IngestHeader {
-                    file_name: file.clone(),
-                    split: split.wire(),
-                    replace: *replace,
-                };
-                upload(&mut etl, file, header, call, global.output).await?
+                let size = std::fs::metadata(file).map_or(0, |m| m.len());
+                let bar =
+                    crate::progress::bytes(crate::progress::shown(global.output), size, "upload");
+                let sent = bar.clone();
+                let reply = client
+                    .ingest_upload(Path::new(file), split.kind(), *replace, move |n| {
+                        sent.inc(n);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                reply
             };
-            if global.output == OutputFormat::Json {
-                output::print_json(&json!({
-                    "changed": reply.changed,
-                    "sha256": reply.sha256,
-                    "split": split_name(reply.split),
-                    "tables": tables_json(&reply.tables),
-                    "duration_s": reply.duration_s,
-                    "message": reply.message,
-                }))?;
-            } else {
-                let changed = if reply.changed {
-                    "changed"
-                } else {
-                    "unchanged"
-                };
-                println!("{changed}: {}", reply.message);
-                println!("sha256:   {}", reply.sha256);
-                println!("split:    {}", split_name(reply.split));
-                println!("duration: {:.2}s", reply.duration_s);
-                print_tables(&reply.tables);
-            }
+            print_ingested(global, &reply.map_err(failed)?)?;
         }
-        DataCommand::Status => {
-            let s = etl
-                .get_data_status(v1::GetDataStatusRequest {})
-                .await
-                .map_err(call)?
-                .into_inner();
-            if global.output == OutputFormat::Json {
-                output::print_json(&json!({
-                    "dataset_sha256": s.dataset_sha256,
-                    "split": split_name(s.split),
-                    "ingested_at_ms": s.ingested_at_ms,
-                    "tables": tables_json(&s.tables),
-                    "pool_rows": s.pool_rows,
-                    "train_rows": s.train_rows,
-                    "pool_remaining": s.pool_remaining,
-                    "batches_appended": s.batches_appended,
-                    "batch_size": s.batch_size,
-                }))?;
-            } else {
-                if s.dataset_sha256.is_empty() {
-                    println!("nothing ingested yet: readmit data ingest FILE");
-                } else {
-                    println!("data set:    sha256 {}", s.dataset_sha256);
-                    println!("split:       {}", split_name(s.split));
-                    println!("ingested at: {}", utc(s.ingested_at_ms));
-                    println!("pool rows:   {}", s.pool_rows);
-                    println!("train rows:  {}", s.train_rows);
-                    println!("remaining:   {}", s.pool_remaining);
-                    println!(
-                        "batches:     {} (default size {})",
-                        s.batches_appended, s.batch_size
-                    );
-                }
-                print_tables(&s.tables);
-            }
-        }
+        DataCommand::Status => print_status(global, &client.data_status().await.map_err(failed)?)?,
         DataCommand::AppendBatch {
             batch_size,
             until_exhausted,
         } => loop {
-            let reply = append_batch(&mut etl, batch_size.unwrap_or(0), call).await?;
-            if global.output == OutputFormat::Json {
-                let value = json!({
-                    "appended": reply.appended,
-                    "train_rows": reply.train_rows,
-                    "pool_remaining": reply.pool_remaining,
-                    "exhausted": reply.exhausted,
-                    "batch_number": reply.batch_number,
-                    "message": reply.message,
-                    "replayed": reply.replayed,
-                });
-                if *until_exhausted {
-                    println!("{value}");
-                } else {
-                    output::print_json(&value)?;
-                }
-            } else {
-                println!("{}", reply.message);
-            }
+            let reply = append_batch(&client, batch_size.unwrap_or(0)).await?;
+            print_appended(global, &reply, *until_exhausted)?;
             if !until_exhausted || reply.exhausted {
                 break;
             }
@@ -267,14 +182,10 @@ pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitC
             }
         },
         DataCommand::Fetch { url, force } => {
-            let f = etl
-                .fetch_dataset(v1::FetchDatasetRequest {
-                    url: url.clone().unwrap_or_default(),
-                    force: *force,
-                })
+            let f = client
+                .fetch_dataset(url.as_deref(), *force)
                 .await
-                .map_err(call)?
-                .into_inner();
+                .map_err(failed)?;
             if global.output == OutputFormat::Json {
                 output::print_json(&json!({
                     "path": f.path,
@@ -293,15 +204,10 @@ pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitC
             }
         }
         DataCommand::Synth { rows, seed, path } => {
-            let s = etl
-                .synthesize_dataset(v1::SynthesizeDatasetRequest {
-                    rows: *rows,
-                    seed: *seed,
-                    path: path.clone().unwrap_or_default(),
-                })
+            let s = client
+                .synthesize_dataset(*rows, *seed, path.as_deref())
                 .await
-                .map_err(call)?
-                .into_inner();
+                .map_err(failed)?;
             if global.output == OutputFormat::Json {
                 output::print_json(&json!({"path": s.path, "rows": s.rows, "sha256": s.sha256}))?;
             } else {
@@ -314,91 +220,103 @@ pub async fn run(global: &Global, command: &DataCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-type EtlClient = v1::etl_client::EtlClient<readmit_proto::Svc>;
-
-/// One `AppendBatch` with one request id, resent on transport errors so that a reply lost
-/// with a dropped connection neither loses nor doubles the batch.
-async fn append_batch(
-    etl: &mut EtlClient,
-    batch_size: u32,
-    call: impl Fn(tonic::Status) -> anyhow::Error,
-) -> anyhow::Result<v1::AppendBatchReply> {
-    let request = v1::AppendBatchRequest {
-        batch_size,
-        request_id: uuid::Uuid::new_v4().to_string(),
+fn print_ingested(global: &Global, reply: &Ingested) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Json {
+        return output::print_json(&json!({
+            "changed": reply.changed,
+            "sha256": reply.sha256,
+            "split": split_name(reply.split),
+            "tables": tables_json(&reply.tables),
+            "duration_s": reply.duration_s,
+            "message": reply.message,
+        }));
+    }
+    let changed = if reply.changed {
+        "changed"
+    } else {
+        "unchanged"
     };
-    let mut retries = 0;
-    loop {
-        match etl.append_batch(request.clone()).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) if transient(&status) && retries < APPEND_RETRIES => {
-                retries += 1;
-                eprintln!(
-                    "{}; retrying request {} ({retries}/{APPEND_RETRIES})",
-                    call(status),
-                    request.request_id
-                );
-                tokio::time::sleep(Duration::from_millis(250 << retries)).await;
-            }
-            Err(status) => return Err(call(status)),
+    println!("{changed}: {}", reply.message);
+    println!("sha256:   {}", reply.sha256);
+    println!("split:    {}", split_name(reply.split));
+    println!("duration: {:.2}s", reply.duration_s);
+    print_tables(&reply.tables);
+    Ok(())
+}
+
+fn print_status(global: &Global, s: &DataState) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Json {
+        return output::print_json(&json!({
+            "dataset_sha256": s.dataset_sha256.clone().unwrap_or_default(),
+            "split": split_name(s.split),
+            "ingested_at_ms": s.ingested_at_ms,
+            "tables": tables_json(&s.tables),
+            "pool_rows": s.pool_rows,
+            "train_rows": s.train_rows,
+            "pool_remaining": s.pool_remaining,
+            "batches_appended": s.batches_appended,
+            "batch_size": s.batch_size,
+        }));
+    }
+    match &s.dataset_sha256 {
+        None => println!("nothing ingested yet: readmit data ingest FILE"),
+        Some(sha256) => {
+            println!("data set:    sha256 {sha256}");
+            println!("split:       {}", split_name(s.split));
+            println!("ingested at: {}", utc(s.ingested_at_ms));
+            println!("pool rows:   {}", s.pool_rows);
+            println!("train rows:  {}", s.train_rows);
+            println!("remaining:   {}", s.pool_remaining);
+            println!(
+                "batches:     {} (default size {})",
+                s.batches_appended, s.batch_size
+            );
         }
+    }
+    print_tables(&s.tables);
+    Ok(())
+}
+
+/// One batch's answer: a JSON object (one line each with `until_exhausted`), or its message.
+fn print_appended(global: &Global, reply: &Appended, one_line: bool) -> anyhow::Result<()> {
+    if global.output != OutputFormat::Json {
+        println!("{}", reply.message);
+        return Ok(());
+    }
+    let value = json!({
+        "appended": reply.appended,
+        "train_rows": reply.train_rows,
+        "pool_remaining": reply.pool_remaining,
+        "exhausted": reply.exhausted,
+        "batch_number": reply.batch_number,
+        "message": reply.message,
+        "replayed": reply.replayed,
+    });
+    if one_line {
+        println!("{value}");
+        Ok(())
+    } else {
+        output::print_json(&value)
     }
 }
 
-/// Streams a local file to the agent as-is (a .gz stays compressed: the agent reads both) in
-/// 1 MiB chunks after `header`.
-async fn upload(
-    etl: &mut EtlClient,
-    file: &str,
-    header: v1::IngestHeader,
-    call: impl Fn(tonic::Status) -> anyhow::Error,
-    output: OutputFormat,
-) -> anyhow::Result<v1::IngestReply> {
-    let opened = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("cannot open {file}"))?;
-    let size = opened.metadata().await.map_or(0, |m| m.len());
-    let bar = crate::progress::bytes(crate::progress::shown(output), size, "upload");
-    let sent = bar.clone();
-    // A read error mid-file must not end the stream: the agent would take the truncated file
-    // for the whole one. The stream stalls instead and the error cancels the call below.
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
-    let data = futures_util::stream::unfold(
-        (opened, Some(failed_tx), sent),
-        |(mut opened, failed, sent)| async move {
-            let mut buf = vec![0; CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < CHUNK_BYTES {
-                match opened.read(&mut buf[filled..]).await {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) => {
-                        if let Some(failed) = failed {
-                            let _ = failed.send(e);
-                        }
-                        return std::future::pending().await;
-                    }
-                }
+/// One `AppendBatch` with one request id, resent on transport errors so that a reply lost
+/// with a dropped connection neither loses nor doubles the batch.
+async fn append_batch(client: &Client, batch_size: u32) -> anyhow::Result<Appended> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut retries = 0;
+    loop {
+        match client.append_batch(batch_size, &request_id).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if transient(&e) && retries < APPEND_RETRIES => {
+                retries += 1;
+                eprintln!(
+                    "{}; retrying request {request_id} ({retries}/{APPEND_RETRIES})",
+                    output::call_error(client.url(), &e),
+                );
+                tokio::time::sleep(Duration::from_millis(250 << retries)).await;
             }
-            if filled == 0 {
-                return None;
-            }
-            buf.truncate(filled);
-            sent.inc(filled as u64);
-            let chunk = v1::IngestChunk {
-                chunk: Some(v1::ingest_chunk::Chunk::Data(buf)),
-            };
-            Some((chunk, (opened, failed, sent)))
-        },
-    );
-    let chunks = futures_util::stream::iter([v1::IngestChunk {
-        chunk: Some(v1::ingest_chunk::Chunk::Header(header)),
-    }])
-    .chain(data);
-    let result = tokio::select! {
-        reply = etl.ingest_upload(chunks) => Ok(reply.map_err(call)?.into_inner()),
-        Ok(e) = failed_rx => Err(anyhow::Error::new(e).context(format!("cannot read {file}"))),
-    };
-    bar.finish_and_clear();
-    result
+            Err(e) => anyhow::bail!(output::call_error(client.url(), &e)),
+        }
+    }
 }

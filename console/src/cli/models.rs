@@ -318,10 +318,7 @@ pub async fn serving_views(fleet: &crate::fleet::Fleet) -> Vec<ServingView> {
         });
     let up = futures_util::future::join_all(fleet.clients(Role::Inference).into_iter().map(
         |routed| async move {
-            let reply = routed
-                .inference()
-                .get_served_model(v1::GetServedModelRequest {})
-                .await;
+            let reply = routed.served_model().await;
             let mut view = ServingView {
                 agent: routed.agent.name.clone(),
                 url: routed.agent.url.clone(),
@@ -336,7 +333,6 @@ pub async fn serving_views(fleet: &crate::fleet::Fleet) -> Vec<ServingView> {
             };
             match reply {
                 Ok(s) => {
-                    let s = s.into_inner();
                     view.loaded = s.loaded;
                     view.name = s.name;
                     view.version = s.version;
@@ -346,7 +342,7 @@ pub async fn serving_views(fleet: &crate::fleet::Fleet) -> Vec<ServingView> {
                     view.threshold = s.threshold;
                     view.error = s.last_error;
                 }
-                Err(s) => view.error = output::status_error(routed.url(), &s),
+                Err(e) => view.error = output::call_error(routed.url(), &e),
             }
             view
         },

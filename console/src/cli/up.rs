@@ -13,7 +13,7 @@ use readmit_agent::settings::{self, LogFormat};
 use readmit_agent::{RunningAgent, SettingsFlags};
 use tracing_subscriber::EnvFilter;
 
-use readmit_proto::v1;
+use readmit_proto::Client;
 
 use super::Global;
 use crate::fleet::{Fleet, Role};
@@ -226,39 +226,29 @@ pub struct Job {
 /// data dir that already did it all, nothing runs again.
 async fn main_job(fleet: &Fleet, args: &UpArgs, say: &Say, job: &mut Job) -> anyhow::Result<()> {
     let etl_agent = fleet.client(Role::Etl).await?;
-    let mut etl = etl_agent.etl();
     say.step("ingest");
-    let status = etl
-        .get_data_status(v1::GetDataStatusRequest {})
-        .await?
-        .into_inner();
-    if status.dataset_sha256.is_empty() {
-        let path = data_file(&mut etl, args, say).await?;
-        let reply = etl
-            .ingest(v1::IngestRequest {
-                path: path.display().to_string(),
-                split: v1::SplitKind::Original as i32,
-                replace: false,
-            })
-            .await?
-            .into_inner();
-        job.ingested = true;
-        say.line(&format!("ingest: {}", reply.message));
-    } else {
-        say.line(&format!(
-            "ingest: RawData already holds a data set (sha256 {})",
-            status.dataset_sha256
-        ));
+    let status = etl_agent.data_status().await?;
+    match status.dataset_sha256 {
+        None => {
+            let path = data_file(&etl_agent, args, say).await?;
+            let reply = etl_agent
+                .ingest(
+                    &path.display().to_string(),
+                    readmit_proto::SplitKind::Original,
+                    false,
+                )
+                .await?;
+            job.ingested = true;
+            say.line(&format!("ingest: {}", reply.message));
+        }
+        Some(sha256) => say.line(&format!(
+            "ingest: RawData already holds a data set (sha256 {sha256})"
+        )),
     }
     say.step("append");
     loop {
-        let r = etl
-            .append_batch(v1::AppendBatchRequest {
-                batch_size: 0,
-                request_id: uuid::Uuid::new_v4().simple().to_string(),
-            })
-            .await?
-            .into_inner();
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        let r = etl_agent.append_batch(0, &request_id).await?;
         if r.appended > 0 {
             job.appended += 1;
         }
@@ -315,42 +305,23 @@ async fn main_job(fleet: &Fleet, args: &UpArgs, say: &Say, job: &mut Job) -> any
 
 /// The file to ingest: the one given, synthetic records, or the UCI file (downloaded and
 /// cached, or synthetic records when it cannot be downloaded).
-async fn data_file(
-    etl: &mut v1::etl_client::EtlClient<readmit_proto::Svc>,
-    args: &UpArgs,
-    say: &Say,
-) -> anyhow::Result<PathBuf> {
+async fn data_file(etl: &Client, args: &UpArgs, say: &Say) -> anyhow::Result<PathBuf> {
     if let Some(path) = &args.data {
         return std::fs::canonicalize(path).with_context(|| format!("--data {}", path.display()));
     }
     if !args.synthetic {
-        match etl.fetch_dataset(v1::FetchDatasetRequest::default()).await {
+        match etl.fetch_dataset(None, false).await {
             Ok(f) => {
-                let how = if f.get_ref().cached {
-                    "cached"
-                } else {
-                    "downloaded"
-                };
-                say.line(&format!(
-                    "data: the UCI file, {how} at {}",
-                    f.get_ref().path
-                ));
-                return Ok(PathBuf::from(f.into_inner().path));
+                let how = if f.cached { "cached" } else { "downloaded" };
+                say.line(&format!("data: the UCI file, {how} at {}", f.path));
+                return Ok(PathBuf::from(f.path));
             }
-            Err(e) => say.line(&format!(
-                "data: the UCI file cannot be downloaded ({})",
-                e.message()
-            )),
+            Err(e) => say.line(&format!("data: the UCI file cannot be downloaded ({e})")),
         }
     }
     let s = etl
-        .synthesize_dataset(v1::SynthesizeDatasetRequest {
-            rows: args.synthetic_rows,
-            seed: 42,
-            path: String::new(),
-        })
-        .await?
-        .into_inner();
+        .synthesize_dataset(args.synthetic_rows, 42, None)
+        .await?;
     say.line(&format!(
         "data: {} synthetic records with the real schema at {}",
         s.rows, s.path
@@ -367,11 +338,7 @@ async fn wait_served(fleet: &Fleet, version: i64, say: &Say) -> anyhow::Result<(
     let inference = fleet.client(Role::Inference).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let served = inference
-            .inference()
-            .get_served_model(v1::GetServedModelRequest {})
-            .await?
-            .into_inner();
+        let served = inference.served_model().await?;
         if served.loaded && served.version == version {
             say.line(&format!(
                 "serving: version {version} answers POST /predict, /invocations and /v2/models/{}/infer",

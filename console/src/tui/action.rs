@@ -37,9 +37,9 @@ pub enum Action {
     },
     Served {
         slot: usize,
-        served: Result<v1::ServedModel, String>,
+        served: Result<readmit_proto::ServedInfo, String>,
     },
-    DataStatus(Result<v1::DataStatus, String>),
+    DataStatus(Result<readmit_proto::DataState, String>),
     Dags(Result<readmit_proto::DagList, String>),
     DagRuns {
         dag: String,

@@ -185,7 +185,7 @@ pub struct AgentView {
     pub mem: VecDeque<u64>,
     pub metrics: prom::Store,
     pub metrics_error: Option<String>,
-    pub served: Option<Result<v1::ServedModel, String>>,
+    pub served: Option<Result<readmit_proto::ServedInfo, String>>,
 }
 
 impl AgentView {

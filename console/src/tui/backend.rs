@@ -271,11 +271,9 @@ impl Backend {
                 continue;
             };
             let served = client
-                .inference()
-                .get_served_model(v1::GetServedModelRequest {})
+                .served_model()
                 .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| crate::output::status_error(client.url(), &s));
+                .map_err(|e| crate::output::call_error(client.url(), &e));
             self.send(Action::Served { slot, served });
         }
     }

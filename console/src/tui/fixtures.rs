@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use readmit_proto::{DagInfo, DagList, DagRunInfo, LogEntry, RunState, TaskDecl, TaskRun, v1};
+use readmit_proto::{
+    DagInfo, DagList, DagRunInfo, DataState, LogEntry, RunState, ServedInfo, SplitKind, TableFacts,
+    TaskDecl, TaskRun, v1,
+};
 
 use crate::tui::action::Action;
 use crate::tui::app::{App, update};
@@ -61,8 +64,8 @@ inference_request_latency_seconds_count{{endpoint=\"predict\"}} {requests}\n\
     )
 }
 
-pub fn served(version: i64) -> v1::ServedModel {
-    v1::ServedModel {
+pub fn served(version: i64) -> ServedInfo {
+    ServedInfo {
         loaded: true,
         name: "best_diabetes_readmission_model".into(),
         version,
@@ -71,7 +74,7 @@ pub fn served(version: i64) -> v1::ServedModel {
         source: "runs:/4f1c2a9b0d3e4c5f8a7b6c5d4e3f2a1b/model".into(),
         loaded_at_ms: NOW - 300_000,
         threshold: 0.113,
-        metrics: HashMap::from([("val_roc_auc".to_owned(), 0.6871)]),
+        metrics: BTreeMap::from([("val_roc_auc".to_owned(), 0.6871)]),
         following: "models:/best_diabetes_readmission_model/Production".into(),
         last_error: String::new(),
     }
@@ -147,21 +150,24 @@ pub fn three_agents() -> App {
     app
 }
 
-pub fn data_status() -> v1::DataStatus {
-    let t = |db: &str, table: &str, rows: i64| v1::TableCount {
+pub fn data_status() -> DataState {
+    let t = |db: &str, table: &str, rows: i64| TableFacts {
         database: db.into(),
         table: table.into(),
         rows,
-        ..Default::default()
+        fingerprint: None,
+        readmitted: None,
     };
-    let raw = |table: &str, rows: i64, fingerprint: &str, readmitted: i64| v1::TableCount {
-        fingerprint: fingerprint.into(),
+    let raw = |table: &str, rows: i64, fingerprint: &str, readmitted: i64| TableFacts {
+        fingerprint: Some(fingerprint.into()),
         readmitted: Some(readmitted),
         ..t("raw", table, rows)
     };
-    v1::DataStatus {
-        dataset_sha256: "f4c3a0bd8a0f3e8c3b3c9a1e5b6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d".into(),
-        split: v1::SplitKind::Original as i32,
+    DataState {
+        dataset_sha256: Some(
+            "f4c3a0bd8a0f3e8c3b3c9a1e5b6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d".into(),
+        ),
+        split: Some(SplitKind::Original),
         ingested_at_ms: NOW - 1_800_000,
         tables: vec![
             raw(

@@ -32,25 +32,13 @@ impl Backend {
         let failed = |e: readmit_proto::CallError| crate::output::call_error(&url, &e);
         let action = match request {
             Request::Scrape | Request::Served => return,
-            Request::DataStatus => Action::DataStatus(
-                client
-                    .etl()
-                    .get_data_status(v1::GetDataStatusRequest {})
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(err),
-            ),
+            Request::DataStatus => Action::DataStatus(client.data_status().await.map_err(failed)),
             Request::AppendBatch => done(
                 "append a batch",
                 client
-                    .etl()
-                    .append_batch(v1::AppendBatchRequest {
-                        batch_size: 0,
-                        request_id: uuid::Uuid::new_v4().to_string(),
-                    })
+                    .append_batch(0, &uuid::Uuid::new_v4().to_string())
                     .await
                     .map(|r| {
-                        let r = r.into_inner();
                         if r.exhausted {
                             "the pool is exhausted: nothing appended".to_owned()
                         } else {
@@ -60,27 +48,21 @@ impl Backend {
                             )
                         }
                     })
-                    .map_err(err),
+                    .map_err(failed),
             ),
             Request::Ingest { path } => done(
                 &format!("ingest {path}"),
                 client
-                    .etl()
-                    .ingest(v1::IngestRequest {
-                        path: path.clone(),
-                        split: v1::SplitKind::Original as i32,
-                        replace: false,
-                    })
+                    .ingest(&path, readmit_proto::SplitKind::Original, false)
                     .await
                     .map(|r| {
-                        let r = r.into_inner();
                         if r.changed {
                             format!("{path} ingested in {:.1} s", r.duration_s)
                         } else {
                             format!("{path} was already ingested: nothing changed")
                         }
                     })
-                    .map_err(err),
+                    .map_err(failed),
             ),
             Request::ListDags => Action::Dags(client.list_dags().await.map_err(failed)),
             Request::DagRuns { dag } => Action::DagRuns {

@@ -19,11 +19,9 @@ const EXPLAIN: u32 = 5;
 pub async fn build(fleet: &Fleet, job: &Job, agent: &RunningAgent) -> anyhow::Result<Value> {
     let etl = fleet.client(Role::Etl).await?;
     let status = etl
-        .etl()
-        .get_data_status(v1::GetDataStatusRequest {})
+        .data_status()
         .await
-        .map_err(|s| anyhow::anyhow!(output::status_error(etl.url(), &s)))?
-        .into_inner();
+        .map_err(|e| anyhow::anyhow!(output::call_error(etl.url(), &e)))?;
     let tracking = fleet.client(Role::Tracking).await?;
     let runs = match tracking.experiment_id(EXPERIMENT).await? {
         Some(id) => tracking.runs_where(&id, "", 1000).await?,
@@ -37,11 +35,9 @@ pub async fn build(fleet: &Fleet, job: &Job, agent: &RunningAgent) -> anyhow::Re
         .max_by_key(|v| v.version);
     let inference = fleet.client(Role::Inference).await?;
     let served = inference
-        .inference()
-        .get_served_model(v1::GetServedModelRequest {})
+        .served_model()
         .await
-        .map_err(|s| anyhow::anyhow!(output::status_error(inference.url(), &s)))?
-        .into_inner();
+        .map_err(|e| anyhow::anyhow!(output::call_error(inference.url(), &e)))?;
     let record = predict::test_record(fleet, 0).await?;
     let record_json = record_json(&record);
     let prediction = predict::predict(&inference, record, EXPLAIN).await?;
@@ -53,7 +49,7 @@ pub async fn build(fleet: &Fleet, job: &Job, agent: &RunningAgent) -> anyhow::Re
             "roles": fleet.snapshot().first().map(|a| a.roles.clone()).unwrap_or_default(),
         },
         "data": {
-            "dataset_sha256": status.dataset_sha256,
+            "dataset_sha256": status.dataset_sha256.unwrap_or_default(),
             "ingested_now": job.ingested,
             "batches_appended_now": job.appended,
             "batches_appended": status.batches_appended,

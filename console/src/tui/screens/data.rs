@@ -12,7 +12,7 @@ use crate::tui::action::Request;
 use crate::tui::app::{App, Edit, Line as Typed, Mode, move_selection};
 use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, selected_style, title, window};
-use readmit_proto::v1;
+use readmit_proto::{DataState, SplitKind, TableFacts};
 
 pub const KEYS: &[(Intent, &str)] = &[
     (
@@ -27,7 +27,7 @@ pub const KEYS: &[(Intent, &str)] = &[
 
 #[derive(Debug, Default)]
 pub struct State {
-    pub status: Option<Result<v1::DataStatus, String>>,
+    pub status: Option<Result<DataState, String>>,
     pub selected: usize,
     pub busy: bool,
 }
@@ -36,7 +36,7 @@ pub fn refresh(app: &mut App) {
     app.request(Request::DataStatus);
 }
 
-pub fn on_status(app: &mut App, reply: Result<v1::DataStatus, String>) {
+pub fn on_status(app: &mut App, reply: Result<DataState, String>) {
     match (&reply, &app.data.status) {
         // Keep what was read while the agent is away; the banner says it is down.
         (Err(_), Some(Ok(_))) => {}
@@ -83,16 +83,16 @@ pub fn ingest(app: &mut App, path: &str) {
     app.flash(format!("ingesting {path}…"), false);
 }
 
-fn split_name(split: i32) -> &'static str {
-    match v1::SplitKind::try_from(split).unwrap_or(v1::SplitKind::Unspecified) {
-        v1::SplitKind::Original => "original (row for row the original system's)",
-        v1::SplitKind::Grouped => "grouped by patient",
-        v1::SplitKind::Unspecified => "-",
+fn split_name(split: Option<SplitKind>) -> &'static str {
+    match split {
+        Some(SplitKind::Original) => "original (row for row the original system's)",
+        Some(SplitKind::Grouped) => "grouped by patient",
+        None => "-",
     }
 }
 
 /// A table's positive class as a count and a share of its rows; blank where not reported.
-fn balance(t: &v1::TableCount) -> String {
+fn balance(t: &TableFacts) -> String {
     match t.readmitted {
         Some(n) if t.rows > 0 => format!("{n} ({:.1}%)", 100.0 * n as f64 / t.rows as f64),
         Some(n) => n.to_string(),
@@ -132,13 +132,12 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(area);
-    let ingested = if status.dataset_sha256.is_empty() {
-        vec![Line::from(
+    let ingested = match &status.dataset_sha256 {
+        None => vec![Line::from(
             "nothing ingested yet: press i to ingest a file, or trigger the ingest_raw DAG",
-        )]
-    } else {
-        vec![
-            Line::from(format!("data set sha256  {}", status.dataset_sha256)),
+        )],
+        Some(sha256) => vec![
+            Line::from(format!("data set sha256  {sha256}")),
             Line::from(format!("split            {}", split_name(status.split))),
             Line::from(format!(
                 "ingested         {}",
@@ -149,7 +148,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 status.train_rows, status.batches_appended, status.batch_size
             )),
             Line::from(if app.data.busy { "working…" } else { "" }),
-        ]
+        ],
     };
     frame.render_widget(Paragraph::new(ingested).block(title("Data set")), facts);
     let ratio = if status.pool_rows > 0 {
@@ -180,7 +179,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             t.table.clone(),
             t.rows.to_string(),
             balance(t),
-            short_fingerprint(&t.fingerprint).to_owned(),
+            short_fingerprint(t.fingerprint.as_deref().unwrap_or_default()).to_owned(),
         ]);
         if start + i == app.data.selected {
             row.style(selected_style())

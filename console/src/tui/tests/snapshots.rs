@@ -73,7 +73,7 @@ fn empty() -> App {
     );
     update(
         &mut app,
-        Action::DataStatus(Ok(readmit_proto::v1::DataStatus::default())),
+        Action::DataStatus(Ok(readmit_proto::DataState::default())),
     );
     update(
         &mut app,
