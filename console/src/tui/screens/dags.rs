@@ -186,7 +186,7 @@ fn started(dag: &str, run_id: &str, at_ms: i64) -> Happening {
 
 /// A run ending in `state`, as an event line.
 fn ended(dag: &str, run_id: &str, state: RunState, error: &str, at_ms: i64) -> Happening {
-    let mut text = format!("DAG {dag} run {} {}", short(run_id), state_name(state));
+    let mut text = format!("DAG {dag} run {} {}", short(run_id), state.name());
     if !error.is_empty() {
         text.push_str(&format!(": {error}"));
     }
@@ -211,21 +211,6 @@ fn run_history(run: &DagRunInfo) -> impl Iterator<Item = Happening> {
         )
     });
     start.into_iter().chain(end)
-}
-
-/// A state as the screen writes it.
-pub fn state_name(state: RunState) -> &'static str {
-    match state {
-        RunState::Pending => "pending",
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
-        RunState::UpForRetry => "up for retry",
-        RunState::UpstreamFailed => "upstream failed",
-        RunState::Skipped => "skipped",
-    }
 }
 
 pub fn state_color(state: RunState) -> Color {
@@ -412,11 +397,7 @@ pub fn on_intent(app: &mut App, intent: Intent) {
                 });
             }
             Some(run) => {
-                let text = format!(
-                    "run {} already {}",
-                    short(&run.run_id),
-                    state_name(run.state)
-                );
+                let text = format!("run {} already {}", short(&run.run_id), run.state.name());
                 app.flash(text, true);
             }
             None => app.flash("no run selected", true),
@@ -515,10 +496,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let rows = s.runs[start..end].iter().enumerate().map(|(i, r)| {
         let row = Row::new(vec![
             Span::raw(short(&r.run_id).to_owned()),
-            Span::styled(
-                state_name(r.state),
-                Style::default().fg(state_color(r.state)),
-            ),
+            Span::styled(r.state.name(), Style::default().fg(state_color(r.state))),
             Span::raw(r.trigger.clone()),
             Span::raw(ago(app.now_ms, r.queued_at_ms)),
             Span::raw(if r.ended_at_ms > 0 {
@@ -635,7 +613,7 @@ fn draw_gantt(app: &App, frame: &mut Frame, area: Rect) {
             let mut spans = vec![
                 Span::raw(format!("{name:<name_w$} ")),
                 Span::styled(
-                    format!("{:<15} ", state_name(t.state)),
+                    format!("{:<15} ", t.state.name()),
                     Style::default().fg(color),
                 ),
                 Span::styled(bar, Style::default().fg(color)),
@@ -655,7 +633,7 @@ fn draw_gantt(app: &App, frame: &mut Frame, area: Rect) {
     let title = format!(
         "Run {} {} · {} → {}",
         short(&run.run_id),
-        state_name(run.state),
+        run.state.name(),
         clock(start),
         if run.ended_at_ms > 0 {
             clock(end)

@@ -42,6 +42,20 @@ fn models() -> Vec<v1::RegisteredModel> {
     ]
 }
 
+/// The model's three versions, v1 moved to Production 20 s ago, as the Overview reads them.
+fn read_versions(app: &mut App) -> Vec<v1::ModelVersion> {
+    let mut versions = fixtures::versions(3);
+    versions[0].last_updated_time_ms = NOW - 20_000;
+    update(
+        app,
+        Action::Versions {
+            name: "best_diabetes_readmission_model".into(),
+            versions: Ok(versions.clone()),
+        },
+    );
+    versions
+}
+
 #[test]
 fn the_overview_asks_for_history_and_lists_it_by_time() {
     let mut app = App::new(&["http://all:50051".to_owned()], Keymap::default(), NOW);
@@ -87,15 +101,7 @@ fn the_overview_asks_for_history_and_lists_it_by_time() {
         let r = Request::Versions { name: name.into() };
         assert!(asked.contains(&r), "{r:?} not in {asked:?}");
     }
-    let mut versions = fixtures::versions(3);
-    versions[0].last_updated_time_ms = NOW - 20_000;
-    update(
-        &mut app,
-        Action::Versions {
-            name: "best_diabetes_readmission_model".into(),
-            versions: Ok(versions),
-        },
-    );
+    read_versions(&mut app);
     update(
         &mut app,
         Action::LoadTests(Ok(vec![fixtures::load_summary(true)])),
@@ -190,15 +196,7 @@ fn a_stream_event_takes_the_place_of_its_history_line() {
     );
 
     // A promotion the stream reports replaces the line the versions' history gave it.
-    let mut versions = fixtures::versions(3);
-    versions[0].last_updated_time_ms = NOW - 20_000;
-    update(
-        &mut app,
-        Action::Versions {
-            name: "best_diabetes_readmission_model".into(),
-            versions: Ok(versions.clone()),
-        },
-    );
+    let versions = read_versions(&mut app);
     update(
         &mut app,
         Action::RegistryEvent(v1::RegistryEvent {
