@@ -46,7 +46,7 @@ pub use dags::{
 };
 pub use data::{Appended, DataState, FetchedFile, Ingested, SplitKind, SyntheticFile, TableFacts};
 pub use inference::ServedInfo;
-pub use registry::{CallError, NewVersion, RegistryChange, VersionInfo, stage_name};
+pub use registry::{CallError, ModelInfo, NewVersion, RegistryChange, VersionInfo, stage_name};
 /// The standard gRPC health service's messages and client (`grpc.health.v1`).
 pub use tonic_health::pb as health;
 /// The gRPC reflection service's messages and client (`grpc.reflection.v1`).

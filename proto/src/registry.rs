@@ -77,6 +77,9 @@ pub struct VersionInfo {
     pub run_id: String,
     pub source: String,
     pub aliases: Vec<String>,
+    pub description: String,
+    pub creation_time_ms: i64,
+    pub last_updated_time_ms: i64,
 }
 
 impl From<v1::ModelVersion> for VersionInfo {
@@ -88,6 +91,40 @@ impl From<v1::ModelVersion> for VersionInfo {
             run_id: v.run_id,
             source: v.source,
             aliases: v.aliases,
+            description: v.description,
+            creation_time_ms: v.creation_time_ms,
+            last_updated_time_ms: v.last_updated_time_ms,
+        }
+    }
+}
+
+/// A registered model: its newest version in each stage and its aliases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub description: String,
+    pub latest_versions: Vec<VersionInfo>,
+    /// (alias, version).
+    pub aliases: Vec<(String, i64)>,
+    pub last_updated_time_ms: i64,
+}
+
+impl From<v1::RegisteredModel> for ModelInfo {
+    fn from(m: v1::RegisteredModel) -> Self {
+        Self {
+            name: m.name,
+            description: m.description,
+            latest_versions: m
+                .latest_versions
+                .into_iter()
+                .map(VersionInfo::from)
+                .collect(),
+            aliases: m
+                .aliases
+                .into_iter()
+                .map(|a| (a.alias, a.version))
+                .collect(),
+            last_updated_time_ms: m.last_updated_time_ms,
         }
     }
 }
@@ -110,22 +147,67 @@ fn is_absent(e: &CallError) -> bool {
 }
 
 impl Client {
-    /// Every version of a registered model; empty when the model does not exist.
-    pub async fn model_versions(&self, name: &str) -> Result<Vec<VersionInfo>, CallError> {
-        let reply = self
+    /// Every registered model.
+    pub async fn registered_models(&self) -> Result<Vec<ModelInfo>, CallError> {
+        let models = self
+            .tracking()
+            .list_registered_models(v1::ListRegisteredModelsRequest {})
+            .await
+            .map_err(CallError::status("registered models"))?
+            .into_inner()
+            .models;
+        Ok(models.into_iter().map(ModelInfo::from).collect())
+    }
+
+    /// Points `alias` of a model at `version`; returns the model as it now is.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: i64,
+    ) -> Result<ModelInfo, CallError> {
+        let model = self
+            .tracking()
+            .set_model_alias(v1::SetModelAliasRequest {
+                name: name.into(),
+                alias: alias.into(),
+                version,
+            })
+            .await
+            .map_err(CallError::status(format!("{name}@{alias}")))?;
+        Ok(model.into_inner().into())
+    }
+
+    /// Removes `alias` of a model; returns the model as it now is.
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<ModelInfo, CallError> {
+        let model = self
+            .tracking()
+            .delete_model_alias(v1::DeleteModelAliasRequest {
+                name: name.into(),
+                alias: alias.into(),
+            })
+            .await
+            .map_err(CallError::status(format!("{name}@{alias}")))?;
+        Ok(model.into_inner().into())
+    }
+
+    /// Every version of a registered model; an error when the model does not exist.
+    pub async fn model_versions_of(&self, name: &str) -> Result<Vec<VersionInfo>, CallError> {
+        let versions = self
             .tracking()
             .list_model_versions(v1::ListModelVersionsRequest { name: name.into() })
             .await
-            .map_err(CallError::status(format!("versions of {name}")));
-        match reply {
-            Ok(r) => Ok(r
-                .into_inner()
-                .versions
-                .into_iter()
-                .map(VersionInfo::from)
-                .collect()),
+            .map_err(CallError::status(format!("versions of {name}")))?
+            .into_inner()
+            .versions;
+        Ok(versions.into_iter().map(VersionInfo::from).collect())
+    }
+
+    /// Every version of a registered model; empty when the model does not exist.
+    pub async fn model_versions(&self, name: &str) -> Result<Vec<VersionInfo>, CallError> {
+        match self.model_versions_of(name).await {
             Err(e) if is_absent(&e) => Ok(Vec::new()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use readmit_proto::v1;
+use readmit_proto::{CallError, ModelInfo, VersionInfo};
 use serde_json::{Value, json};
 
 use super::Global;
@@ -41,31 +41,22 @@ pub enum ModelsCommand {
     },
 }
 
-pub fn stage_name(stage: i32) -> &'static str {
-    match v1::Stage::try_from(stage) {
-        Ok(v1::Stage::None) => "None",
-        Ok(v1::Stage::Staging) => "Staging",
-        Ok(v1::Stage::Production) => "Production",
-        Ok(v1::Stage::Archived) => "Archived",
-        _ => "?",
-    }
-}
-
-fn parse_stage(text: &str) -> anyhow::Result<v1::Stage> {
+/// The stage a `--stage` names, as MLflow spells it.
+fn parse_stage(text: &str) -> anyhow::Result<&'static str> {
     Ok(match text.to_ascii_lowercase().as_str() {
-        "none" => v1::Stage::None,
-        "staging" => v1::Stage::Staging,
-        "production" => v1::Stage::Production,
-        "archived" => v1::Stage::Archived,
+        "none" => "None",
+        "staging" => "Staging",
+        "production" => "Production",
+        "archived" => "Archived",
         _ => anyhow::bail!("--stage: {text:?} is not None, Staging, Production or Archived"),
     })
 }
 
-fn version_json(v: &v1::ModelVersion) -> Value {
+fn version_json(v: &VersionInfo) -> Value {
     json!({
         "name": v.name,
         "version": v.version,
-        "stage": stage_name(v.stage),
+        "stage": v.stage,
         "run_id": v.run_id,
         "source": v.source,
         "aliases": v.aliases,
@@ -75,17 +66,27 @@ fn version_json(v: &v1::ModelVersion) -> Value {
     })
 }
 
-fn model_json(m: &v1::RegisteredModel) -> Value {
+fn model_json(m: &ModelInfo) -> Value {
     json!({
         "name": m.name,
         "description": m.description,
         "latest_versions": m.latest_versions.iter().map(version_json).collect::<Vec<_>>(),
-        "aliases": m.aliases.iter().map(|a| json!({"alias": a.alias, "version": a.version})).collect::<Vec<_>>(),
+        "aliases": m.aliases.iter().map(|(alias, version)| json!({"alias": alias, "version": version})).collect::<Vec<_>>(),
         "last_updated_time_ms": m.last_updated_time_ms,
     })
 }
 
-fn print_versions(global: &Global, versions: &[v1::ModelVersion]) -> anyhow::Result<()> {
+/// A model's aliases as `alias→vN`, space-separated.
+fn aliases_text(m: &ModelInfo) -> String {
+    let aliases: Vec<String> = m
+        .aliases
+        .iter()
+        .map(|(alias, version)| format!("{alias}→v{version}"))
+        .collect();
+    aliases.join(" ")
+}
+
+fn print_versions(global: &Global, versions: &[VersionInfo]) -> anyhow::Result<()> {
     if global.output == OutputFormat::Json {
         return output::print_json(&versions.iter().map(version_json).collect::<Vec<_>>());
     }
@@ -94,11 +95,28 @@ fn print_versions(global: &Global, versions: &[v1::ModelVersion]) -> anyhow::Res
         table.add_row([
             v.name.clone(),
             v.version.to_string(),
-            stage_name(v.stage).to_owned(),
+            v.stage.clone(),
             v.aliases.join(","),
             v.run_id[..8.min(v.run_id.len())].to_owned(),
             v.source.clone(),
         ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_models(global: &Global, models: &[ModelInfo]) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Json {
+        return output::print_json(&models.iter().map(model_json).collect::<Vec<_>>());
+    }
+    let mut table = output::table(["NAME", "LATEST VERSIONS", "ALIASES"]);
+    for m in models {
+        let latest: Vec<String> = m
+            .latest_versions
+            .iter()
+            .map(|v| format!("{}:v{}", v.stage, v.version))
+            .collect();
+        table.add_row([m.name.clone(), latest.join(" "), aliases_text(m)]);
     }
     println!("{table}");
     Ok(())
@@ -109,44 +127,14 @@ pub async fn run(global: &Global, command: &ModelsCommand) -> anyhow::Result<Exi
         return serving(global).await;
     }
     let client = global.client(Role::Tracking).await?;
-    let mut tracking = client.tracking();
-    let call = |s: tonic::Status| anyhow::anyhow!(output::status_error(client.url(), &s));
+    let failed = |e: CallError| anyhow::anyhow!(output::call_error(client.url(), &e));
     match command {
         ModelsCommand::Serving => unreachable!("answered above"),
         ModelsCommand::List => {
-            let models = tracking
-                .list_registered_models(v1::ListRegisteredModelsRequest {})
-                .await
-                .map_err(call)?
-                .into_inner()
-                .models;
-            if global.output == OutputFormat::Json {
-                output::print_json(&models.iter().map(model_json).collect::<Vec<_>>())?;
-            } else {
-                let mut table = output::table(["NAME", "LATEST VERSIONS", "ALIASES"]);
-                for m in &models {
-                    let latest: Vec<String> = m
-                        .latest_versions
-                        .iter()
-                        .map(|v| format!("{}:v{}", stage_name(v.stage), v.version))
-                        .collect();
-                    let aliases: Vec<String> = m
-                        .aliases
-                        .iter()
-                        .map(|a| format!("{}→v{}", a.alias, a.version))
-                        .collect();
-                    table.add_row([m.name.clone(), latest.join(" "), aliases.join(" ")]);
-                }
-                println!("{table}");
-            }
+            print_models(global, &client.registered_models().await.map_err(failed)?)?;
         }
         ModelsCommand::Versions { name } => {
-            let versions = tracking
-                .list_model_versions(v1::ListModelVersionsRequest { name: name.clone() })
-                .await
-                .map_err(call)?
-                .into_inner()
-                .versions;
+            let versions = client.model_versions_of(name).await.map_err(failed)?;
             print_versions(global, &versions)?;
         }
         ModelsCommand::Promote {
@@ -155,32 +143,20 @@ pub async fn run(global: &Global, command: &ModelsCommand) -> anyhow::Result<Exi
             stage,
             keep_existing,
         } => {
-            let reply = tracking
-                .transition_model_version_stage(v1::TransitionStageRequest {
-                    name: name.clone(),
-                    version: *version,
-                    stage: parse_stage(stage)? as i32,
-                    archive_existing: !keep_existing,
-                })
+            let stage = parse_stage(stage)?;
+            let (moved, archived) = client
+                .transition(name, *version, stage, !keep_existing)
                 .await
-                .map_err(call)?
-                .into_inner();
-            let mut changed: Vec<v1::ModelVersion> = reply.version.into_iter().collect();
-            changed.extend(reply.archived);
+                .map_err(failed)?;
+            let changed: Vec<VersionInfo> = std::iter::once(moved).chain(archived).collect();
             print_versions(global, &changed)?;
         }
         ModelsCommand::Archive { name, version } => {
-            let reply = tracking
-                .transition_model_version_stage(v1::TransitionStageRequest {
-                    name: name.clone(),
-                    version: *version,
-                    stage: v1::Stage::Archived as i32,
-                    archive_existing: false,
-                })
+            let (moved, _) = client
+                .transition(name, *version, "Archived", false)
                 .await
-                .map_err(call)?
-                .into_inner();
-            print_versions(global, &reply.version.into_iter().collect::<Vec<_>>())?;
+                .map_err(failed)?;
+            print_versions(global, &[moved])?;
         }
         ModelsCommand::Alias {
             name,
@@ -189,46 +165,19 @@ pub async fn run(global: &Global, command: &ModelsCommand) -> anyhow::Result<Exi
             delete,
         } => {
             let model = match (delete, version) {
-                (true, _) => {
-                    tracking
-                        .delete_model_alias(v1::DeleteModelAliasRequest {
-                            name: name.clone(),
-                            alias: alias.clone(),
-                        })
-                        .await
-                }
-                (false, Some(v)) => {
-                    tracking
-                        .set_model_alias(v1::SetModelAliasRequest {
-                            name: name.clone(),
-                            alias: alias.clone(),
-                            version: *v,
-                        })
-                        .await
-                }
+                (true, _) => client.delete_alias(name, alias).await,
+                (false, Some(v)) => client.set_alias(name, alias, *v).await,
                 (false, None) => {
                     anyhow::bail!("give the version the alias should point at, or --delete")
                 }
             }
-            .map_err(call)?
-            .into_inner();
+            .map_err(failed)?;
             if global.output == OutputFormat::Json {
                 output::print_json(&model_json(&model))?;
+            } else if model.aliases.is_empty() {
+                println!("{}: no aliases", model.name);
             } else {
-                let aliases: Vec<String> = model
-                    .aliases
-                    .iter()
-                    .map(|a| format!("{}→v{}", a.alias, a.version))
-                    .collect();
-                println!(
-                    "{}: {}",
-                    model.name,
-                    if aliases.is_empty() {
-                        "no aliases".to_owned()
-                    } else {
-                        aliases.join(" ")
-                    }
-                );
+                println!("{}: {}", model.name, aliases_text(&model));
             }
         }
     }
