@@ -161,16 +161,19 @@ pub struct LogEntry {
     pub message: String,
 }
 
+/// The run (an empty `task_id`) or one of its tasks entered `state`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateChange {
+    pub task_id: String,
+    pub state: RunState,
+    pub attempt: u32,
+    pub error: String,
+}
+
 /// What a run event says.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunChange {
-    /// The run (an empty `task_id`) or one of its tasks entered `state`.
-    State {
-        task_id: String,
-        state: RunState,
-        attempt: u32,
-        error: String,
-    },
+    State(StateChange),
     Log(LogEntry),
 }
 
@@ -187,7 +190,7 @@ impl RunEvent {
     /// The state the run itself reached, when this event is the run's (not a task's).
     pub fn run_state(&self) -> Option<RunState> {
         match &self.change {
-            RunChange::State { task_id, state, .. } if task_id.is_empty() => Some(*state),
+            RunChange::State(s) if s.task_id.is_empty() => Some(s.state),
             _ => None,
         }
     }
@@ -267,12 +270,12 @@ impl RunEvent {
     /// The event in plain types; `None` for an event without a body (none is sent today).
     fn from_wire(e: v1::RunEvent) -> Option<Self> {
         let change = match e.event? {
-            v1::run_event::Event::State(s) => RunChange::State {
+            v1::run_event::Event::State(s) => RunChange::State(StateChange {
                 task_id: s.task_id,
                 state: s.state.into(),
                 attempt: s.attempt,
                 error: s.error,
-            },
+            }),
             v1::run_event::Event::Log(l) => RunChange::Log(l.into()),
         };
         Some(Self {
@@ -448,11 +451,13 @@ impl Client {
             match events.next().await {
                 Some(event) => {
                     let event = event?;
-                    if let RunChange::State { task_id, state, .. } = &event.change {
-                        match current.tasks.iter_mut().find(|t| t.task_id == *task_id) {
-                            Some(task) => task.state = *state,
-                            None if task_id.is_empty() => current.state = *state,
-                            None => {}
+                    if let RunChange::State(s) = &event.change {
+                        if s.task_id.is_empty() {
+                            current.state = s.state;
+                        } else if let Some(task) =
+                            current.tasks.iter_mut().find(|t| t.task_id == s.task_id)
+                        {
+                            task.state = s.state;
                         }
                     }
                     on_event(&event, &current);

@@ -41,8 +41,8 @@ pub use client::{
     Client, ClientError, ClientTls, Svc, TokenInterceptor, error_chain, normalize_url,
 };
 pub use dags::{
-    DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState, TaskDecl,
-    TaskRun,
+    DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState,
+    StateChange, TaskDecl, TaskRun,
 };
 pub use data::{Appended, DataState, FetchedFile, Ingested, SplitKind, SyntheticFile, TableFacts};
 pub use inference::ServedInfo;

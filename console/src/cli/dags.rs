@@ -146,9 +146,10 @@ async fn print_logs(
     follow: bool,
 ) -> Result<(), CallError> {
     // Watching starts before the lines so far are read: nothing falls between the two.
-    let events = match follow {
-        true => Some(client.watch_runs(Some(run)).await?),
-        false => None,
+    let events = if follow {
+        Some(client.watch_runs(Some(run)).await?)
+    } else {
+        None
     };
     let mut last = 0;
     for l in client.run_logs(run, task, 0).await? {
@@ -337,24 +338,20 @@ fn log_text(l: &LogEntry) -> String {
 
 fn print_event(e: &RunEvent) {
     match &e.change {
-        RunChange::State { task_id, state, .. } if task_id.is_empty() => {
-            println!("{} run {}", time_of(e.timestamp_ms), state.name());
+        RunChange::State(s) if s.task_id.is_empty() => {
+            println!("{} run {}", time_of(e.timestamp_ms), s.state.name());
         }
-        RunChange::State {
-            task_id,
-            state,
-            error,
-            ..
-        } => {
-            let error = if error.is_empty() {
+        RunChange::State(s) => {
+            let error = if s.error.is_empty() {
                 String::new()
             } else {
-                format!(": {error}")
+                format!(": {}", s.error)
             };
             println!(
-                "{} {task_id} {}{error}",
+                "{} {} {}{error}",
                 time_of(e.timestamp_ms),
-                state.name()
+                s.task_id,
+                s.state.name()
             );
         }
         RunChange::Log(l) => println!("{}", log_text(l)),

@@ -15,7 +15,7 @@ pub struct EventLine {
     pub at_ms: i64,
     pub text: String,
     pub ok: bool,
-    /// What happened, e.g. `dag run <id> succeeded`: the same for its stream and history line.
+    /// What happened, e.g. `dag run <id> ended`: the same for its stream and history line.
     pub key: Option<String>,
 }
 
@@ -26,6 +26,17 @@ pub struct Happening {
     pub at_ms: i64,
     pub text: String,
     pub ok: bool,
+}
+
+impl From<Happening> for EventLine {
+    fn from(h: Happening) -> Self {
+        Self {
+            at_ms: h.at_ms,
+            text: h.text,
+            ok: h.ok,
+            key: Some(h.key),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -48,12 +59,7 @@ impl Events {
     /// A happening as a stream reports it: it replaces the line history already listed for it,
     /// in place, or comes first.
     pub fn live(&mut self, h: Happening) {
-        let line = EventLine {
-            at_ms: h.at_ms,
-            text: h.text,
-            ok: h.ok,
-            key: Some(h.key),
-        };
+        let line = EventLine::from(h);
         match self.lines.iter_mut().find(|l| l.key == line.key) {
             Some(listed) => *listed = line,
             None => {
@@ -77,15 +83,7 @@ impl Events {
         if at >= EVENTS_KEPT {
             return;
         }
-        self.lines.insert(
-            at,
-            EventLine {
-                at_ms: h.at_ms,
-                text: h.text,
-                ok: h.ok,
-                key: Some(h.key),
-            },
-        );
+        self.lines.insert(at, h.into());
         self.lines.truncate(EVENTS_KEPT);
     }
 

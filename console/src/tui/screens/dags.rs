@@ -17,6 +17,7 @@ use crate::tui::keymap::Intent;
 use crate::tui::ui::{ago, clock, duration_s, pane, selected_style, window};
 use readmit_proto::{
     DagFileError, DagInfo, DagList, DagRunInfo, LogEntry, RunChange, RunEvent, RunState,
+    StateChange,
 };
 
 pub const KEYS: &[(Intent, &str)] = &[
@@ -227,15 +228,15 @@ pub fn state_color(state: RunState) -> Color {
 pub fn on_event(app: &mut App, event: RunEvent) {
     let at = event.timestamp_ms;
     match event.change {
-        RunChange::State {
-            task_id,
-            state,
-            attempt,
-            error,
-        } => {
-            if task_id.is_empty() && state.is_terminal() {
-                app.events
-                    .live(ended(&event.dag, &event.run_id, state, &error, at));
+        RunChange::State(change) => {
+            if change.task_id.is_empty() && change.state.is_terminal() {
+                app.events.live(ended(
+                    &event.dag,
+                    &event.run_id,
+                    change.state,
+                    &change.error,
+                    at,
+                ));
                 // The finished run as the agent stored it: events missed while the run was
                 // not yet listed (its trigger's answer still on the way) are filled in.
                 if event.dag == app.dags.runs_of {
@@ -243,18 +244,11 @@ pub fn on_event(app: &mut App, event: RunEvent) {
                         dag: event.dag.clone(),
                     });
                 }
-            } else if task_id.is_empty() && state == RunState::Running {
+            } else if change.task_id.is_empty() && change.state == RunState::Running {
                 app.events.live(started(&event.dag, &event.run_id, at));
             }
-            let change = Change {
-                task_id: &task_id,
-                state,
-                attempt,
-                error: &error,
-                at,
-            };
             match app.dags.runs.iter_mut().find(|r| r.run_id == event.run_id) {
-                Some(run) => apply_change(run, &change),
+                Some(run) => apply_change(run, &change, at),
                 None if event.dag == app.dags.runs_of => {
                     app.request(Request::DagRuns {
                         dag: event.dag.clone(),
@@ -276,22 +270,12 @@ pub fn on_event(app: &mut App, event: RunEvent) {
     }
 }
 
-/// A state change of a run (an empty `task_id`) or of one of its tasks, at `at`.
-struct Change<'a> {
-    task_id: &'a str,
-    state: RunState,
-    attempt: u32,
-    error: &'a str,
-    at: i64,
-}
-
-fn apply_change(run: &mut DagRunInfo, change: &Change<'_>) {
-    let at = change.at;
+fn apply_change(run: &mut DagRunInfo, change: &StateChange, at: i64) {
     let terminal = change.state.is_terminal();
     let running = change.state == RunState::Running;
     if change.task_id.is_empty() {
         run.state = change.state;
-        change.error.clone_into(&mut run.error);
+        run.error.clone_from(&change.error);
         if running && run.started_at_ms == 0 {
             run.started_at_ms = at;
         }
@@ -306,7 +290,7 @@ fn apply_change(run: &mut DagRunInfo, change: &Change<'_>) {
     if let Some(task) = run.tasks.iter_mut().find(|t| t.task_id == change.task_id) {
         task.state = change.state;
         task.attempt = change.attempt;
-        change.error.clone_into(&mut task.error);
+        task.error.clone_from(&change.error);
         if running {
             task.started_at_ms = at;
             task.ended_at_ms = 0;

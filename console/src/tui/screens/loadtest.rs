@@ -232,6 +232,11 @@ fn test_ended(s: &v1::LoadTestSummary, at_ms: i64) -> Happening {
     }
 }
 
+/// A time the agent reported, else (0: not reported) `now`.
+fn time_or(reported_ms: i64, now_ms: i64) -> i64 {
+    if reported_ms > 0 { reported_ms } else { now_ms }
+}
+
 /// What a past test tells of its start and end.
 fn test_history(s: &v1::LoadTestSummary) -> impl Iterator<Item = Happening> {
     let start = test_started(&s.test_id, s.started_at_ms);
@@ -242,11 +247,7 @@ fn test_history(s: &v1::LoadTestSummary) -> impl Iterator<Item = Happening> {
 pub fn on_started(app: &mut App, reply: Result<v1::LoadTestSummary, String>) {
     match reply {
         Ok(summary) => {
-            let at = if summary.started_at_ms > 0 {
-                summary.started_at_ms
-            } else {
-                app.now_ms
-            };
+            let at = time_or(summary.started_at_ms, app.now_ms);
             app.events.live(test_started(&summary.test_id, at));
             app.load.current = Some(summary);
             app.load.samples.clear();
@@ -269,12 +270,8 @@ pub fn on_sample(app: &mut App, sample: v1::LoadTestSample) {
 
 pub fn on_ended(app: &mut App, reply: Result<v1::LoadTestSummary, String>) {
     if let Ok(s) = &reply {
-        let at = if s.ended_at_ms > 0 {
-            s.ended_at_ms
-        } else {
-            app.now_ms
-        };
-        app.events.live(test_ended(s, at));
+        app.events
+            .live(test_ended(s, time_or(s.ended_at_ms, app.now_ms)));
     }
     app.load.finished = Some(reply);
     refresh(app);

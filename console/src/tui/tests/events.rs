@@ -5,7 +5,7 @@ use crate::tui::action::{Action, Request};
 use crate::tui::app::{App, Screen, update};
 use crate::tui::fixtures::{self, NOW};
 use crate::tui::keymap::Keymap;
-use readmit_proto::{DagRunInfo, RunChange, RunEvent, RunState, v1};
+use readmit_proto::{DagRunInfo, RunChange, RunEvent, RunState, StateChange, v1};
 
 fn texts(app: &App) -> Vec<String> {
     app.events.iter().map(|e| e.text.clone()).collect()
@@ -165,12 +165,12 @@ fn a_stream_event_takes_the_place_of_its_history_line() {
             run_id: run.run_id.clone(),
             dag: run.dag.clone(),
             timestamp_ms: NOW,
-            change: RunChange::State {
+            change: RunChange::State(StateChange {
                 task_id: String::new(),
                 state: RunState::Succeeded,
                 attempt: 0,
                 error: String::new(),
-            },
+            }),
         }),
     );
     let ended = finished_run(
